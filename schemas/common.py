@@ -1,0 +1,59 @@
+"""Field types shared by every event contract."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+#: An identifier: 1-128 characters, no control characters.
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+#: Events may not be stamped further ahead than this (clock skew allowance).
+MAX_FUTURE_SECONDS = 3600
+#: Nothing before this is a plausible LLM call.
+MIN_TS = datetime(2015, 1, 1, tzinfo=UTC)
+
+
+def _parse_ts(value: Any) -> Any:
+    # Epoch milliseconds (int) are accepted beside RFC 3339 strings with a zone.
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be RFC 3339 with a zone or epoch milliseconds")
+    if isinstance(value, int):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, float):
+        raise ValueError("epoch timestamps must be integer milliseconds")
+    return value
+
+
+def _check_ts(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a zone (e.g. 2026-11-24T10:00:00Z)")
+    value = value.astimezone(UTC)
+    if value < MIN_TS:
+        raise ValueError(f"timestamp {value.isoformat()} is before {MIN_TS.date()}")
+    if value.timestamp() > datetime.now(UTC).timestamp() + MAX_FUTURE_SECONDS:
+        raise ValueError(f"timestamp {value.isoformat()} is more than {MAX_FUTURE_SECONDS}s in the future")
+    return value
+
+
+#: A UTC timestamp: RFC 3339 with zone, or epoch milliseconds.
+Timestamp = Annotated[datetime, BeforeValidator(_parse_ts), AfterValidator(_check_ts)]
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError("money must be a decimal string such as \"0.0123\", never a float")
+    return value
+
+
+def _non_negative(value: Decimal) -> Decimal:
+    if not value.is_finite() or value < 0:
+        raise ValueError("amount must be a finite, non-negative decimal")
+    return value
+
+
+#: A USD amount: a decimal string (or integer), never a float.
+Usd = Annotated[Decimal, BeforeValidator(_no_float), AfterValidator(_non_negative)]

@@ -1,0 +1,83 @@
+"""ControlEvent and AlertEvent, emitted by the worker (and by operators for controls)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.common import Id, Timestamp
+
+Action = Literal["allow", "throttle", "downgrade", "block"]
+Severity = Literal["info", "warning", "critical"]
+AlertState = Literal["firing", "resolved"]
+
+#: How strongly an action restricts traffic; the strongest active one wins on a scope.
+ACTION_RANK: dict[str, int] = {"allow": 0, "downgrade": 1, "throttle": 2, "block": 3}
+
+
+class Scope(BaseModel):
+    """What a control or alert applies to. ``None`` means "any"."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant_id: Id
+    feature_id: Id | None = None
+    user_id: Id | None = None
+    model: Id | None = None
+
+    def key(self) -> str:
+        """Canonical string: the compacted control topic's message key."""
+        return scope_key(self.tenant_id, self.feature_id, self.user_id, self.model)
+
+
+def scope_key(tenant_id: str, feature_id: str | None = None, user_id: str | None = None,
+              model: str | None = None) -> str:
+    """``tenant=acme/feature=chat/user=*/model=*``; ``*`` marks an unset part."""
+    return f"tenant={tenant_id}/feature={feature_id or '*'}/user={user_id or '*'}/model={model or '*'}"
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rule: str
+    observed: Decimal
+    threshold: Decimal
+    period: str
+    detail: str | None = None
+
+
+class ControlEvent(BaseModel):
+    """The current decision for one scope. Latest per scope key wins (compacted topic)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    control_id: Id
+    issued_at: Timestamp
+    scope: Scope
+    action: Action
+    max_rps: float | None = None
+    downgrade_to: Id | None = None
+    reason: Reason
+    expires_at: Timestamp | None = None
+    policy_id: str | None = None
+    issued_by: str = "worker"
+    key_id: str | None = None
+    signature: str | None = None
+
+
+class AlertEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alert_id: Id
+    ts: Timestamp
+    rule: str
+    scope: Scope
+    severity: Severity
+    state: AlertState
+    summary: str
+    observed: Decimal
+    threshold: Decimal
+    dedup_key: str
+    policy_id: str | None = None

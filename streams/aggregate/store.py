@@ -1,0 +1,69 @@
+"""A dict that remembers what changed, so the adapter persists each changed key once per batch.
+
+The core writes only through :class:`Store`; the Faust adapter copies ``changes()`` into the
+table changelogs (one record per changed key per batch, not per event) and a restarted
+worker rebuilds the core from the tables with :meth:`load`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+#: Marks a deleted key in ``changes()``; the adapter writes a tombstone for it.
+DELETED = None
+
+
+class Store:
+    __slots__ = ("name", "data", "_changed", "_partition", "_default_partition")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.data: dict[str, Any] = {}
+        self._changed: dict[str, int] = {}
+        self._partition: dict[str, int] = {}
+        self._default_partition = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return iter(self.data.items())
+
+    def set(self, key: str, value: Any, partition: int | None = None) -> None:
+        """Set ``key``; ``partition`` is the source partition whose changelog owns it."""
+        self.data[key] = value
+        if partition is None:
+            partition = self._partition.get(key, self._default_partition)
+        self._partition[key] = partition
+        self._changed[key] = partition
+
+    def touch(self, key: str) -> None:
+        """Mark a value mutated in place as changed."""
+        self._changed[key] = self._partition.get(key, self._default_partition)
+
+    def delete(self, key: str) -> None:
+        if key in self.data:
+            del self.data[key]
+            self._changed[key] = self._partition.pop(key, self._default_partition)
+
+    def changes(self) -> list[tuple[str, Any, int]]:
+        """(key, value or DELETED, partition) for every key changed since the last call."""
+        out = [(key, self.data.get(key, DELETED), part) for key, part in self._changed.items()]
+        self._changed.clear()
+        return out
+
+    def load(self, items: Iterable[tuple[str, Any, int]]) -> None:
+        """Replace the contents with persisted (key, value, partition) items."""
+        self.data.clear()
+        self._partition.clear()
+        self._changed.clear()
+        for key, value, part in items:
+            self.data[key] = value
+            self._partition[key] = part

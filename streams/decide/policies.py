@@ -1,0 +1,211 @@
+"""The policies file: budgets and per-request caps, validated with line numbers.
+
+Example::
+
+    budgets:
+      - id: acme-daily
+        scope: {tenant: acme}               # tenant "*" = each tenant; optional feature|user|model, tier
+        period: day                         # day | month | rolling:<30m|1h|7d>
+        limit_usd: "50.00"
+        warn_at: [0.8, 0.95]                # alert only (warning)
+        on_exceed:                          # escalation steps, by fraction of the limit
+          - {at: 1.0, action: downgrade, to_model: gpt-4o-mini}
+          - {at: 1.25, action: block}
+    request_cost_caps:
+      - {id: one-dollar-call, scope: {tenant: "*"}, max_usd: "1.00"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streams.aggregate.periods import parse_duration_minutes
+from streams.price.rates import usd_to_nanos
+
+
+def _no_float(v: Any) -> Any:
+    if isinstance(v, float):
+        raise ValueError("money must be a quoted decimal string, e.g. \"50.00\"")
+    return v
+
+
+Money = Annotated[Decimal, BeforeValidator(_no_float), Field(gt=0)]
+Fraction = Annotated[Decimal, BeforeValidator(lambda v: Decimal(str(v)) if isinstance(v, float) else v),
+                     Field(gt=0)]
+
+
+class PolicyScope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = "*"
+    feature: str | None = None
+    user: str | None = None
+    model: str | None = None
+    tier: str | None = None
+
+    @model_validator(mode="after")
+    def _one_dimension(self) -> PolicyScope:
+        named = [n for n in ("feature", "user", "model") if getattr(self, n) is not None]
+        if len(named) > 1:
+            raise ValueError(f"a scope names at most one of feature, user, model (got {', '.join(named)})")
+        return self
+
+    @property
+    def dimension(self) -> str:
+        """Which aggregate this scope reads: tenant, feature, user or model."""
+        for name in ("feature", "user", "model"):
+            if getattr(self, name) is not None:
+                return name
+        return "tenant"
+
+    def matches(self, tenant: str, feature: str, user: str, model: str, tier: str | None) -> bool:
+        return ((self.tenant == "*" or self.tenant == tenant)
+                and (self.feature in (None, "*", feature))
+                and (self.user in (None, "*", user))
+                and (self.model in (None, "*", model))
+                and (self.tier is None or self.tier == tier))
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: Fraction = Decimal(1)
+    action: Literal["throttle", "downgrade", "block"]
+    max_rps: float | None = Field(default=None, gt=0)
+    to_model: str | None = None
+
+    @model_validator(mode="after")
+    def _arguments(self) -> Step:
+        if self.action == "throttle" and self.max_rps is None:
+            raise ValueError("throttle needs max_rps")
+        if self.action == "downgrade" and not self.to_model:
+            raise ValueError("downgrade needs to_model")
+        return self
+
+
+class BudgetPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    scope: PolicyScope = PolicyScope()
+    period: str
+    limit_usd: Money
+    warn_at: list[Fraction] = []
+    on_exceed: list[Step] = []
+    action: Step | None = None  # shorthand for on_exceed: [action]
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, v: str) -> str:
+        if v in ("day", "month"):
+            return v
+        if v.startswith("rolling:"):
+            parse_duration_minutes(v.removeprefix("rolling:"))
+            return v
+        raise ValueError("period must be day, month or rolling:<duration> such as rolling:1h")
+
+    @model_validator(mode="after")
+    def _levels(self) -> BudgetPolicy:
+        if any(w >= 1 for w in self.warn_at):
+            raise ValueError("warn_at fractions must be below 1.0 (exceeding is 1.0)")
+        if self.action is not None and self.on_exceed:
+            raise ValueError("give either action or on_exceed, not both")
+        ats = [s.at for s in self.steps]
+        if ats != sorted(set(ats)):
+            raise ValueError("on_exceed steps must have increasing, distinct 'at' values")
+        if ats and ats[0] < 1:
+            raise ValueError("on_exceed steps start at 1.0 or above (use warn_at below)")
+        return self
+
+    @property
+    def steps(self) -> list[Step]:
+        return [self.action] if self.action is not None else list(self.on_exceed)
+
+    @property
+    def rolling_minutes(self) -> int | None:
+        return parse_duration_minutes(self.period[8:]) if self.period.startswith("rolling:") else None
+
+    def thresholds_nanos(self) -> list[int]:
+        """Spend levels that raise the level: warn fractions, then 1.0 (or each step)."""
+        limit = usd_to_nanos(self.limit_usd)
+        fractions = sorted(set(self.warn_at)) + ([s.at for s in self.steps] or [Decimal(1)])
+        return [int(limit * f) for f in fractions]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+class RequestCostCap(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    scope: PolicyScope = PolicyScope()
+    max_usd: Money
+
+
+class PoliciesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    budgets: list[BudgetPolicy] = []
+    request_cost_caps: list[RequestCostCap] = []
+    detectors: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PoliciesFile:
+        ids = [p.id for p in self.budgets] + [c.id for c in self.request_cost_caps]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"policy ids must be unique: {', '.join(dupes)}")
+        return self
+
+
+class PolicyError(ValueError):
+    """The policies file is invalid; the message names each bad line and field."""
+
+
+def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int:
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node = nxt
+    return node.start_mark.line + 1
+
+
+def parse_policies(text: str, source: str = "<policies>") -> PoliciesFile:
+    try:
+        root = yaml.compose(text)
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+    try:
+        return PoliciesFile.model_validate(doc)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            line = _line_of(root, loc) if root is not None else 1
+            field = ".".join(str(p) for p in loc) or "(file)"
+            lines.append(f"{source}:{line}: {field}: {err['msg']}")
+        raise PolicyError("invalid policies file:\n  " + "\n  ".join(lines)) from None
+
+
+def load_policies(path: Path | None) -> PoliciesFile:
+    if path is None:
+        return PoliciesFile()
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policies file {path}: {exc}") from exc
+    return parse_policies(text, str(path))

@@ -1,0 +1,3 @@
+from streams.price.pricebook import PriceBook, PricedCall
+
+__all__ = ["PriceBook", "PricedCall"]

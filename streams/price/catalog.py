@@ -1,0 +1,111 @@
+"""Rates from the genai-prices catalog, effective-dated, converted once and cached."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from genai_prices import data_snapshot
+from genai_prices.types import ModelPrice, TieredPrices
+
+from streams.price.rates import ModelRates, TokenRates, mtok_to_femto
+
+_FIELDS = {"input": "input_mtok", "output": "output_mtok", "cache_read": "cache_read_mtok",
+           "cache_write": "cache_write_mtok"}
+
+
+def _at(value: Decimal | TieredPrices | None, tokens: int) -> Decimal | None:
+    if value is None or isinstance(value, Decimal):
+        return value
+    price = value.base
+    for tier in value.tiers:
+        if tokens > tier.start:
+            price = tier.price
+    return price
+
+
+def rates_from_model_price(mp: ModelPrice) -> ModelRates:
+    """Convert a genai-prices ModelPrice (possibly tiered) to integer rates."""
+    raw = {name: getattr(mp, attr, None) for name, attr in _FIELDS.items()}
+    thresholds = sorted({t.start for v in raw.values() if isinstance(v, TieredPrices) for t in v.tiers})
+
+    def rates_at(tokens: int) -> TokenRates:
+        inp = _at(raw["input"], tokens) or Decimal(0)
+        out = _at(raw["output"], tokens) or Decimal(0)
+        read = _at(raw["cache_read"], tokens)
+        write = _at(raw["cache_write"], tokens)
+        return TokenRates(mtok_to_femto(inp), mtok_to_femto(out),
+                          mtok_to_femto(inp if read is None else read),
+                          mtok_to_femto(inp if write is None else write))
+
+    return ModelRates(rates_at(0), tuple((t, rates_at(t + 1)) for t in thresholds))
+
+
+class Catalog:
+    """Lookups into the genai-prices snapshot shipped with the package (no network)."""
+
+    def __init__(self) -> None:
+        self._snapshot = data_snapshot.get_snapshot()
+        self._models: dict[tuple[str, str], Any] = {}
+        self._static: dict[tuple[str, str], ModelRates] = {}
+        self._dated: dict[tuple[str, str, int], ModelRates] = {}
+        self._provider_max: dict[str, ModelRates | None] = {}
+
+    def rates(self, provider: str, model: str, ts_ms: int) -> ModelRates | None:
+        """Rates in force at ``ts_ms``, or None when the catalog does not know the model."""
+        key = (provider, model)
+        static = self._static.get(key)
+        if static is not None:
+            return static
+        info = self._models.get(key, False)
+        if info is False:
+            info = self._lookup(provider, model)
+            self._models[key] = info
+        if info is None:
+            return None
+        if not isinstance(info.prices, list):  # one price for all time: convert once
+            self._static[key] = rates = rates_from_model_price(info.prices)
+            return rates
+        minute = ts_ms // 60_000  # conditional prices (start dates, time of day): per minute
+        dated_key = (provider, model, minute)
+        rates = self._dated.get(dated_key)
+        if rates is None:
+            if len(self._dated) > 50_000:
+                self._dated.clear()
+            when = datetime.fromtimestamp(minute * 60, tz=UTC)
+            rates = self._dated[dated_key] = rates_from_model_price(info.get_prices(when))
+        return rates
+
+    def _lookup(self, provider: str, model: str) -> Any:
+        try:
+            return self._snapshot.find_provider_model(model, None, provider, None)[1]
+        except LookupError:
+            return None
+
+    def provider_max(self, provider: str) -> ModelRates | None:
+        """The highest current price of each token kind among ``provider``'s models."""
+        if provider not in self._provider_max:
+            self._provider_max[provider] = self._max_over(
+                [p for p in self._snapshot.providers if p.id == provider])
+        return self._provider_max[provider]
+
+    def global_max(self) -> ModelRates:
+        if "*" not in self._provider_max:
+            self._provider_max["*"] = self._max_over(self._snapshot.providers)
+        rates = self._provider_max["*"]
+        assert rates is not None
+        return rates
+
+    @staticmethod
+    def _max_over(providers: list[Any]) -> ModelRates | None:
+        now = datetime.now(UTC)
+        best: TokenRates | None = None
+        for prov in providers:
+            for info in prov.models:
+                try:
+                    base = rates_from_model_price(info.get_prices(now)).base
+                except (ValueError, TypeError):
+                    continue
+                best = base if best is None else best.max(base)
+        return None if best is None else ModelRates(best)
