@@ -43,6 +43,16 @@ def _check_ts(value: datetime) -> datetime:
 Timestamp = Annotated[datetime, BeforeValidator(_parse_ts), AfterValidator(_check_ts)]
 
 
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a zone (e.g. 2026-11-24T10:00:00Z)")
+    return value.astimezone(UTC)
+
+
+#: A UTC time that may lie in the future (expiry times).
+Deadline = Annotated[datetime, BeforeValidator(_parse_ts), AfterValidator(_aware)]
+
+
 def _no_float(value: Any) -> Any:
     if isinstance(value, float):
         raise ValueError("money must be a decimal string such as \"0.0123\", never a float")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.common import Id, Timestamp
+from schemas.common import Deadline, Id
 
 Action = Literal["allow", "throttle", "downgrade", "block"]
 Severity = Literal["info", "warning", "critical"]
@@ -54,13 +54,13 @@ class ControlEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     control_id: Id
-    issued_at: Timestamp
+    issued_at: Deadline
     scope: Scope
     action: Action
     max_rps: float | None = None
     downgrade_to: Id | None = None
     reason: Reason
-    expires_at: Timestamp | None = None
+    expires_at: Deadline | None = None
     policy_id: str | None = None
     issued_by: str = "worker"
     key_id: str | None = None
@@ -71,7 +71,7 @@ class AlertEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     alert_id: Id
-    ts: Timestamp
+    ts: Deadline
     rule: str
     scope: Scope
     severity: Severity

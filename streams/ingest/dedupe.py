@@ -35,7 +35,8 @@ class Deduper:
     def check(self, event_id: str, ts_ms: int, partition: int, offset: int) -> Seen:
         seen = self.store.data.get(event_id)
         if seen is not None:
-            return Seen.REDELIVERY if seen[1] == partition and seen[2] == offset else Seen.DUPLICATE
+            same_message = offset >= 0 and seen[1] == partition and seen[2] == offset
+            return Seen.REDELIVERY if same_message else Seen.DUPLICATE
         minute = ts_ms // 60_000
         if self.floor_minute is not None and minute < self.floor_minute:
             return Seen.LATE

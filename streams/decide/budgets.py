@@ -1,0 +1,239 @@
+"""Budget evaluation: one level per (policy, scope instance), changed only on transitions.
+
+A level counts the thresholds crossed (warn fractions, then each escalation step). Going
+up emits one AlertEvent (warning below 1.0, critical from 1.0) and, when the step's
+action changes the scope's effective control, one ControlEvent. When the period rolls
+over, a rolling window decays below the limit, or the policy changes, the level drops and
+a ``resolved`` alert plus an ``allow`` (or the next strongest control) are emitted.
+Levels live in the ``decisions`` store, so a restarted worker does not re-fire.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+from decimal import Decimal
+
+from schemas.control import Reason, Scope
+from streams.aggregate.periods import DAY_MS, day_label, day_of, minute_of, month_label, month_of, month_start_ms
+from streams.aggregate.spend import COST, SpendAggregator, day_key, month_key
+from streams.aggregate.store import Store
+from streams.decide.policies import BudgetPolicy, PoliciesFile, Step
+from streams.emit.events import Contribution, ControlBoard, Emitted, alert
+from streams.price.rates import nanos_to_usd
+
+
+@dataclass(slots=True)
+class _Compiled:
+    policy: BudgetPolicy
+    thresholds: list[int]
+    n_warn: int
+    rolling: int | None
+    fingerprint: str
+
+
+class RollingSum:
+    """Spend of one scope over the last ``minutes`` minutes, kept incrementally."""
+
+    __slots__ = ("minutes", "lo", "total")
+
+    def __init__(self, minutes: int, now_minute: int, agg: SpendAggregator, scope: str) -> None:
+        self.minutes = minutes
+        self.lo = now_minute - minutes + 1
+        self.total = sum(agg.minute_cost(scope, m) for m in range(self.lo, now_minute + 61))
+
+    def add(self, minute: int, cost: int) -> None:
+        if minute >= self.lo:
+            self.total += cost
+
+    def value(self, now_minute: int, agg: SpendAggregator, scope: str) -> int:
+        new_lo = now_minute - self.minutes + 1
+        if new_lo - self.lo > self.minutes + 60:
+            self.__init__(self.minutes, now_minute, agg, scope)  # type: ignore[misc]
+        while self.lo < new_lo:
+            self.total -= agg.minute_cost(scope, self.lo)
+            self.lo += 1
+        return self.total
+
+
+def _scope_for(p: BudgetPolicy, tenant: str, feature: str, user: str, model: str) -> tuple[str, Scope]:
+    dim = p.scope.dimension
+    if dim == "feature":
+        return f"t={tenant}|f={feature}", Scope(tenant_id=tenant, feature_id=feature)
+    if dim == "user":
+        return f"t={tenant}|u={user}", Scope(tenant_id=tenant, user_id=user)
+    if dim == "model":
+        return f"t={tenant}|m={model}", Scope(tenant_id=tenant, model=model)
+    return f"t={tenant}", Scope(tenant_id=tenant)
+
+
+class BudgetEvaluator:
+    def __init__(self, policies: PoliciesFile, agg: SpendAggregator, store: Store, board: ControlBoard,
+                 out: Emitted) -> None:
+        self.agg, self.store, self.board, self.out = agg, store, board, out
+        self._compiled = {}
+        for p in policies.budgets:
+            thresholds = p.thresholds_nanos()
+            self._compiled[p.id] = _Compiled(p, thresholds, len(set(p.warn_at)), p.rolling_minutes,
+                                             p.fingerprint())
+        self._match_cache: dict[tuple[str, str, str, str, str | None], list[_Compiled]] = {}
+        self._user_specific = any(p.scope.user not in (None, "*") for p in policies.budgets)
+        self._rolling: dict[str, RollingSum] = {}
+
+    @property
+    def max_rolling_minutes(self) -> int:
+        return max((c.rolling or 0 for c in self._compiled.values()), default=0)
+
+    @property
+    def needs_user_minutes(self) -> bool:
+        return any(c.rolling and c.policy.scope.dimension == "user" for c in self._compiled.values())
+
+    def _matching(self, tenant: str, feature: str, user: str, model: str, tier: str | None) -> list[_Compiled]:
+        ckey = (tenant, feature, user if self._user_specific else "", model, tier)
+        found = self._match_cache.get(ckey)
+        if found is None:
+            if len(self._match_cache) > 100_000:
+                self._match_cache.clear()
+            found = [c for c in self._compiled.values()
+                     if c.policy.scope.matches(tenant, feature, user, model, tier)]
+            self._match_cache[ckey] = found
+        return found
+
+    def on_event(self, tenant: str, feature: str, user: str, model: str, tier: str | None,
+                 ts_ms: int, cost: int, now_ms: int, partition: int) -> None:
+        for c in self._matching(tenant, feature, user, model, tier):
+            agg_scope, scope = _scope_for(c.policy, tenant, feature, user, model)
+            if c.rolling is not None:
+                rkey = f"{c.policy.id}|{agg_scope}"
+                rolling = self._rolling.get(rkey)
+                if rolling is None:  # initialised from the buckets, which already hold this event
+                    self._rolling[rkey] = RollingSum(c.rolling, minute_of(now_ms), self.agg, agg_scope)
+                else:
+                    rolling.add(minute_of(ts_ms), cost)
+            elif (day_of(ts_ms) if c.policy.period == "day" else month_of(ts_ms)) != self._period(c, now_ms):
+                continue  # a late event for a closed period: counted, but decides nothing now
+            self._evaluate(c, agg_scope, scope, ts_ms, now_ms, partition)
+
+    def _period(self, c: _Compiled, now_ms: int) -> int:
+        if c.rolling is not None:
+            return 0
+        return day_of(now_ms) if c.policy.period == "day" else month_of(now_ms)
+
+    def _spend(self, c: _Compiled, agg_scope: str, now_ms: int) -> int:
+        if c.rolling is not None:
+            rkey = f"{c.policy.id}|{agg_scope}"
+            rolling = self._rolling.get(rkey)
+            if rolling is None:
+                rolling = self._rolling[rkey] = RollingSum(c.rolling, minute_of(now_ms), self.agg, agg_scope)
+            return rolling.value(minute_of(now_ms), self.agg, agg_scope)
+        key = day_key(day_of(now_ms), agg_scope) if c.policy.period == "day" else \
+            month_key(month_of(now_ms), agg_scope)
+        vec = self.agg.get(key)
+        return vec[COST] if vec else 0
+
+    def _evaluate(self, c: _Compiled, agg_scope: str, scope: Scope, at_ms: int, now_ms: int,
+                  partition: int | None) -> None:
+        skey = f"b|{c.policy.id}|{agg_scope}"
+        period = self._period(c, now_ms)
+        state = self.store.get(skey)
+        level = state[1] if state and state[0] == period else 0
+        spend = self._spend(c, agg_scope, now_ms)
+        new_level = bisect_right(c.thresholds, spend)
+        if new_level == level:
+            return
+        if new_level < level and c.rolling is None:
+            return  # fixed periods only go up within a period
+        step = self._step(c, new_level)
+        wish = [step.action, step.to_model, step.max_rps] if step else None
+        self.store.set(skey, [period, new_level, c.fingerprint, scope.model_dump(mode="json"), wish], partition)
+        self._transition(c, scope, agg_scope, level, new_level, spend, at_ms, now_ms)
+
+    def _transition(self, c: _Compiled, scope: Scope, agg_scope: str, old: int, new: int, spend: int,
+                    at_ms: int, now_ms: int, period_label: str | None = None) -> None:
+        p = c.policy
+        label = period_label or self._label(c, now_ms)
+        idx = max(new, old) - 1
+        threshold = nanos_to_usd(c.thresholds[min(idx, len(c.thresholds) - 1)])
+        observed = nanos_to_usd(spend)
+        dedup = f"budget:{p.id}:{scope.key()}:{label}"
+        if new == 0:
+            alert(self.out, rule="budget", scope=scope, severity="info", state="resolved",
+                  summary=f"{scope.key()} back under budget {p.id} ({label})", observed=observed,
+                  threshold=threshold, dedup_key=dedup, at_ms=at_ms, policy_id=p.id)
+        else:
+            exceeded = new > c.n_warn
+            pct = (spend * 100 // max(c.thresholds[c.n_warn], 1)) if c.thresholds else 0
+            alert(self.out, rule="budget", scope=scope, severity="critical" if exceeded else "warning",
+                  state="firing", summary=f"{scope.key()} at {pct}% of {p.id} (${observed} of ${p.limit_usd}, {label})",
+                  observed=observed, threshold=threshold, dedup_key=dedup, at_ms=at_ms, policy_id=p.id)
+        step = self._step(c, new)
+        wish = None
+        if step is not None:
+            wish = Contribution(step.action, Reason(rule="budget", observed=observed, threshold=threshold,
+                                                    period=label, detail=f"policy {p.id} level {new}"),
+                                p.id, step.to_model, step.max_rps, self._period_end(c, now_ms))
+        resolved = Reason(rule="budget", observed=observed, threshold=threshold, period=label,
+                          detail=f"policy {p.id} level {new}")
+        self.board.put(scope, f"budget:{p.id}", wish, at_ms, reason=resolved)
+
+    @staticmethod
+    def _step(c: _Compiled, level: int) -> Step | None:
+        idx = level - c.n_warn - 1
+        return c.policy.steps[idx] if 0 <= idx < len(c.policy.steps) else None
+
+    def _label(self, c: _Compiled, now_ms: int) -> str:
+        if c.rolling is not None:
+            return c.policy.period
+        if c.policy.period == "day":
+            return f"day:{day_label(day_of(now_ms))}"
+        return f"month:{month_label(month_of(now_ms))}"
+
+    def _period_end(self, c: _Compiled, now_ms: int) -> int | None:
+        if c.rolling is not None:
+            return None
+        if c.policy.period == "day":
+            return (day_of(now_ms) + 1) * DAY_MS
+        return month_start_ms(month_of(now_ms) + 1)
+
+    def tick(self, now_ms: int) -> None:
+        """Close rolled-over periods, let rolling windows decay, retire changed policies."""
+        for skey, state in list(self.store.items()):
+            if not skey.startswith("b|") or state[1] == 0:
+                continue
+            _, policy_id, agg_scope = skey.split("|", 2)
+            scope = Scope.model_validate(state[3])
+            c = self._compiled.get(policy_id)
+            if c is None or c.fingerprint != state[2]:  # policy removed or edited: start over
+                self.store.delete(skey)
+                alert(self.out, rule="budget", scope=scope, severity="info", state="resolved",
+                      summary=f"{scope.key()}: policy {policy_id} removed or changed", observed=Decimal(0),
+                      threshold=Decimal(0), dedup_key=f"budget:{policy_id}:{scope.key()}:policy-change",
+                      at_ms=now_ms, policy_id=policy_id)
+                self.board.put(scope, f"budget:{policy_id}", None, now_ms,
+                               reason=Reason(rule="budget", observed=Decimal(0), threshold=Decimal(0),
+                                             period="", detail=f"policy {policy_id} removed or changed"))
+                if c is not None:
+                    self._evaluate(c, agg_scope, scope, now_ms, now_ms, None)
+                continue
+            if c.rolling is not None:
+                self._evaluate(c, agg_scope, scope, now_ms, now_ms, None)
+            elif state[0] != self._period(c, now_ms):
+                start = (day_of(now_ms) * DAY_MS) if c.policy.period == "day" else month_start_ms(month_of(now_ms))
+                old_label = f"day:{day_label(state[0])}" if c.policy.period == "day" else \
+                    f"month:{month_label(state[0])}"
+                self.store.set(skey, [self._period(c, now_ms), 0, c.fingerprint, state[3], None])
+                self._transition(c, scope, agg_scope, state[1], 0, 0, start, now_ms, old_label)
+
+    def restore(self) -> None:
+        """Re-derive the control board from persisted levels (no events emitted)."""
+        self._rolling.clear()
+        for skey, state in self.store.items():
+            if not skey.startswith("b|") or state[1] == 0:
+                continue
+            if state[4] is None:
+                continue
+            policy_id = skey.split("|", 2)[1]
+            action, to_model, max_rps = state[4]
+            wish = Contribution(action, Reason(rule="budget", observed=Decimal(0), threshold=Decimal(0), period="",
+                                               detail=f"policy {policy_id} (restored)"), policy_id, to_model, max_rps)
+            self.board.put(Scope.model_validate(state[3]), f"budget:{policy_id}", wish, 0, emit=False)

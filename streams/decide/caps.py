@@ -1,0 +1,59 @@
+"""Per-call rules: the per-request cost cap, and the once-per-model ``unpriced_model`` alert."""
+
+from __future__ import annotations
+
+from schemas.control import Scope
+from streams.aggregate.periods import day_label, day_of
+from streams.aggregate.store import Store
+from streams.decide.policies import RequestCostCap
+from streams.emit.events import Emitted, alert
+from streams.price.rates import nanos_to_usd, usd_to_nanos
+
+
+class RequestCostCaps:
+    """Alert when one call costs more than a cap: once per tenant x feature x model per day."""
+
+    def __init__(self, caps: list[RequestCostCap], store: Store, out: Emitted) -> None:
+        self._caps = [(cap, usd_to_nanos(cap.max_usd)) for cap in caps]
+        self.store, self.out = store, out
+
+    def on_event(self, tenant: str, feature: str, user: str, model: str, tier: str | None, cost: int,
+                 ts_ms: int, partition: int) -> None:
+        for cap, limit in self._caps:
+            if cost <= limit or not cap.scope.matches(tenant, feature, user, model, tier):
+                continue
+            day = day_of(ts_ms)
+            key = f"c|{cap.id}|{tenant}|{feature}|{model}|{day}"
+            if key in self.store:
+                continue
+            self.store.set(key, day, partition)
+            scope = Scope(tenant_id=tenant, feature_id=feature, model=model)
+            observed = nanos_to_usd(cost)
+            alert(self.out, rule="request_cost_cap", scope=scope,
+                  severity="critical" if cost > 10 * limit else "warning", state="firing",
+                  summary=f"one call on {scope.key()} cost ${observed} (cap ${cap.max_usd}, user {user})",
+                  observed=observed, threshold=cap.max_usd, dedup_key=f"request_cost_cap:{cap.id}:{key}",
+                  at_ms=ts_ms, policy_id=cap.id)
+
+    def expire(self, now_ms: int) -> None:
+        oldest = day_of(now_ms) - 1
+        for key in [k for k, v in self.store.items() if k.startswith("c|") and v < oldest]:
+            self.store.delete(key)
+
+
+class UnpricedModels:
+    """An unknown model is priced at the fallback and reported once per (provider, model)."""
+
+    def __init__(self, store: Store, out: Emitted) -> None:
+        self.store, self.out = store, out
+
+    def on_event(self, provider: str, model: str, tenant: str, cost: int, ts_ms: int, partition: int) -> None:
+        key = f"u|{provider}|{model}"
+        if key in self.store:
+            return
+        self.store.set(key, ts_ms, partition)
+        alert(self.out, rule="unpriced_model", scope=Scope(tenant_id=tenant, model=model), severity="warning",
+              state="firing", summary=f"model {provider}/{model} is not in the price catalog: priced at the "
+              f"fallback (${nanos_to_usd(cost)} for the first call); add it to the price overrides",
+              observed=nanos_to_usd(cost), threshold=nanos_to_usd(0), dedup_key=f"unpriced_model:{provider}:{model}",
+              at_ms=ts_ms)

@@ -1,0 +1,113 @@
+"""Build ControlEvents and AlertEvents, and keep one effective control per scope.
+
+Several rules may restrict the same scope at once (a daily and a monthly budget on one
+tenant, say). The compacted control topic holds one message per scope, so the board keeps
+every rule's contribution and emits a ControlEvent only when the *effective* decision
+(the strongest: block > throttle > downgrade > allow) changes. IDs are derived from the
+content, so a backtest and a live run produce the same events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from schemas.control import ACTION_RANK, AlertEvent, ControlEvent, Reason, Scope
+
+
+def stable_id(*parts: object) -> str:
+    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=10).hexdigest()
+
+
+def ts_of(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One rule's wish for a scope."""
+
+    action: str
+    reason: Reason
+    policy_id: str | None = None
+    to_model: str | None = None
+    max_rps: float | None = None
+    expires_ms: int | None = None
+
+    @property
+    def rank(self) -> int:
+        return ACTION_RANK[self.action]
+
+
+@dataclass
+class Emitted:
+    """What the core decided during one batch, in order."""
+
+    controls: list[ControlEvent] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
+
+    def extend(self, other: Emitted) -> None:
+        self.controls.extend(other.controls)
+        self.alerts.extend(other.alerts)
+
+
+class ControlBoard:
+    def __init__(self, out: Emitted) -> None:
+        self.out = out
+        self._wishes: dict[str, dict[str, Contribution]] = {}
+        self._scopes: dict[str, Scope] = {}
+        self._effective: dict[str, tuple[str, str | None, float | None]] = {}
+
+    def put(self, scope: Scope, source: str, wish: Contribution | None, at_ms: int, emit: bool = True,
+            reason: Reason | None = None) -> None:
+        """Record (or with ``None`` withdraw, because of ``reason``) ``source``'s wish; emit when
+        the scope's effective decision changes."""
+        key = scope.key()
+        wishes = self._wishes.setdefault(key, {})
+        if wish is None:
+            wishes.pop(source, None)
+        else:
+            wishes[source] = wish
+        self._scopes[key] = scope
+        best = max(wishes.values(), key=lambda w: w.rank, default=None)
+        effective = ("allow", None, None) if best is None else (best.action, best.to_model, best.max_rps)
+        if not wishes:
+            del self._wishes[key]
+        if self._effective.get(key, ("allow", None, None)) == effective:
+            return
+        self._effective[key] = effective
+        if effective[0] == "allow":
+            self._effective.pop(key)
+        if emit:
+            self.out.controls.append(self._control(scope, best, reason, at_ms))
+
+    def _control(self, scope: Scope, best: Contribution | None, reason: Reason | None,
+                 at_ms: int) -> ControlEvent:
+        if best is None:
+            reason = reason or Reason(rule="resolved", observed=Decimal(0), threshold=Decimal(0), period="")
+            return ControlEvent(control_id=stable_id(scope.key(), "allow", at_ms), issued_at=ts_of(at_ms),
+                                scope=scope, action="allow", reason=reason)
+        return ControlEvent(
+            control_id=stable_id(scope.key(), best.action, best.policy_id, at_ms), issued_at=ts_of(at_ms),
+            scope=scope, action=best.action, max_rps=best.max_rps, downgrade_to=best.to_model,
+            reason=best.reason, policy_id=best.policy_id,
+            expires_at=ts_of(best.expires_ms) if best.expires_ms else None)
+
+    def active(self) -> dict[str, tuple[str, str | None, float | None]]:
+        """Effective non-allow decision per scope key."""
+        return dict(self._effective)
+
+    def clear(self) -> None:
+        self._wishes.clear()
+        self._scopes.clear()
+        self._effective.clear()
+
+
+def alert(out: Emitted, *, rule: str, scope: Scope, severity: str, state: str, summary: str,
+          observed: Decimal, threshold: Decimal, dedup_key: str, at_ms: int, policy_id: str | None = None) -> None:
+    out.alerts.append(AlertEvent(
+        alert_id=stable_id(dedup_key, state, severity, at_ms), ts=ts_of(at_ms), rule=rule, scope=scope,
+        severity=severity, state=state, summary=summary, observed=observed, threshold=threshold,
+        dedup_key=dedup_key, policy_id=policy_id))
