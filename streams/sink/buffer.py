@@ -1,0 +1,120 @@
+"""Batch rows for ClickHouse; acknowledge Kafka messages only once their rows are stored.
+
+A flush, in order:
+  1. write the batch to ClickHouse (idempotent: ReplacingMergeTree everywhere);
+  2. acknowledge the Kafka messages it covers, so their offsets may be committed.
+What a failure costs: a crash after 1 and before 2 redelivers the messages; the engine
+recognises them as redeliveries (same partition and offset), writes their rows again
+(no effect) and does not count them twice. A ClickHouse outage leaves offsets uncommitted
+and the buffer growing, while budgets keep being enforced; past ``max_rows`` the worker
+stops reading (backpressure) rather than drop anything. Retries back off exponentially.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from streams.sink.clickhouse import ClickHouseWriter, SinkBatch
+
+log = logging.getLogger("tokenbrake.sink")
+
+
+class SinkBuffer:
+    def __init__(self, writer: ClickHouseWriter, flush_rows: int, flush_interval_s: float, max_rows: int,
+                 retry_max_s: float) -> None:
+        self.writer = writer
+        self.flush_rows, self.flush_interval_s = flush_rows, flush_interval_s
+        self.max_rows, self.retry_max_s = max_rows, retry_max_s
+        self._batch = SinkBatch()
+        self._acks: list[Callable[[], Any]] = []
+        self._oldest: float | None = None
+        self._backoff = 0.0
+        self._next_try = 0.0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._lock = asyncio.Lock()
+        self.failures = 0
+        self.last_error: str | None = None
+        self.rows_written = 0
+        self.flushes = 0
+
+    def add(self, usage: list[tuple], controls: list[tuple], alerts: list[tuple], ack: Callable[[], Any]) -> None:
+        self._batch.usage.extend(usage)
+        self._batch.controls.extend(controls)
+        self._batch.alerts.extend(alerts)
+        self._acks.append(ack)
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._batch)
+
+    def due(self) -> bool:
+        if not self._acks:
+            return False
+        age = time.monotonic() - (self._oldest or time.monotonic())
+        return len(self._batch) >= self.flush_rows or age >= self.flush_interval_s
+
+    async def maybe_flush(self, force: bool = False) -> None:
+        """Flush when due; block (backpressure) while the buffer is over its bound."""
+        if not (force or self.due()):
+            return
+        while True:
+            if time.monotonic() >= self._next_try or force:
+                if await self.flush():
+                    return
+            if len(self._batch) < self.max_rows and not force:
+                return  # keep reading and enforcing; retry later
+            if force and self._backoff >= self.retry_max_s:
+                return
+            await asyncio.sleep(max(0.05, self._next_try - time.monotonic()))
+
+    async def flush(self) -> bool:
+        async with self._lock:
+            if not self._acks:
+                return True
+            batch, acks = self._batch, self._acks
+            self._batch, self._acks = SinkBatch(), []
+            try:
+                if len(batch):
+                    # 1. write to ClickHouse (in one dedicated thread: clickhouse-connect is blocking)
+                    await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.write, batch)
+            except Exception as exc:
+                self._restore(batch, acks)
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self._backoff = min(self.retry_max_s, max(0.5, self._backoff * 2))
+                self._next_try = time.monotonic() + self._backoff
+                log.error("clickhouse write failed; %d rows buffered, retrying in %.1fs: %s",
+                          len(self._batch), self._backoff, self.last_error)
+                return False
+            # 2. acknowledge the Kafka messages these rows came from
+            for ack in acks:
+                ack()
+            self.rows_written += len(batch)
+            self.flushes += 1
+            self._backoff = 0.0
+            self._next_try = 0.0
+            self.last_error = None
+            self._oldest = time.monotonic() if self._acks else None
+            return True
+
+    def _restore(self, batch: SinkBatch, acks: list[Callable[[], Any]]) -> None:
+        batch.usage.extend(self._batch.usage)
+        batch.controls.extend(self._batch.controls)
+        batch.alerts.extend(self._batch.alerts)
+        self._batch = batch
+        self._acks = acks + self._acks
+
+    def stats(self) -> dict[str, Any]:
+        age = time.monotonic() - self._oldest if self._oldest is not None else 0.0
+        return {"buffered_rows": len(self._batch), "oldest_buffered_s": round(age, 3), "failures": self.failures,
+                "last_error": self.last_error, "rows_written": self.rows_written, "flushes": self.flushes}
+
+    def close(self) -> None:
+        self._executor.submit(self.writer.close).result()
+        self._executor.shutdown(wait=True)

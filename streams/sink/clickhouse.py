@@ -1,0 +1,155 @@
+"""ClickHouse storage through clickhouse-connect: DDL, rows, and one idempotent write.
+
+One code path for both targets: ``chdb:///abs/path`` (in-process engine) and
+``http://host:8123`` (a server). Every table is a ReplacingMergeTree, so writing the same
+batch twice (a redelivery after a crash) changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+
+from schemas.control import AlertEvent, ControlEvent
+from streams.price.rates import nanos_to_usd
+
+DDL_PATH = Path(__file__).with_name("ddl.sql")
+
+USAGE_COLUMNS = [
+    "event_id", "ts", "tenant_id", "feature_id", "user_id", "provider", "model", "model_version", "environment",
+    "region", "prompt_version", "tenant_tier", "input_tokens", "output_tokens", "cached_input_tokens",
+    "cache_write_tokens", "reasoning_tokens", "logical_call_id", "attempt", "status", "latency_ms", "cache_hit",
+    "cost_usd", "reported_cost_usd", "priced", "ingested_at",
+]
+CONTROL_COLUMNS = [
+    "control_id", "issued_at", "scope_key", "tenant_id", "feature_id", "user_id", "model", "action", "max_rps",
+    "downgrade_to", "rule", "observed", "threshold", "period", "detail", "policy_id", "expires_at", "issued_by",
+]
+ALERT_COLUMNS = [
+    "alert_id", "ts", "rule", "scope_key", "tenant_id", "feature_id", "user_id", "model", "severity", "state",
+    "summary", "observed", "threshold", "dedup_key", "policy_id",
+]
+
+
+def connect(dsn: str) -> Any:
+    return clickhouse_connect.get_client(dsn=dsn)
+
+
+def ddl_statements(database: str) -> list[str]:
+    text = DDL_PATH.read_text().replace("{db}", database)
+    body = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+    return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
+
+
+def apply_ddl(client: Any, database: str) -> None:
+    for stmt in ddl_statements(database):
+        client.command(stmt)
+
+
+def usage_row(p: Any, ingested_at: datetime) -> tuple:
+    """A usage_events row from a PricedEvent."""
+    e = p.event
+    return (e.event_id, e.ts, e.tenant_id, e.feature_id, e.user_id, e.provider, e.model, e.model_version,
+            e.environment, e.region, e.prompt_version, e.tenant_tier, e.input_tokens, e.output_tokens,
+            e.cached_input_tokens, e.cache_write_tokens, e.reasoning_tokens, e.call_id, e.attempt, e.status,
+            e.latency_ms, e.cache_hit, nanos_to_usd(p.cost_nanos), e.reported_cost_usd, p.priced, ingested_at)
+
+
+def control_row(c: ControlEvent) -> tuple:
+    s = c.scope
+    return (c.control_id, c.issued_at, s.key(), s.tenant_id, s.feature_id, s.user_id, s.model, c.action,
+            c.max_rps, c.downgrade_to, c.reason.rule, c.reason.observed, c.reason.threshold, c.reason.period,
+            c.reason.detail, c.policy_id, c.expires_at, c.issued_by)
+
+
+def alert_row(a: AlertEvent) -> tuple:
+    s = a.scope
+    return (a.alert_id, a.ts, a.rule, s.key(), s.tenant_id, s.feature_id, s.user_id, s.model, a.severity,
+            a.state, a.summary, a.observed, a.threshold, a.dedup_key, a.policy_id)
+
+
+@dataclass
+class SinkBatch:
+    usage: list[tuple] = field(default_factory=list)
+    controls: list[tuple] = field(default_factory=list)
+    alerts: list[tuple] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.usage) + len(self.controls) + len(self.alerts)
+
+
+class ClickHouseWriter:
+    """Writes a :class:`SinkBatch`. Not thread-safe: the buffer calls it from one thread."""
+
+    def __init__(self, dsn: str, database: str) -> None:
+        self.dsn, self.db = dsn, database
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect(self.dsn)
+            apply_ddl(self._client, self.db)
+        return self._client
+
+    def write(self, batch: SinkBatch) -> None:
+        try:
+            self._write(batch)
+        except Exception:
+            self._client = None  # reconnect next time
+            raise
+
+    def _write(self, batch: SinkBatch) -> None:
+        client = self.client
+        if batch.usage:
+            client.insert(f"{self.db}.usage_events", batch.usage, column_names=USAGE_COLUMNS)
+            self._rebuild_minutes(client, batch.usage)
+        if batch.controls:
+            client.insert(f"{self.db}.control_events", batch.controls, column_names=CONTROL_COLUMNS)
+        if batch.alerts:
+            client.insert(f"{self.db}.alerts", batch.alerts, column_names=ALERT_COLUMNS)
+
+    def _rebuild_minutes(self, client: Any, rows: list[tuple]) -> None:
+        """Recompute spend_minute from usage_events for every minute this batch touched."""
+        spans: dict[str, list[int]] = {}
+        for row in rows:
+            minute = int(row[1].timestamp()) // 60
+            span = spans.get(row[2])
+            if span is None:
+                spans[row[2]] = [minute, minute]
+            elif minute < span[0]:
+                span[0] = minute
+            elif minute > span[1]:
+                span[1] = minute
+        conditions, params = [], {}
+        for i, (tenant, (lo, hi)) in enumerate(spans.items()):
+            conditions.append(f"(tenant_id = %(t{i})s AND ts >= toDateTime(%(lo{i})s, 'UTC') "
+                              f"AND ts < toDateTime(%(hi{i})s, 'UTC'))")
+            params.update({f"t{i}": tenant, f"lo{i}": lo * 60, f"hi{i}": (hi + 1) * 60})
+        client.command(
+            f"INSERT INTO {self.db}.spend_minute SELECT tenant_id, feature_id, user_id, model, "
+            "toStartOfMinute(ts) AS window_start, count(), sum(input_tokens), sum(output_tokens), "
+            "sum(cached_input_tokens), sum(reasoning_tokens), countIf(status != 'ok'), countIf(attempt > 0), "
+            f"sum(cost_usd), {time.time_ns()} FROM {self.db}.usage_events FINAL "
+            f"WHERE {' OR '.join(conditions)} GROUP BY tenant_id, feature_id, user_id, model, window_start",
+            parameters=params)
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+ZERO = Decimal(0)
