@@ -59,6 +59,13 @@ class Store:
         self._changed.clear()
         return out
 
+    def attach(self, data: dict[str, Any], partitions: dict[str, int]) -> None:
+        """Share the dicts of a Faust memory store (its data and key -> partition map), so
+        the state is held once: the worker's table *is* the core's store."""
+        self.data = data
+        self._partition = partitions
+        self._changed.clear()
+
     def load(self, items: Iterable[tuple[str, Any, int]]) -> None:
         """Replace the contents with persisted (key, value, partition) items."""
         self.data.clear()

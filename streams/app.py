@@ -1,0 +1,29 @@
+"""The one Faust app. Built from :class:`Settings`; ``streams.worker`` installs the flows."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import Settings
+
+
+def build_app(settings: Settings, bootstrap: str) -> faust.App:
+    brokers = ";".join(f"kafka://{hp.strip()}" for hp in bootstrap.split(","))
+    return faust.App(
+        settings.app_id,
+        broker=brokers,
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        table_standby_replicas=0,
+    )

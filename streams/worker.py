@@ -1,0 +1,188 @@
+"""The Faust adapter: decode, call the pure core, emit, persist, sink. Nothing else.
+
+Per batch of messages (``noack_take``: acks are ours to give):
+  1. decode each message; bad ones go to the dead-letter topic with reason and bytes;
+  2. the engine dedupes, prices, aggregates and decides;
+  3. control and alert events are signed and published (enforcement never waits for ClickHouse);
+  4. every state key the batch changed is written once to its table's changelog;
+  5. rows join the ClickHouse buffer, which acks the messages once they are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from schemas.codec import dumps
+from schemas.signing import sign
+from streams.app import build_app
+from streams.decide.policies import load_policies
+from streams.emit.events import Emitted
+from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
+from streams.ingest.decode import Rejected, decode
+from streams.ingest.dedupe import Seen
+from streams.price.overrides import Overrides
+from streams.price.pricebook import PriceBook
+from streams.settings import Settings
+from streams.sink.buffer import SinkBuffer
+from streams.sink.clickhouse import ClickHouseWriter, alert_row, control_row, now_utc, usage_row
+
+log = logging.getLogger("tokenbrake.worker")
+
+
+def build_engine(settings: Settings, clock: Any = None) -> Engine:
+    policies = load_policies(settings.policies_path)
+    pricebook = PriceBook(Overrides.load(settings.price_overrides_path), settings.unpriced_fallback_model)
+    pricebook.check_fallback()
+    config = EngineConfig(dedupe_horizon_minutes=settings.dedupe_horizon_minutes,
+                          dedupe_max_entries=settings.dedupe_max_entries)
+    return Engine(policies, pricebook, config, clock=clock)
+
+
+class Runtime:
+    """Everything the agents share. One per worker process."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.settings = settings
+        self.app = build_app(settings, bootstrap)
+        self.engine = build_engine(settings, clock=wall_clock_ms)
+        self.key_id, self.secret = settings.signing_key
+        n = settings.topic_partitions
+        self.usage_topic = self.app.topic(settings.topic_usage, key_serializer="raw", value_serializer="raw",
+                                          partitions=n)
+        self.dlq_topic = self.app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
+                                        partitions=n)
+        self.control_topic = self.app.topic(settings.topic_control, key_serializer="raw",
+                                            value_serializer="raw", partitions=1, compacting=True)
+        self.alert_topic = self.app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw",
+                                          partitions=1)
+        self.tables = {name: self.app.Table(name, default=None, partitions=n, key_type=str) for name in STORES}
+        self.sink = SinkBuffer(ClickHouseWriter(settings.resolved_clickhouse_dsn, settings.clickhouse_database),
+                               settings.sink_flush_rows, settings.sink_flush_interval_s,
+                               settings.sink_max_buffer_rows, settings.sink_retry_max_s)
+        self.generation = 0
+        self.attached = -1
+        self.started = time.time()
+        self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0}
+        self._install()
+
+    # -- wiring --------------------------------------------------------------------------------
+    def _install(self) -> None:
+        app = self.app
+        runtime = self
+
+        @app.on_rebalance_complete.connect
+        async def _rebalanced(sender: Any, **kwargs: Any) -> None:
+            runtime.generation += 1
+
+        @app.agent(self.usage_topic, name="usage")
+        async def usage(stream: faust.StreamT) -> None:
+            async for events in stream.noack_take(runtime.settings.batch_max, runtime.settings.batch_within_s):
+                await runtime.on_batch(events)
+
+        @app.timer(interval=self.settings.tick_interval_s)
+        async def tick() -> None:
+            await runtime.on_tick()
+
+        @app.page("/tokenbrake/status")
+        class Status(View):
+            async def get(self, request: Request) -> Response:
+                return self.json(runtime.status())
+
+        @app.on_before_shutdown.connect
+        async def _flush(sender: Any, **kwargs: Any) -> None:
+            await runtime.sink.maybe_flush(force=True)
+
+    def ready(self) -> bool:
+        recovery = self.app.tables.recovery
+        if self.app.in_recovery or not recovery.completed.is_set():
+            return False
+        if self.attached != self.generation:
+            for name, table in self.tables.items():
+                store = table.data  # faust memory store: share its dicts with the core
+                self.engine.stores[name].attach(store.data, store._key_partition)
+            self.engine.restore({})
+            self.attached = self.generation
+            log.info("state attached", extra={"generation": self.generation,
+                                              "keys": {n: len(s) for n, s in self.engine.stores.items()}})
+        return True
+
+    # -- the flow ------------------------------------------------------------------------------
+    async def on_batch(self, events: list[faust.EventT]) -> None:
+        self.ready()
+        engine = self.engine
+        rows: list[tuple] = []
+        ingested = now_utc()
+        for event in events:
+            msg = event.message
+            good, bad = decode(msg.value)
+            for rejected in bad:
+                await self.dead_letter(msg, rejected)
+            for ev in good:
+                result = engine.process(ev, msg.partition, msg.offset)
+                if isinstance(result, PricedEvent):
+                    rows.append(usage_row(result, ingested))
+                elif result is Seen.LATE:
+                    await self.dead_letter(msg, Rejected(
+                        "late", f"event {ev.event_id} is older than the dedupe horizon "
+                        f"({self.settings.dedupe_horizon}); it cannot be counted exactly once", dumps(ev)))
+        self.stats["messages"] += len(events)
+        emitted = engine.drain()
+        await self.publish(emitted)
+        self.persist()
+
+        def ack(events: list[faust.EventT] = events) -> None:
+            for e in events:
+                e.ack()
+
+        self.sink.add(rows, [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts], ack)
+        await self.sink.maybe_flush()
+
+    async def on_tick(self) -> None:
+        if not self.ready():
+            return
+        self.engine.tick()
+        emitted = self.engine.drain()
+        if emitted.controls or emitted.alerts:
+            await self.publish(emitted)
+            self.sink.add([], [control_row(c) for c in emitted.controls],
+                          [alert_row(a) for a in emitted.alerts], lambda: None)
+        self.persist()
+        await self.sink.maybe_flush()
+
+    async def publish(self, emitted: Emitted) -> None:
+        for control in emitted.controls:
+            signed = sign(control, self.key_id, self.secret)
+            await self.control_topic.send(key=control.scope.key().encode(), value=dumps(signed))
+            log.info("control issued", extra={"scope": control.scope.key(), "action": control.action,
+                                              "downgrade_to": control.downgrade_to, "rule": control.reason.rule})
+        for alert in emitted.alerts:
+            await self.alert_topic.send(key=alert.dedup_key.encode(), value=dumps(alert))
+            log.warning("alert %s", alert.summary, extra={"rule": alert.rule, "state": alert.state,
+                                                          "severity": alert.severity})
+        self.stats["controls"] += len(emitted.controls)
+        self.stats["alerts"] += len(emitted.alerts)
+
+    def persist(self) -> None:
+        """Write each key changed since the last call to its table's changelog, once."""
+        for name, store in self.engine.stores.items():
+            table = self.tables[name]
+            for key, value, partition in store.changes():
+                table.send_changelog(partition, key, value)
+
+    async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
+        self.stats["dead_lettered"] += 1
+        log.debug("dead-lettered", extra={"reason": rejected.reason, "partition": msg.partition,
+                                          "offset": msg.offset})
+        headers = [("tokenbrake-reason", rejected.reason.encode()),
+                   ("tokenbrake-error", rejected.error.encode()[:4000]),
+                   ("tokenbrake-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
+        await self.dlq_topic.send(key=msg.key, value=rejected.payload, headers=headers)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.engine.status(), "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1),
+                                                   "sink": self.sink.stats()}}
