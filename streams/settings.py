@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     topic_control: str = "tokenbrake.control"
     topic_alerts: str = "tokenbrake.alerts"
     topic_partitions: int = Field(4, ge=1, le=1024)
+    # a consumer group's first join waits on the rebalance timeout on some brokers: keep it short
+    kafka_rebalance_timeout_s: float = Field(4.0, gt=0)
+    kafka_session_timeout_s: float = Field(10.0, gt=0)
 
     # policies and prices
     policies_path: Path | None = None

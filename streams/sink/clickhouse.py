@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +149,3 @@ class ClickHouseWriter:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-ZERO = Decimal(0)

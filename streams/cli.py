@@ -1,0 +1,162 @@
+"""``tokenbrake``: run, broker, replay, status, backtest, demo, control."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+
+def _settings():  # noqa: ANN202 - validated as a whole, errors printed plainly
+    from streams.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print("invalid settings (TOKENBRAKE_* environment):", file=sys.stderr)
+        for err in exc.errors():
+            print(f"  {'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streams.decide.policies import PolicyError
+    from streams.runner import run_worker
+
+    settings = _settings()
+    try:
+        from streams.worker import build_engine
+
+        build_engine(settings)  # policies, overrides and fallback checked before anything starts
+    except (PolicyError, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return run_worker(settings)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.runner import run_broker
+
+    return run_broker(_settings(), args.port)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from streams.broker import ensure_topics
+    from streams.publish import publish
+    from streams.replay import trace_events
+    from streams.runner import topics_of
+
+    settings = _settings()
+    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    if not bootstrap:
+        print("replay needs a broker: --bootstrap HOST:PORT or TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    start_ms = int(time.time() * 1000)
+    events = list(trace_events(Path(args.file), args.format, args.speed, start_ms, args.seed))
+    if args.limit:
+        events = events[: args.limit]
+    pace = args.format != "jsonl" and not args.no_pace
+    asyncio.run(ensure_topics(bootstrap, topics_of(settings), {settings.topic_control}))
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"replaying {args.file}", total=len(events))
+        sent = asyncio.run(publish(bootstrap, settings.topic_usage, events, pace=pace, batch=args.batch,
+                                   on_sent=lambda n: progress.update(task, completed=n)))
+    print(f"published {sent} events to {settings.topic_usage} at {bootstrap}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from streams.status import fetch_status, render_status
+
+    settings = _settings()
+    url = args.url or f"http://{settings.web_host}:{settings.web_port}/tokenbrake/status"
+    try:
+        status = fetch_status(url)
+    except OSError as exc:
+        print(f"no worker answered at {url} ({exc}); start one with `tokenbrake run`", file=sys.stderr)
+        return 1
+    if args.json:
+        from schemas.codec import dumps
+
+        sys.stdout.write(dumps(status).decode() + "\n")
+    else:
+        render_status(status)
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from streams.backtest import load_events, run, write_decisions
+    from streams.decide.policies import PolicyError
+    from streams.worker import build_engine
+
+    settings = _settings()
+    if args.policies:
+        settings = settings.model_copy(update={"policies_path": Path(args.policies)})
+    try:
+        engine = build_engine(settings)
+    except (PolicyError, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    events, errors = load_events(Path(args.input))
+    for lineno, error in errors[:20]:
+        print(f"{args.input}:{lineno}: skipped invalid event: {error}", file=sys.stderr)
+    n = write_decisions(run(engine, events), Path(args.output))
+    print(f"{len(events)} events ({len(errors)} invalid) -> {n} decisions in {args.output}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(speed=args.speed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tokenbrake", description="Real-time LLM spend control.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="run the worker (starts the embedded broker if none is configured)") \
+        .set_defaults(func=cmd_run)
+
+    p = sub.add_parser("broker", help="run only the embedded broker, in the foreground")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("replay", help="publish usage events from a file")
+    p.add_argument("file")
+    p.add_argument("--format", choices=["jsonl", "azure", "burstgpt"], default="jsonl")
+    p.add_argument("--bootstrap")
+    p.add_argument("--speed", type=float, default=60.0, help="trace seconds per wall second (azure, burstgpt)")
+    p.add_argument("--no-pace", action="store_true", help="send as fast as possible")
+    p.add_argument("--batch", type=int, default=1, help="events per message (JSON array)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--limit", type=int)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("status", help="spend per scope and active controls, from the running worker")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--url")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("backtest", help="run the engine over a JSONL file of events, offline")
+    p.add_argument("--input", required=True)
+    p.add_argument("--policies")
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("demo", help="the whole loop on the embedded stack, in under 3 minutes")
+    p.add_argument("--speed", type=float, default=60.0)
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

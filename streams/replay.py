@@ -1,0 +1,106 @@
+"""Replay traces as usage events: JSONL of UsageEvents, or the public Azure and BurstGPT
+traces turned into several tenants, features, users and models (seeded, reproducible).
+
+Timestamps are mapped onto the present, sped up: the trace's first request happens "now"
+and an offset of ``t`` seconds becomes ``t / speed`` seconds later, so budgets, day
+buckets and the kill switch behave as they would live.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from schemas.codec import loads
+
+#: tenant -> (traffic share, tier); feature -> (model, provider, share of a tenant's calls)
+TENANTS = {"acme": (0.40, "enterprise"), "globex": (0.30, "pro"), "initech": (0.20, "pro"),
+           "umbrella": (0.10, "free")}
+FEATURES = {"chat": ("gpt-4o", "openai", 0.6), "summarize": ("gpt-4o-mini", "openai", 0.25),
+            "search": ("claude-3-5-haiku", "anthropic", 0.15)}
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    offset_s: float  # seconds since the trace's first request
+    input_tokens: int
+    output_tokens: int
+    model_hint: str | None = None
+    failed: bool = False
+
+
+def read_azure(path: Path) -> Iterator[TraceRow]:
+    """AzureLLMInferenceTrace_*.csv: TIMESTAMP (100 ns precision), ContextTokens, GeneratedTokens."""
+    start = None
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            ts = datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
+            start = start or ts
+            yield TraceRow((ts - start).total_seconds(), int(row["ContextTokens"]), int(row["GeneratedTokens"]))
+
+
+def read_burstgpt(path: Path) -> Iterator[TraceRow]:
+    """BurstGPT: Timestamp (s), Model (ChatGPT|GPT-4), Request tokens, Response tokens; failed = 0 response."""
+    start = None
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            t = float(row["Timestamp"])
+            start = t if start is None else start
+            out = int(row["Response tokens"])
+            hint = "gpt-4" if row["Model"].strip().upper() == "GPT-4" else "gpt-3.5-turbo"
+            yield TraceRow(t - start, int(row["Request tokens"]), out, hint, failed=out == 0)
+
+
+def synthesize(rows: Iterator[TraceRow], start_ms: int, speed: float, seed: int = 7,
+               users_per_tenant: int = 200) -> Iterator[dict[str, Any]]:
+    """Attribute each trace row to a tenant, feature, user and model; stamp it in the present."""
+    rng = random.Random(seed)
+    tenants, tshares = list(TENANTS), [s for s, _ in TENANTS.values()]
+    features, fshares = list(FEATURES), [f[2] for f in FEATURES.values()]
+    for i, row in enumerate(rows):
+        tenant = rng.choices(tenants, tshares)[0]
+        feature = rng.choices(features, fshares)[0]
+        model, provider, _ = FEATURES[feature]
+        if row.model_hint:
+            model, provider = row.model_hint, "openai"
+        user = f"u{int(rng.paretovariate(1.2)) % users_per_tenant:04d}"
+        call = uuid.UUID(int=rng.getrandbits(128)).hex
+        ts = start_ms + int(row.offset_s * 1000 / speed)
+        failed = row.failed or rng.random() < 0.01
+        cached = rng.randrange(0, row.input_tokens + 1) if feature == "chat" and rng.random() < 0.3 else 0
+        yield {"event_id": f"{call}-0", "ts": ts, "tenant_id": tenant, "feature_id": feature, "user_id": user,
+               "provider": provider, "model": model, "environment": "prod", "tenant_tier": TENANTS[tenant][1],
+               "prompt_version": "v1", "input_tokens": row.input_tokens,
+               "output_tokens": 0 if failed else row.output_tokens, "cached_input_tokens": cached,
+               "logical_call_id": call, "attempt": 0, "status": "error" if failed else "ok",
+               "latency_ms": 200 + row.output_tokens * 20, "_seq": i}
+        if failed:  # the client retries once, successfully
+            yield {**_retry(call, ts + 500, tenant, feature, user, provider, model, row), "_seq": i}
+
+
+def _retry(call: str, ts: int, tenant: str, feature: str, user: str, provider: str, model: str,
+           row: TraceRow) -> dict[str, Any]:
+    return {"event_id": f"{call}-1", "ts": ts, "tenant_id": tenant, "feature_id": feature, "user_id": user,
+            "provider": provider, "model": model, "environment": "prod", "tenant_tier": TENANTS[tenant][1],
+            "prompt_version": "v1", "input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
+            "logical_call_id": call, "attempt": 1, "status": "ok", "latency_ms": 200 + row.output_tokens * 20}
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                yield loads(line)
+
+
+def trace_events(path: Path, fmt: str, speed: float, start_ms: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+    if fmt == "jsonl":
+        return read_jsonl(path)
+    reader = {"azure": read_azure, "burstgpt": read_burstgpt}[fmt]
+    return synthesize(reader(path), start_ms, speed, seed)

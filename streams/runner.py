@@ -1,0 +1,84 @@
+"""Process entry points: the worker (with the embedded broker when none is configured)
+and the broker alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import threading
+
+from streams.broker import EmbeddedBroker, ensure_topics
+from streams.logs import configure, logging_config
+from streams.settings import Settings
+
+log = logging.getLogger("tokenbrake")
+
+
+def topics_of(settings: Settings) -> dict[str, int]:
+    n = settings.topic_partitions
+    return {settings.topic_usage: n, settings.topic_dlq: n, settings.topic_control: 1, settings.topic_alerts: 1}
+
+
+def worker_topics(settings: Settings) -> tuple[dict[str, int], set[str]]:
+    """Every topic the worker uses, Faust's internal ones included, and which are compacted.
+    Created up front so Faust never declares topics itself (slow on some brokers)."""
+    from streams.engine import STORES
+
+    n = settings.topic_partitions
+    changelogs = {f"{settings.app_id}-{name}-changelog": n for name in STORES}
+    topics = {**topics_of(settings), **changelogs, f"{settings.app_id}-__assignor-__leader": 1}
+    return topics, {settings.topic_control, *changelogs}
+
+
+def run_worker(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM. Returns the exit code."""
+    import faust
+
+    from streams.worker import Runtime
+
+    configure(settings.log_level)
+    broker = None
+    bootstrap = settings.kafka_bootstrap
+    if not bootstrap:
+        broker = EmbeddedBroker(log_path=settings.home / "broker.log")
+        bootstrap = broker.start()
+        print(f"bootstrap={bootstrap}", flush=True)
+    try:
+        asyncio.run(ensure_topics(bootstrap, *worker_topics(settings)))
+        if settings.uses_dev_key:
+            log.warning("control events are signed with the development key: set TOKENBRAKE_CONTROL_SIGNING_KEYS")
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        runtime = Runtime(settings, bootstrap)
+        worker = faust.Worker(runtime.app, loglevel=settings.log_level, redirect_stdouts=False,
+                              logging_config=logging_config(settings.log_level), quiet=True)
+        print(f"worker web=http://{settings.web_host}:{settings.web_port}/tokenbrake/status", flush=True)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        finally:
+            runtime.sink.close()
+        return 0
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def run_broker(settings: Settings, port: int | None = None) -> int:
+    configure(settings.log_level)
+    broker = EmbeddedBroker(port=port, log_path=settings.home / "broker.log")
+    bootstrap = broker.start()
+    asyncio.run(ensure_topics(bootstrap, topics_of(settings), {settings.topic_control}))
+    print(f"bootstrap={bootstrap}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        broker.stop()
+    print("broker stopped", file=sys.stderr)
+    return 0
