@@ -43,7 +43,8 @@ def decode(value: bytes | None) -> tuple[list[UsageEvent], list[Rejected]]:
     head = value.lstrip()[:1]
     try:
         if head == b"[":
-            return _MANY(value), []
+            events = _MANY(value)
+            return (events, []) if events else ([], [Rejected("empty", "empty JSON array", value)])
         return [_ONE(value)], []
     except ValidationError as exc:
         if exc.errors()[0]["type"] == "json_invalid":

@@ -1,0 +1,144 @@
+from decimal import Decimal
+
+from streams.aggregate.periods import DAY_MS
+from tests.helpers import NOW_MS, engine, event
+
+POLICY = """
+budgets:
+  - id: acme-day
+    scope: {tenant: acme}
+    period: day
+    limit_usd: "0.035"          # ten gpt-4o calls of 1000 in / 100 out
+    warn_at: [0.8]
+    on_exceed:
+      - {at: 1.0, action: downgrade, to_model: gpt-4o-mini}
+      - {at: 2.0, action: block}
+"""
+
+
+def run(e, n, **kw):
+    for i in range(n):
+        e.process(event(ts=kw.get("ts", NOW_MS) + i, **{k: v for k, v in kw.items() if k != "ts"}), 0, i)
+    return e.drain()
+
+
+def test_escalation_emits_one_event_per_transition():
+    e = engine(POLICY)
+    out = run(e, 25)
+    assert [c.action for c in out.controls] == ["downgrade", "block"]
+    assert out.controls[0].downgrade_to == "gpt-4o-mini"
+    assert [(a.severity, a.state) for a in out.alerts] == [("warning", "firing"), ("critical", "firing"),
+                                                           ("critical", "firing")]
+    assert out.controls[0].reason.threshold == Decimal("0.035")
+    assert out.controls[0].expires_at is not None  # a missed allow still ends at the period's end
+    assert run(e, 10).controls == []  # staying over the limit emits nothing more
+
+
+def test_other_tenants_are_untouched():
+    e = engine(POLICY)
+    out = run(e, 30, tenant_id="globex")
+    assert out.controls == [] and out.alerts == []
+
+
+def test_rollover_emits_allow_and_resolved():
+    e = engine(POLICY)
+    run(e, 25)
+    e.watermark = NOW_MS + DAY_MS
+    e.tick()
+    out = e.drain()
+    assert [c.action for c in out.controls] == ["allow"]
+    assert [a.state for a in out.alerts] == ["resolved"]
+    assert e.status()["controls"] == []
+
+
+def test_restored_engine_does_not_refire_and_still_rolls_over():
+    e = engine(POLICY)
+    run(e, 15)
+    e2 = engine(POLICY)
+    e2.restore({n: [(k, v, 0) for k, v in s.items()] for n, s in e.stores.items()})
+    assert e2.status()["controls"][0]["action"] == "downgrade"
+    assert run(e2, 1, ts=NOW_MS + 100).controls == []
+    e2.watermark = NOW_MS + DAY_MS
+    e2.tick()
+    assert [c.action for c in e2.drain().controls] == ["allow"]
+
+
+def test_policy_change_resolves_old_state():
+    e = engine(POLICY)
+    run(e, 25)
+    e2 = engine(POLICY.replace('"0.035"', '"100"'))
+    e2.restore({n: [(k, v, 0) for k, v in s.items()] for n, s in e.stores.items()})
+    e2.tick()
+    out = e2.drain()
+    assert [c.action for c in out.controls] == ["allow"]
+    assert any(a.state == "resolved" for a in out.alerts)
+
+
+def test_strongest_control_wins_on_a_scope():
+    e = engine(POLICY + """
+  - id: acme-month
+    scope: {tenant: acme}
+    period: month
+    limit_usd: "0.01"
+    action: {action: throttle, max_rps: 1}
+""")
+    out = run(e, 12)
+    assert [c.action for c in out.controls] == ["throttle"]  # downgrade at call 10 is weaker than throttle
+    e.watermark = NOW_MS + DAY_MS
+    e.tick()
+    assert e.drain().controls == []  # the monthly throttle still holds after the day rolls over
+
+
+def test_rolling_window_decays():
+    e = engine("""
+budgets:
+  - id: burst
+    scope: {tenant: "*", feature: chat}
+    period: rolling:5m
+    limit_usd: "0.01"
+    action: {action: throttle, max_rps: 2}
+""")
+    out = run(e, 4)
+    assert [(c.action, c.scope.feature_id) for c in out.controls] == [("throttle", "chat")]
+    e.watermark = NOW_MS + 6 * 60_000
+    e.tick()
+    assert [c.action for c in e.drain().controls] == ["allow"]
+
+
+def test_late_event_for_closed_day_counts_but_decides_nothing():
+    e = engine(POLICY)
+    e.process(event(ts=NOW_MS), 0, 0)
+    out = run(e, 25, ts=NOW_MS - DAY_MS)
+    assert out.controls == []
+    assert e.status()["counts"]["new"] == 26
+
+
+def test_user_and_tier_scopes():
+    e = engine("""
+budgets:
+  - id: per-user
+    scope: {tenant: "*", user: "*", tier: free}
+    period: day
+    limit_usd: "0.007"
+    action: {action: block}
+""")
+    out = run(e, 3, tenant_tier="free", user_id="heavy")
+    run(e, 3, tenant_tier="pro", user_id="other")
+    assert [(c.action, c.scope.user_id) for c in out.controls] == [("block", "heavy")]
+
+
+def test_request_cost_cap_fires_once_per_day():
+    e = engine("""
+request_cost_caps:
+  - {id: cap, max_usd: "0.50"}
+""")
+    out = run(e, 3, input_tokens=200_000, output_tokens=10_000)  # $0.60 each
+    assert [a.rule for a in out.alerts] == ["request_cost_cap"]
+    assert out.alerts[0].observed == Decimal("0.6")
+
+
+def test_unpriced_model_alerts_once():
+    e = engine()
+    out = run(e, 3, model="mystery-model")
+    assert [a.rule for a in out.alerts] == ["unpriced_model"]
+    assert e.counts["unpriced"] == 3

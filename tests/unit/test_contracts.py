@@ -1,0 +1,51 @@
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.codec import dumps, loads
+from schemas.control import ControlEvent, Reason, Scope
+from schemas.export import OUT, render
+from schemas.signing import parse_keyring, sign, verify
+from tests.helpers import event
+
+
+def test_jsonschema_files_are_current():
+    for name, text in render().items():
+        assert (OUT / name).read_text() == text, f"run `make schemas`: {name} is stale"
+
+
+@pytest.mark.parametrize("bad", [
+    {"input_tokens": -1}, {"output_tokens": 10**9}, {"tenant_id": "x" * 129}, {"tenant_id": "a\nb"},
+    {"ts": int(time.time() * 1000) + 86_400_000}, {"ts": "2026-01-01T00:00:00"}, {"reported_cost_usd": 0.1},
+    {"cached_input_tokens": 5000}, {"reasoning_tokens": 500}, {"unknown_field": 1}, {"status": "NOT OK"},
+])
+def test_nonsense_is_rejected(bad):
+    with pytest.raises(ValidationError):
+        event(**bad)
+
+
+def test_epoch_ms_and_rfc3339_agree():
+    a = event(ts=1_700_000_000_000)
+    b = event(ts="2023-11-14T22:13:20Z")
+    assert a.ts == b.ts
+
+
+def test_roundtrip():
+    e = event(reported_cost_usd="0.0123")
+    assert type(e).model_validate(loads(dumps(e))) == e
+
+
+def _control():
+    return ControlEvent(control_id="c1", issued_at=1_700_000_000_000, scope=Scope(tenant_id="acme"),
+                        action="block", reason=Reason(rule="budget", observed="1", threshold="1", period="day"))
+
+
+def test_signature_verifies_and_detects_tampering():
+    ring = parse_keyring("k1:secret,k2:other")
+    signed = sign(_control(), "k1", ring["k1"])
+    assert verify(signed, ring)
+    assert not verify(signed.model_copy(update={"scope": Scope(tenant_id="victim")}), ring)
+    assert not verify(_control(), ring)
+    assert not verify(sign(_control(), "k1", b"forged"), ring)
+    assert verify(sign(_control(), "k2", ring["k2"]), ring)  # rotation: both keys verify
