@@ -1,0 +1,8 @@
+"""What services import: the usage reporter and the kill switch. Never imports Faust."""
+
+from clients.killswitch import Decision, KillSwitch, TokenBucket
+from clients.reporter import UsageReporter, hash_user
+from clients.usage import from_anthropic_usage, from_openai_usage
+
+__all__ = ["Decision", "KillSwitch", "TokenBucket", "UsageReporter", "from_anthropic_usage", "from_openai_usage",
+           "hash_user"]

@@ -111,6 +111,31 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_control(args: argparse.Namespace) -> int:
+    from streams.operator import build_control, list_controls, print_controls, publish_control, run
+
+    settings = _settings()
+    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    if not bootstrap:
+        print("control needs a broker: --bootstrap HOST:PORT or TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    if args.action == "list":
+        print_controls(run(list_controls(settings, bootstrap)))
+        return 0
+    if not args.tenant or not args.reason:
+        print("--tenant and --reason are required", file=sys.stderr)
+        return 2
+    try:
+        control = build_control(args.action, args.tenant, args.feature, args.user, args.model, args.max_rps,
+                                args.to_model, args.ttl, args.reason)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    signed = run(publish_control(settings, bootstrap, control))
+    print(f"{signed.action} {signed.scope.key()} (control_id={signed.control_id}, key_id={signed.key_id})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -149,6 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policies")
     p.add_argument("--output", required=True)
     p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("control", help="issue a signed control by hand, or list current controls")
+    p.add_argument("action", choices=["block", "throttle", "downgrade", "allow", "list"])
+    p.add_argument("--tenant")
+    p.add_argument("--feature")
+    p.add_argument("--user")
+    p.add_argument("--model")
+    p.add_argument("--max-rps", type=float)
+    p.add_argument("--to-model")
+    p.add_argument("--ttl", help="e.g. 30m, 1h, 7d")
+    p.add_argument("--reason")
+    p.add_argument("--bootstrap")
+    p.set_defaults(func=cmd_control)
 
     p = sub.add_parser("demo", help="the whole loop on the embedded stack, in under 3 minutes")
     p.add_argument("--speed", type=float, default=60.0)

@@ -1,0 +1,231 @@
+"""KillSwitch: obey control events inside the service, in microseconds.
+
+``start()`` reads the compacted control topic from the beginning (so it knows every
+scope's current state), then follows it in the background. ``decide()`` is a few dict
+lookups: the most specific unexpired control wins (user over feature over model over
+tenant); an ``allow`` clears its scope. Control events whose HMAC signature does not
+verify are ignored and counted, so a service that can write to the topic cannot block a
+tenant it does not own.
+
+Failure mode is explicit: while the view is stale (never loaded, or no contact with the
+broker for ``max_staleness_s``) decisions are ``allow`` (fail-open, the default) or
+``block`` (``fail_closed=True``), with the reason saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from schemas.codec import JSONDecodeError, loads
+from schemas.control import ControlEvent, scope_key
+from schemas.signing import parse_keyring, verify
+
+log = logging.getLogger("tokenbrake.killswitch")
+
+#: The worker's development key (see streams.settings); production sets its own.
+DEV_KEYS = "default:tokenbrake-dev-key-change-me"
+
+
+class TokenBucket:
+    """Local rate limiter for a throttled scope: ``max_rps`` tokens per second, burst of one second."""
+
+    __slots__ = ("rate", "capacity", "tokens", "stamp")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def admit(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: str  # allow | throttle | downgrade | block
+    reason: str
+    scope: str | None = None
+    max_rps: float | None = None
+    downgrade_to: str | None = None
+    bucket: TokenBucket | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def blocked(self) -> bool:
+        return self.action == "block"
+
+    def model(self, requested: str) -> str:
+        """The model to call: the downgrade target when downgraded, else ``requested``."""
+        return self.downgrade_to if self.action == "downgrade" and self.downgrade_to else requested
+
+    def admit(self) -> bool:
+        """May this call go ahead now? False when blocked or over the throttle rate."""
+        if self.action == "block":
+            return False
+        return self.bucket.admit() if self.bucket is not None else True
+
+
+ALLOW = Decision("allow", "no control applies")
+
+
+class KillSwitch:
+    def __init__(self, bootstrap: str, topic: str = "tokenbrake.control", *, keys: str | dict[str, bytes] = DEV_KEYS,
+                 fail_closed: bool = False, max_staleness_s: float = 30.0) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.keyring = parse_keyring(keys) if isinstance(keys, str) else dict(keys)
+        self.fail_closed, self.max_staleness_s = fail_closed, max_staleness_s
+        self._controls: dict[str, ControlEvent] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loaded = False
+        self._last_contact = 0.0
+        self.applied = 0
+        self.rejected = 0  # bad signature, unparsable, or invalid
+        self.on_change: list = []  # callables(ControlEvent), e.g. for logging or tests
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self, timeout_s: float = 30.0) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                          auto_offset_reset="earliest", group_id=None)
+        await self._consumer.start()
+        parts = None
+        deadline = time.monotonic() + timeout_s
+        while not parts and time.monotonic() < deadline:
+            parts = self._consumer.partitions_for_topic(self.topic)
+            if not parts:
+                await self._consumer._client.force_metadata_update()  # topic may be new
+                parts = self._consumer.partitions_for_topic(self.topic)
+                if not parts:
+                    await asyncio.sleep(0.2)
+        if not parts:
+            await self._consumer.stop()
+            raise RuntimeError(f"control topic {self.topic!r} not found at {self.bootstrap}")
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        end = await self._consumer.end_offsets(tps)
+        while any(await self._consumer.position(tp) < end[tp] for tp in tps):  # catch up, then serve
+            if time.monotonic() > deadline:
+                raise TimeoutError("control topic not read to its end in time")
+            self._apply_batch(await self._consumer.getmany(timeout_ms=500))
+        self._loaded = True
+        self._last_contact = time.monotonic()
+        self._task = asyncio.create_task(self._follow(tps), name="tokenbrake-killswitch")
+
+    async def _follow(self, tps: list[TopicPartition]) -> None:
+        assert self._consumer is not None
+        last_check = 0.0
+        while True:
+            try:
+                self._apply_batch(await self._consumer.getmany(timeout_ms=200))
+                if time.monotonic() - last_check > 2.0:  # prove the broker still answers
+                    await asyncio.wait_for(self._consumer.end_offsets(tps), 5.0)
+                    last_check = time.monotonic()
+                    self._last_contact = last_check
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - stay alive; staleness tells the caller
+                log.warning("control topic unreachable: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def __aenter__(self) -> KillSwitch:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- applying control events ----------------------------------------------------------------
+    def _apply_batch(self, batch: dict) -> None:
+        for records in batch.values():
+            for record in records:
+                self.apply(record.value)
+
+    def apply(self, value: bytes | None) -> bool:
+        if not value:
+            return False
+        try:
+            control = ControlEvent.model_validate(loads(value))
+        except (JSONDecodeError, ValidationError, TypeError):
+            self.rejected += 1
+            return False
+        if not verify(control, self.keyring):
+            self.rejected += 1
+            log.warning("ignored a control event with a bad signature", extra={"scope": control.scope.key()})
+            return False
+        key = control.scope.key()
+        self._buckets.pop(key, None)
+        if control.action == "allow":
+            self._controls.pop(key, None)
+        else:
+            self._controls[key] = control
+            if control.action == "throttle" and control.max_rps:
+                self._buckets[key] = TokenBucket(control.max_rps)
+        self.applied += 1
+        self._last_contact = time.monotonic()
+        for callback in self.on_change:
+            callback(control)
+        return True
+
+    # -- deciding -------------------------------------------------------------------------------
+    @property
+    def staleness_s(self) -> float:
+        """Seconds since the view was last known to be current (inf before start())."""
+        return time.monotonic() - self._last_contact if self._loaded else float("inf")
+
+    def decide(self, tenant_id: str, feature_id: str | None = None, user_id: str | None = None,
+               model: str | None = None) -> Decision:
+        if self.staleness_s > self.max_staleness_s:
+            return Decision("block" if self.fail_closed else "allow",
+                            f"control view stale ({self.staleness_s:.0f}s): failing "
+                            f"{'closed' if self.fail_closed else 'open'}")
+        if not self._controls:
+            return ALLOW
+        now = None
+        for u in (user_id, None) if user_id else (None,):
+            for f in (feature_id, None) if feature_id else (None,):
+                for m in (model, None) if model else (None,):
+                    key = scope_key(tenant_id, f, u, m)
+                    control = self._controls.get(key)
+                    if control is None:
+                        continue
+                    if control.expires_at is not None:
+                        now = now or datetime.now(UTC)
+                        if control.expires_at <= now:
+                            continue
+                    return Decision(control.action, _reason(control), key, control.max_rps,
+                                    control.downgrade_to, self._buckets.get(key))
+        return ALLOW
+
+    def controls(self) -> dict[str, ControlEvent]:
+        """Current control per scope (what ``tokenbrake control list`` prints)."""
+        return dict(self._controls)
+
+
+def _reason(c: ControlEvent) -> str:
+    r = c.reason
+    return f"{r.rule} {r.period}: ${r.observed} of ${r.threshold}" + (f" ({r.detail})" if r.detail else "")

@@ -1,0 +1,73 @@
+"""Controls issued by hand (``tokenbrake control ...``), signed like the worker's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from decimal import Decimal
+
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.table import Table
+
+from clients.killswitch import KillSwitch
+from schemas.codec import dumps
+from schemas.control import ControlEvent, Reason, Scope
+from schemas.signing import sign
+from streams.aggregate.periods import parse_ttl_seconds
+from streams.settings import Settings
+
+
+def build_control(action: str, tenant: str, feature: str | None, user: str | None, model: str | None,
+                  max_rps: float | None, to_model: str | None, ttl: str | None, reason: str) -> ControlEvent:
+    if action == "throttle" and not max_rps:
+        raise ValueError("throttle needs --max-rps")
+    if action == "downgrade" and not to_model:
+        raise ValueError("downgrade needs --to-model")
+    now_ms = time.time_ns() // 1_000_000
+    expires = now_ms + parse_ttl_seconds(ttl) * 1000 if ttl else None
+    return ControlEvent(
+        control_id=uuid.uuid4().hex, issued_at=now_ms,
+        scope=Scope(tenant_id=tenant, feature_id=feature, user_id=user, model=model), action=action,
+        max_rps=max_rps if action == "throttle" else None, downgrade_to=to_model if action == "downgrade" else None,
+        reason=Reason(rule="operator", observed=Decimal(0), threshold=Decimal(0), period=ttl or "until allow",
+                      detail=reason),
+        expires_at=expires, issued_by="operator")
+
+
+async def publish_control(settings: Settings, bootstrap: str, control: ControlEvent) -> ControlEvent:
+    key_id, secret = settings.signing_key
+    signed = sign(control, key_id, secret)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic_control, dumps(signed), key=control.scope.key().encode())
+    finally:
+        await producer.stop()
+    return signed
+
+
+async def list_controls(settings: Settings, bootstrap: str) -> dict[str, ControlEvent]:
+    ks = KillSwitch(bootstrap, settings.topic_control, keys=settings.keyring)
+    await ks.start()
+    try:
+        return ks.controls()
+    finally:
+        await ks.stop()
+
+
+def print_controls(controls: dict[str, ControlEvent]) -> None:
+    table = Table(title="current controls (compacted control topic)")
+    for col in ("scope", "action", "detail", "reason", "issued", "expires", "by"):
+        table.add_column(col)
+    for key, c in sorted(controls.items()):
+        detail = c.downgrade_to or (f"{c.max_rps} rps" if c.max_rps else "")
+        table.add_row(key, c.action, detail, f"{c.reason.rule}: {c.reason.detail or c.reason.period}",
+                      c.issued_at.isoformat(timespec="seconds"),
+                      c.expires_at.isoformat(timespec="seconds") if c.expires_at else "-", c.issued_by)
+    Console().print(table)
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    return asyncio.run(coro)
