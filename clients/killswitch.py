@@ -119,13 +119,21 @@ class KillSwitch:
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         end = await self._consumer.end_offsets(tps)
-        while any(await self._consumer.position(tp) < end[tp] for tp in tps):  # catch up, then serve
+        while not await self._caught_up(end):  # read the whole compacted history, then serve
             if time.monotonic() > deadline:
+                await self._consumer.stop()
                 raise TimeoutError("control topic not read to its end in time")
             self._apply_batch(await self._consumer.getmany(timeout_ms=500))
         self._loaded = True
         self._last_contact = time.monotonic()
         self._task = asyncio.create_task(self._follow(tps), name="tokenbrake-killswitch")
+
+    async def _caught_up(self, end: dict[TopicPartition, int]) -> bool:
+        assert self._consumer is not None
+        for tp, offset in end.items():
+            if await self._consumer.position(tp) < offset:
+                return False
+        return True
 
     async def _follow(self, tps: list[TopicPartition]) -> None:
         assert self._consumer is not None

@@ -184,5 +184,5 @@ class Runtime:
         await self.dlq_topic.send(key=msg.key, value=rejected.payload, headers=headers)
 
     def status(self) -> dict[str, Any]:
-        return {**self.engine.status(), "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1),
+        return {**self.engine.status(), "ready": self.attached >= 0, "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1),
                                                    "sink": self.sink.stats()}}
