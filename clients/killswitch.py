@@ -119,11 +119,15 @@ class KillSwitch:
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         end = await self._consumer.end_offsets(tps)
-        while not await self._caught_up(end):  # read the whole compacted history, then serve
+        while True:  # read the whole compacted history, then serve
             if time.monotonic() > deadline:
                 await self._consumer.stop()
                 raise TimeoutError("control topic not read to its end in time")
-            self._apply_batch(await self._consumer.getmany(timeout_ms=500))
+            batch = await self._consumer.getmany(timeout_ms=300)
+            self._apply_batch(batch)
+            # an empty fetch past the reported end: some brokers report the end per batch
+            if not batch and await self._caught_up(end):
+                break
         self._loaded = True
         self._last_contact = time.monotonic()
         self._task = asyncio.create_task(self._follow(tps), name="tokenbrake-killswitch")

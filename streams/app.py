@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import faust
 
+from streams import compat
 from streams.settings import Settings
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
+    compat.apply()
     brokers = ";".join(f"kafka://{hp.strip()}" for hp in bootstrap.split(","))
     return faust.App(
         settings.app_id,
@@ -21,6 +23,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         producer_acks=-1,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        stream_wait_empty=False,  # unacked = not yet in ClickHouse: redelivered, never waited for
         web_enabled=True,
         web_host=settings.web_host,
         web_bind=settings.web_host,

@@ -95,6 +95,8 @@ class Runtime:
 
         @app.on_before_shutdown.connect
         async def _flush(sender: Any, **kwargs: Any) -> None:
+            runtime.persist()
+            await runtime.app.producer.flush()  # changelogs, controls and alerts out before we stop
             await runtime.sink.maybe_flush(force=True)
 
     def ready(self) -> bool:

@@ -60,17 +60,19 @@ class SinkBuffer:
         return len(self._batch) >= self.flush_rows or age >= self.flush_interval_s
 
     async def maybe_flush(self, force: bool = False) -> None:
-        """Flush when due; block (backpressure) while the buffer is over its bound."""
-        if not (force or self.due()):
+        """Flush when due; block (backpressure) while the buffer is over its bound.
+        ``force`` (shutdown) makes one attempt whatever the backoff: unflushed messages
+        stay unacknowledged and are redelivered to the next worker."""
+        if force:
+            await self.flush()
+            return
+        if not self.due():
             return
         while True:
-            if time.monotonic() >= self._next_try or force:
-                if await self.flush():
-                    return
-            if len(self._batch) < self.max_rows and not force:
-                return  # keep reading and enforcing; retry later
-            if force and self._backoff >= self.retry_max_s:
+            if time.monotonic() >= self._next_try and await self.flush():
                 return
+            if len(self._batch) < self.max_rows:
+                return  # keep reading and enforcing; retry later
             await asyncio.sleep(max(0.05, self._next_try - time.monotonic()))
 
     async def flush(self) -> bool:

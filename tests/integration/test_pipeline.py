@@ -1,0 +1,143 @@
+"""The spine against the real embedded broker and chdb: plain producer in, signed controls
+and DLQ out, exact rows in ClickHouse, exact totals after a restart, and a backtest that
+decides exactly what the live worker decided."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from schemas.codec import loads
+from schemas.control import ControlEvent
+from schemas.signing import parse_keyring, verify
+from schemas.usage import UsageEvent
+from streams.backtest import run as backtest
+from streams.decide.policies import parse_policies
+from streams.engine import Engine
+from streams.price import PriceBook
+from streams.sink.clickhouse import connect
+from tests.integration.conftest import consume_all, event_json, msg, produce, run
+
+POLICIES = """
+budgets:
+  - id: acme-day
+    scope: {tenant: acme}
+    period: day
+    limit_usd: "0.035"
+    warn_at: [0.8]
+    on_exceed:
+      - {at: 1.0, action: downgrade, to_model: gpt-4o-mini}
+      - {at: 2.0, action: block}
+"""
+
+
+def _chdb(home: Path):  # noqa: ANN202
+    return connect(f"chdb://{home / 'chdb'}")
+
+
+def test_end_to_end(worker_env, broker):
+    worker = worker_env(POLICIES).start()
+    acme = [event_json(ts=event_json()["ts"] + i) for i in range(25)]
+    globex = [event_json(tenant_id="globex", model="gpt-4o-mini") for _ in range(5)]
+    messages = [msg(e) for e in acme] + [msg(globex, "globex")]
+    messages += [msg(acme[0]), (b"acme", b"{not json"), msg([event_json(), {"event_id": "broken"}])]
+    run(produce(broker.bootstrap, worker.topic_usage, messages))
+
+    status = worker.wait_counted(31)  # 25 + 5 + the good element of the mixed array
+    assert status["counts"]["duplicate"] == 1
+    acme_today = next(r for r in status["spend"] if r["scope"] == "t=acme")
+    assert Decimal(acme_today["today_usd"]) == Decimal("0.0035") * 26
+
+    # control topic: downgrade then block, signed, keyed by scope
+    records = run(consume_all(broker.bootstrap, worker.topic_control, expect=2))
+    controls = [ControlEvent.model_validate(loads(r.value)) for r in records]
+    assert [(c.action, c.downgrade_to) for c in controls] == [("downgrade", "gpt-4o-mini"), ("block", None)]
+    assert all(verify(c, parse_keyring("k1:test-secret")) for c in controls)
+    assert records[0].key == b"tenant=acme/feature=*/user=*/model=*"
+
+    # dead letters keep their reason and bytes
+    dlq = run(consume_all(broker.bootstrap, worker.topic_dlq, expect=2))
+    reasons = sorted(dict(r.headers)["tokenbrake-reason"].decode() for r in dlq)
+    assert reasons == ["invalid_event", "not_json"]
+    assert any(r.value == b"{not json" for r in dlq)
+    alerts = run(consume_all(broker.bootstrap, worker.topic_alerts, expect=3))
+    assert len(alerts) == 3
+
+    worker.wait_flushed(31)
+    worker.stop()
+    client = _chdb(worker.home)
+    rows = client.query("SELECT tenant_id, count(), sum(cost_usd) FROM tokenbrake.usage_events FINAL "
+                        "GROUP BY tenant_id ORDER BY tenant_id").result_rows
+    assert rows[0] == ("acme", 26, Decimal("0.0910"))
+    assert rows[1][:2] == ("globex", 5)
+    minute = client.query("SELECT sum(requests), sum(cost_usd) FROM tokenbrake.spend_minute FINAL").result_rows
+    assert minute[0] == (31, rows[0][2] + rows[1][2])
+    assert client.query("SELECT count() FROM tokenbrake.control_events FINAL").result_rows[0][0] == 2
+    assert client.query("SELECT count() FROM tokenbrake.alerts FINAL").result_rows[0][0] == 3
+    client.close()
+
+    # the backtest, on the same events, makes the same decisions
+    events = [UsageEvent.model_validate(e) for e in acme + globex + [loads(messages[-1][1])[0]]]
+    engine = Engine(parse_policies(POLICIES), PriceBook())
+    offline = list(backtest(engine, sorted(events, key=lambda e: e.ts)))
+    assert [(d["action"], d["scope"]["tenant_id"]) for d in offline if d["kind"] == "control"] == \
+        [(c.action, c.scope.tenant_id) for c in controls]
+    live_alerts = [loads(r.value) for r in alerts]
+    assert [(d["rule"], d["severity"], d["dedup_key"]) for d in offline if d["kind"] == "alert"] == \
+        [(a["rule"], a["severity"], a["dedup_key"]) for a in live_alerts]
+
+
+def test_restart_resumes_exact_totals_without_refiring(worker_env, broker):
+    worker = worker_env(POLICIES).start()
+    first = [event_json() for _ in range(15)]
+    run(produce(broker.bootstrap, worker.topic_usage, [msg(e) for e in first]))
+    worker.wait_counted(15)
+    worker.wait_flushed(15)
+    worker.stop()
+
+    worker.start()  # same app id, topics and chdb: state comes back from the changelogs
+    status = worker.status()
+    assert next(r for r in status["spend"] if r["scope"] == "t=acme")["today_requests"] == 15
+    assert [c["action"] for c in status["controls"]] == ["downgrade"]
+    again = [event_json() for _ in range(3)]
+    run(produce(broker.bootstrap, worker.topic_usage, [msg(e) for e in first[:5] + again]))
+    status = worker.wait_counted(3)
+    assert status["counts"]["duplicate"] == 5
+    assert next(r for r in status["spend"] if r["scope"] == "t=acme")["today_requests"] == 18
+    worker.wait_flushed(3)
+    worker.stop()
+    controls = run(consume_all(broker.bootstrap, worker.topic_control, expect=1))
+    assert [loads(r.value)["action"] for r in controls] == ["downgrade"]  # not re-issued after the restart
+    client = _chdb(worker.home)
+    assert client.query("SELECT count() FROM tokenbrake.usage_events FINAL").result_rows[0][0] == 18
+    client.close()
+
+
+def test_clickhouse_outage_keeps_enforcing_and_loses_nothing(worker_env, broker):
+    worker = worker_env(POLICIES, clickhouse_dsn="http://127.0.0.1:9", sink_retry_max_s="1").start()
+    events = [event_json() for _ in range(12)]
+    run(produce(broker.bootstrap, worker.topic_usage, [msg(e) for e in events]))
+    status = worker.wait_counted(12)
+    assert [c["action"] for c in status["controls"]] == ["downgrade"]  # enforcement did not wait
+    controls = run(consume_all(broker.bootstrap, worker.topic_control, expect=1))
+    assert len(controls) == 1
+    deadline = time.monotonic() + 30
+    while (sink := worker.status()["worker"]["sink"])["failures"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sink["failures"] >= 1 and sink["rows_written"] == 0 and sink["last_error"]
+    assert sink["buffered_rows"] >= 12
+    worker.stop()
+
+    # ClickHouse is back: the uncommitted messages are redelivered, written, and not counted twice
+    del worker.env["TOKENBRAKE_CLICKHOUSE_DSN"]
+    worker.start()
+    status = worker.wait_counted(12, key="redelivery")  # all 12 were in the changelog: none counted again
+    assert next(r for r in status["spend"] if r["scope"] == "t=acme")["today_requests"] == 12
+    worker.wait_flushed(12)
+    worker.stop()
+    client = _chdb(worker.home)
+    assert client.query("SELECT count(), sum(cost_usd) FROM tokenbrake.usage_events FINAL").result_rows[0] == \
+        (12, Decimal("0.042"))
+    assert client.query("SELECT sum(requests) FROM tokenbrake.spend_minute FINAL").result_rows[0][0] == 12
+    client.close()
