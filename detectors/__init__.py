@@ -1,0 +1,16 @@
+"""River-style anomaly detectors. Each scores a dict of features with ``score_one`` (1.0 or
+more = flag) and learns with ``learn_one``; the engine never lets one learn from a point it
+flagged. Rule ids (AlertEvent.rule) are part of the contract."""
+
+from detectors.cost_rate import CostRate
+from detectors.heavy_user import HeavyUser
+from detectors.request_cost_cap import RequestCostCap
+from detectors.retry_storm import RetryStorm
+from detectors.spend_spike import SpendSpike
+from detectors.token_inflation import TokenInflation
+
+#: rule id -> detector class
+RULES = {"retry_storm": RetryStorm, "spend_spike": SpendSpike, "cost_rate": CostRate,
+         "token_inflation": TokenInflation, "heavy_user": HeavyUser, "request_cost_cap": RequestCostCap}
+
+__all__ = ["RULES", "CostRate", "HeavyUser", "RequestCostCap", "RetryStorm", "SpendSpike", "TokenInflation"]

@@ -20,6 +20,7 @@ from streams.aggregate.spend import COST, FIELDS, SpendAggregator, day_key, mont
 from streams.aggregate.store import Store
 from streams.decide.budgets import BudgetEvaluator
 from streams.decide.caps import RequestCostCaps, UnpricedModels
+from streams.decide.detection import DetectorHub
 from streams.decide.policies import PoliciesFile
 from streams.emit.events import ControlBoard, Emitted
 from streams.ingest.dedupe import Deduper, Seen
@@ -52,7 +53,7 @@ def wall_clock_ms() -> int:
 
 class Engine:
     def __init__(self, policies: PoliciesFile, pricebook: PriceBook, config: EngineConfig | None = None,
-                 clock: Callable[[], int] | None = None, detectors: Any = None) -> None:
+                 clock: Callable[[], int] | None = None, detectors: DetectorHub | bool | None = None) -> None:
         self.config = config or EngineConfig()
         self.clock = clock or (lambda: 0)
         self.pricebook = pricebook
@@ -68,7 +69,7 @@ class Engine:
         self.unpriced = UnpricedModels(decisions, self.out)
         self.dedupe = Deduper(self.stores["dedupe"], self.config.dedupe_horizon_minutes,
                               self.config.dedupe_max_entries)
-        self.detectors = detectors
+        self.detectors = DetectorHub(policies.detectors, self.out, self.board) if detectors is None else detectors
         self.watermark = 0
         self.counts: Counter[str] = Counter()
         self._last_expire = 0
@@ -103,6 +104,9 @@ class Engine:
             self.unpriced.on_event(ev.provider, model, tenant, cost, ts_ms, partition)
         self.budgets.on_event(tenant, feature, user, model, ev.tenant_tier, ts_ms, cost, now, partition)
         self.caps.on_event(tenant, feature, user, model, ev.tenant_tier, cost, ts_ms, partition)
+        if self.detectors:
+            self.detectors.observe(tenant, feature, user, model, ts_ms, cost, ev.input_tokens, ev.attempt > 0,
+                                   ev.status != "ok")
         return PricedEvent(ev, ts_ms, cost, priced, fresh=True)
 
     def tick(self) -> None:
@@ -111,6 +115,8 @@ class Engine:
         if now == 0:
             return
         self.budgets.tick(now)
+        if self.detectors:
+            self.detectors.advance(self.watermark)  # event time only: live and backtest agree
         if now - self._last_expire >= self.config.expire_every_ms:
             self._last_expire = now
             self.agg.expire(now)

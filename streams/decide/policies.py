@@ -156,6 +156,14 @@ class PoliciesFile(BaseModel):
     request_cost_caps: list[RequestCostCap] = []
     detectors: dict[str, dict[str, Any]] = {}
 
+    @field_validator("detectors")
+    @classmethod
+    def _detectors(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from streams.decide.detection import parse_detector_config
+
+        parse_detector_config(v)
+        return v
+
     @model_validator(mode="after")
     def _unique_ids(self) -> PoliciesFile:
         ids = [p.id for p in self.budgets] + [c.id for c in self.request_cost_caps]

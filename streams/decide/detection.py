@@ -1,0 +1,223 @@
+"""Run the River detectors on closed event-time buckets, not on every event.
+
+Per event the hub only adds to a few open buckets (minute per tenant x feature x model,
+10 minutes per tenant x feature, hour per tenant and tenant x feature, the day's spend per
+user). When the watermark passes a bucket's end (plus ``lateness``), every scope's bucket
+is scored; a flagged bucket fires one alert per incident and is *not* learned; a normal one
+is learned. After ``cooldown`` normal buckets an incident is resolved. ``cost_rate`` also
+issues a control (default: downgrade) that expires after ``ttl`` or is lifted on resolve.
+Everything runs on event time, so the backtest and the live worker agree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from detectors import CostRate, HeavyUser, RetryStorm, SpendSpike, TokenInflation
+from schemas.control import Reason, Scope
+from streams.aggregate.periods import parse_ttl_seconds
+from streams.emit.events import Contribution, ControlBoard, Emitted, alert
+from streams.price.rates import nanos_to_usd
+
+BUCKET_MS = {"retry_storm": 60_000, "cost_rate": 60_000, "token_inflation": 600_000, "spend_spike": 3_600_000,
+             "heavy_user": 3_600_000}
+CLASSES = {"retry_storm": RetryStorm, "cost_rate": CostRate, "token_inflation": TokenInflation,
+           "spend_spike": SpendSpike, "heavy_user": HeavyUser}
+CONTROL_KEYS = {"action", "to_model", "max_rps", "ttl"}
+
+
+@dataclass
+class RuleConfig:
+    enabled: bool
+    params: dict[str, Any]
+    cooldown: int = 3
+    action: str | None = None
+    to_model: str | None = None
+    max_rps: float | None = None
+    ttl_s: int = 900
+
+
+def parse_detector_config(raw: dict[str, dict[str, Any]]) -> dict[str, RuleConfig]:
+    """Validate the policies file's ``detectors:`` section (errors name rule and key)."""
+    unknown = set(raw) - set(CLASSES)
+    if unknown:
+        raise ValueError(f"detectors: unknown rule(s) {sorted(unknown)}; known: {sorted(CLASSES)}")
+    configs = {}
+    for rule, cls in CLASSES.items():
+        opts = dict(raw.get(rule) or {})
+        enabled = bool(opts.pop("enabled", True))
+        cooldown = int(opts.pop("cooldown", 3))
+        control = {k: opts.pop(k) for k in list(opts) if k in CONTROL_KEYS}
+        try:
+            cls(**opts)
+        except TypeError as exc:
+            raise ValueError(f"detectors.{rule}: {exc}") from None
+        cfg = RuleConfig(enabled, opts, cooldown)
+        if rule == "cost_rate":
+            cfg.action = control.get("action", "downgrade")
+            cfg.to_model = control.get("to_model", "gpt-4o-mini")
+            cfg.max_rps = control.get("max_rps", 1.0 if cfg.action == "throttle" else None)
+            cfg.ttl_s = parse_ttl_seconds(str(control.get("ttl", "15m")))
+            if cfg.action not in ("downgrade", "throttle", "block", "none"):
+                raise ValueError(f"detectors.cost_rate.action: {cfg.action!r} is not downgrade|throttle|block|none")
+        elif control:
+            raise ValueError(f"detectors.{rule}: only cost_rate issues controls (got {sorted(control)})")
+        configs[rule] = cfg
+    return configs
+
+
+class DetectorHub:
+    def __init__(self, raw_config: dict[str, dict[str, Any]], out: Emitted, board: ControlBoard,
+                 lateness_ms: int = 10_000) -> None:
+        self.config = parse_detector_config(raw_config)
+        self.out, self.board, self.lateness_ms = out, board, lateness_ms
+        self._models: dict[tuple[str, str], Any] = {}
+        # open buckets: rule -> bucket start -> scope key -> counters
+        self._open: dict[str, dict[int, dict[tuple, list[int]]]] = {r: {} for r in BUCKET_MS}
+        self._users: dict[str, dict[str, int]] = defaultdict(dict)  # tenant -> user -> spend today
+        self._user_day = -1
+        self._day_spend: dict[tuple, list[int]] = {}  # scope -> [day, spend so far]
+        self._active: dict[tuple[str, tuple], list[int]] = {}  # (rule, scope) -> [since_ms, normal_streak]
+        self.enabled = [r for r, c in self.config.items() if c.enabled]
+
+    # -- per event: only additions --------------------------------------------------------------
+    def observe(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, cost: int,
+                input_tokens: int, retry: bool, error: bool) -> None:
+        opened = self._open
+        minute = ts_ms - ts_ms % 60_000
+        vec = opened["retry_storm"].setdefault(minute, {}).setdefault((tenant, feature, model), [0, 0, 0, 0])
+        vec[0] += 1
+        vec[1] += retry
+        vec[2] += error
+        vec[3] += cost
+        ten = ts_ms - ts_ms % 600_000
+        tok = opened["token_inflation"].setdefault(ten, {}).setdefault((tenant, feature), [0, 0])
+        tok[0] += 1
+        tok[1] += input_tokens
+        hour = ts_ms - ts_ms % 3_600_000
+        hourly = opened["spend_spike"].setdefault(hour, {})
+        for scope in ((tenant,), (tenant, feature)):
+            h = hourly.setdefault(scope, [0])
+            h[0] += cost
+        day = ts_ms // 86_400_000
+        if day != self._user_day:
+            if day < self._user_day:
+                return  # a late event from a closed day: counted in spend, not in today's concentration
+            self._users.clear()
+            self._user_day = day
+        users = self._users[tenant]
+        users[user] = users.get(user, 0) + cost
+        opened["heavy_user"].setdefault(hour, {}).setdefault((tenant,), [0])
+
+    # -- on the watermark: close, score, learn ---------------------------------------------------
+    def advance(self, watermark_ms: int) -> None:
+        for rule in BUCKET_MS:
+            buckets = self._open[rule]
+            if not buckets:
+                continue
+            size = BUCKET_MS[rule]
+            for start in sorted(b for b in buckets if b + size + self.lateness_ms <= watermark_ms):
+                closed = buckets.pop(start)
+                if rule == "retry_storm":
+                    self._close_minute(start, closed)
+                elif rule == "token_inflation" and self._on("token_inflation"):
+                    for scope, (n, tokens) in closed.items():
+                        self._judge("token_inflation", scope, {"requests": n, "input_tokens": tokens},
+                                    start + size, observed=Decimal(tokens) / max(n, 1))
+                elif rule == "spend_spike" and self._on("spend_spike"):
+                    self._close_hour(start, closed)
+                elif rule == "heavy_user" and self._on("heavy_user"):
+                    self._close_users(start, closed)
+
+    def _on(self, rule: str) -> bool:
+        return self.config[rule].enabled
+
+    def _close_minute(self, start: int, closed: dict[tuple, list[int]]) -> None:
+        end = start + 60_000
+        if self._on("retry_storm"):
+            for scope, (n, retries, errors, _) in closed.items():
+                self._judge("retry_storm", scope, {"requests": n, "retries": retries, "errors": errors}, end,
+                            observed=Decimal(retries + errors) / max(n, 1))
+        if self._on("cost_rate"):
+            per_feature: dict[tuple, int] = defaultdict(int)
+            for (tenant, feature, _), vec in closed.items():
+                per_feature[(tenant, feature)] += vec[3]
+            for scope, cost in per_feature.items():
+                self._judge("cost_rate", scope, {"cost_nanos": cost, "seconds": 60}, end,
+                            observed=nanos_to_usd(cost))
+
+    def _close_hour(self, start: int, closed: dict[tuple, list[int]]) -> None:
+        day = start // 86_400_000
+        for scope, (spend,) in closed.items():
+            running = self._day_spend.get(scope)
+            if running is None or running[0] != day:
+                running = self._day_spend[scope] = [day, 0]
+            running[1] += spend
+            x = {"spend": spend, "hour": start // 3_600_000, "day_to_date": running[1]}
+            self._judge("spend_spike", scope, x, start + 3_600_000, observed=nanos_to_usd(spend))
+
+    def _close_users(self, start: int, closed: dict[tuple, list[int]]) -> None:
+        for (tenant,) in closed:
+            x = {f"user:{u}": s for u, s in self._users.get(tenant, {}).items()}
+            self._judge("heavy_user", (tenant,), x, start + 3_600_000, observed=Decimal(0))
+
+    # -- the decision rule on top of every detector -----------------------------------------------
+    def _model(self, rule: str, scope: tuple) -> Any:
+        key = (rule, scope)
+        det = self._models.get(key)
+        if det is None:
+            det = self._models[key] = CLASSES[rule](**self.config[rule].params)
+        return det
+
+    def _judge(self, rule: str, scope: tuple, x: dict[str, Any], at_ms: int, observed: Decimal) -> None:
+        det = self._model(rule, scope)
+        score = det.score_one(x)
+        active = self._active.get((rule, scope))
+        if score >= 1.0:
+            if active is None:
+                self._active[(rule, scope)] = [at_ms, 0]
+                self._fire(rule, scope, det, x, score, at_ms, observed)
+            else:
+                active[1] = 0
+            return  # never learn from a flagged bucket
+        det.learn_one(x)
+        if active is not None:
+            active[1] += 1
+            if active[1] >= self.config[rule].cooldown:
+                del self._active[(rule, scope)]
+                self._resolve(rule, scope, active[0], at_ms, observed)
+
+    def _scope(self, scope: tuple) -> Scope:
+        tenant, feature, model = (*scope, None, None)[:3]
+        return Scope(tenant_id=tenant, feature_id=feature, model=model)
+
+    def _fire(self, rule: str, scope: tuple, det: Any, x: dict[str, Any], score: float, at_ms: int,
+              observed: Decimal) -> None:
+        s = self._scope(scope)
+        summary = f"{rule} on {s.key()}: score {score:.1f}"
+        if rule == "heavy_user":
+            summary += f"; heaviest users {', '.join(det.heaviest(x, 3))}"
+        if rule == "cost_rate":
+            summary += f"; ${observed}/min against a baseline of ${det.baseline_usd_per_minute:.4f}/min"
+        alert(self.out, rule=rule, scope=s, severity="critical" if score >= 2 or rule == "cost_rate" else "warning",
+              state="firing", summary=summary, observed=observed, threshold=Decimal(1),
+              dedup_key=f"{rule}:{s.key()}:{at_ms}", at_ms=at_ms)
+        cfg = self.config[rule]
+        if rule == "cost_rate" and cfg.action != "none":
+            reason = Reason(rule=rule, observed=observed, threshold=Decimal(str(round(det.factor, 4))),
+                            period="1m", detail=f"cost rate {score * det.factor:.1f}x its baseline")
+            self.board.put(s, f"detector:{rule}", Contribution(cfg.action, reason, None, cfg.to_model, cfg.max_rps,
+                                                               at_ms + cfg.ttl_s * 1000), at_ms)
+
+    def _resolve(self, rule: str, scope: tuple, since_ms: int, at_ms: int, observed: Decimal) -> None:
+        s = self._scope(scope)
+        alert(self.out, rule=rule, scope=s, severity="info", state="resolved",
+              summary=f"{rule} on {s.key()} back to normal", observed=observed, threshold=Decimal(1),
+              dedup_key=f"{rule}:{s.key()}:{since_ms}", at_ms=at_ms)
+        if rule == "cost_rate":
+            self.board.put(s, f"detector:{rule}", None, at_ms,
+                           reason=Reason(rule=rule, observed=observed, threshold=Decimal(0), period="1m",
+                                         detail="cost rate back to normal"))
