@@ -13,8 +13,9 @@ class RetryStorm(base.AnomalyDetector):
     ``x`` holds the minute's ``requests``, ``retries`` (attempt > 0) and ``errors``
     (status not ok). The score is the ratio's distance from its baseline in standard
     deviations, divided by ``z_threshold``: 1.0 or more flags a storm. Guards: fewer than
-    ``min_requests`` calls, or a ratio under ``min_ratio``, score 0. Cold start (fewer than
-    ``warmup`` minutes learned): only a ratio of ``cold_ratio`` or more flags.
+    ``min_requests`` calls, fewer than ``min_failures`` retries and errors, or a ratio
+    under ``min_ratio``, score 0 (organic 1-2% failures never reach them). Cold start
+    (fewer than ``warmup`` minutes learned): only a ratio of ``cold_ratio`` or more flags.
 
     Parameters
     ----------
@@ -28,6 +29,8 @@ class RetryStorm(base.AnomalyDetector):
         Minimum calls in the minute.
     min_ratio
         Minimum (retries + errors) / requests to flag at all.
+    min_failures
+        Minimum retries + errors in the minute.
     cold_ratio
         Ratio that flags during cold start.
 
@@ -43,8 +46,9 @@ class RetryStorm(base.AnomalyDetector):
 
     """
 
-    def __init__(self, warmup: int = 10, alpha: float = 0.05, z_threshold: float = 6.0, min_requests: int = 20,
-                 min_ratio: float = 0.25, cold_ratio: float = 0.6) -> None:
+    def __init__(self, warmup: int = 10, alpha: float = 0.05, z_threshold: float = 6.0, min_requests: int = 5,
+                 min_ratio: float = 0.4, cold_ratio: float = 0.6, min_failures: int = 5) -> None:
+        self.min_failures = min_failures
         self.warmup = warmup
         self.alpha = alpha
         self.z_threshold = z_threshold
@@ -58,15 +62,20 @@ class RetryStorm(base.AnomalyDetector):
         requests = x.get("requests", 0)
         return (x.get("retries", 0) + x.get("errors", 0)) / requests if requests else 0.0
 
+    def enough(self, x: dict) -> bool:
+        """Enough calls in the minute to judge it (otherwise it is neither scored nor learned)."""
+        return x.get("requests", 0) >= self.min_requests
+
     def learn_one(self, x: dict) -> None:
         if x.get("requests", 0) > 0:
             self._baseline.update(self._ratio(x))
 
     def score_one(self, x: dict) -> float:
         ratio = self._ratio(x)
-        if x.get("requests", 0) < self.min_requests or ratio < self.min_ratio:
+        failures = x.get("retries", 0) + x.get("errors", 0)
+        if x.get("requests", 0) < self.min_requests or ratio < self.min_ratio or failures < self.min_failures:
             return 0.0
         if self._baseline.n < self.warmup:
             return ratio / self.cold_ratio
-        spread = max(self._baseline.std, 0.02)
+        spread = max(self._baseline.std, 0.05)
         return max(0.0, (ratio - self._baseline.mean) / spread / self.z_threshold)

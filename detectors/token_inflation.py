@@ -8,12 +8,14 @@ from detectors.baseline import EWBaseline
 
 
 class TokenInflation(base.AnomalyDetector):
-    """Scores one 10-minute bucket of one tenant x feature by its mean input tokens per
-    request against a slow baseline, with River's Page-Hinkley test for upward drift.
+    """Scores one hour of one tenant x feature by its mean input tokens per request
+    against a slow baseline, with River's Page-Hinkley test for upward drift.
 
-    ``x`` holds ``requests`` and ``input_tokens`` for the bucket. The score is
+    ``x`` holds ``requests`` and ``input_tokens`` for the bucket and, when known,
+    ``median_input_tokens`` (preferred: one huge call is not inflation). The score is
     ``ratio / factor`` where ``ratio`` = mean / baseline; it flags (1.0 or more) when the
-    ratio is ``factor`` (+25%) or more *and* Page-Hinkley has detected an upward drift, or
+    ratio is ``factor`` (+25%) or more *and* Page-Hinkley detected an upward drift within
+    the last ``drift_memory`` buckets, or
     at once when the ratio reaches ``jump_factor`` (a prompt version that doubles the
     context). Guards: fewer than ``min_requests`` per bucket score 0; no score before
     ``warmup`` buckets.
@@ -23,7 +25,7 @@ class TokenInflation(base.AnomalyDetector):
     warmup
         Buckets learned before scoring.
     alpha
-        Weight of a new bucket in the baseline (slow: 0.01 ~ the last day).
+        Weight of a new bucket in the baseline (0.02 ~ the last two days of hours).
     factor
         Ratio to the baseline that flags once drift is confirmed.
     jump_factor
@@ -32,6 +34,8 @@ class TokenInflation(base.AnomalyDetector):
         Minimum calls per bucket.
     suspect_factor
         Buckets at this ratio or above feed the drift test but not the baseline.
+    drift_memory
+        Buckets for which a detected drift counts.
 
     Examples
     --------
@@ -45,21 +49,28 @@ class TokenInflation(base.AnomalyDetector):
 
     """
 
-    def __init__(self, warmup: int = 12, alpha: float = 0.01, factor: float = 1.25, jump_factor: float = 1.8,
-                 min_requests: int = 30, suspect_factor: float = 1.15) -> None:
+    def __init__(self, warmup: int = 24, alpha: float = 0.02, factor: float = 1.25, jump_factor: float = 1.6,
+                 min_requests: int = 30, suspect_factor: float = 1.15, drift_memory: int = 3) -> None:
         self.warmup = warmup
         self.suspect_factor = suspect_factor
+        self.drift_memory = drift_memory
         self.alpha = alpha
         self.factor = factor
         self.jump_factor = jump_factor
         self.min_requests = min_requests
         self._baseline = EWBaseline(alpha)
-        self._drift = drift.PageHinkley(min_instances=6, delta=0.05, threshold=1.5, mode="up")
-        self._drifting = False
+        self._drift = drift.PageHinkley(min_instances=6, delta=0.05, threshold=1.0, mode="up")
+        self._since_drift = 10**9
 
     @staticmethod
     def _mean(x: dict) -> float:
+        if x.get("median_input_tokens") is not None:
+            return float(x["median_input_tokens"])
         return x.get("input_tokens", 0) / x["requests"] if x.get("requests") else 0.0
+
+    def enough(self, x: dict) -> bool:
+        """Enough calls in the bucket to judge it (otherwise it is neither scored nor learned)."""
+        return x.get("requests", 0) >= self.min_requests
 
     def learn_one(self, x: dict) -> None:
         if x.get("requests", 0) < self.min_requests:
@@ -68,7 +79,7 @@ class TokenInflation(base.AnomalyDetector):
         if self._baseline.n >= self.warmup:
             ratio = mean / max(self._baseline.mean, 1.0)
             self._drift.update(ratio)
-            self._drifting = self._drifting or self._drift.drift_detected
+            self._since_drift = 0 if self._drift.drift_detected else self._since_drift + 1
             if ratio >= self.suspect_factor:
                 return  # a creeping rise must not become the new baseline
         self._baseline.update(mean)
@@ -79,4 +90,5 @@ class TokenInflation(base.AnomalyDetector):
         ratio = self._mean(x) / max(self._baseline.mean, 1.0)
         if ratio >= self.jump_factor:
             return ratio / self.jump_factor
-        return ratio / self.factor if self._drifting else min(ratio / self.jump_factor, 0.99)
+        drifting = self._since_drift < self.drift_memory
+        return ratio / self.factor if drifting else min(ratio / self.jump_factor, 0.99)

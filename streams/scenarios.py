@@ -82,15 +82,15 @@ def plan_incidents(rng: random.Random, days: int) -> list[Incident]:
     heavy = at(d7, 6, 10)
     return [
         Incident("retry_storm", "retry_storm", "globex", "chat", storm, storm + 25 * MIN_MS, ["cost_rate"]),
-        Incident("model_switch", "cost_rate", "initech", "summarize", switch, switch + 6 * HOUR_MS,
+        Incident("model_switch", "cost_rate", "acme", "summarize", switch, switch + 6 * HOUR_MS,
                  ["spend_spike"]),
-        Incident("context_bloat", "token_inflation", "acme", "search", bloat, bloat + 30 * HOUR_MS,
+        Incident("context_bloat", "token_inflation", "globex", "chat", bloat, bloat + 30 * HOUR_MS,
                  ["spend_spike", "cost_rate"]),
-        Incident("huge_call", "request_cost_cap", "umbrella", "chat", at(d8, 2, 22), 0, []),
+        Incident("huge_call", "request_cost_cap", "umbrella", "chat", at(d8, 2, 22), 0, ["cost_rate"]),
         Incident("batch_export", "spend_spike", "initech", None, EPOCH + d7 * DAY_MS, EPOCH + (d7 + 1) * DAY_MS,
                  ["cost_rate", "heavy_user"]),
-        Incident("agent_loop", "cost_rate", "umbrella", "agent", agent, agent + 40 * MIN_MS,
-                 ["spend_spike", "token_inflation"]),
+        Incident("agent_loop", "cost_rate", "umbrella", "chat", agent, agent + 40 * MIN_MS,
+                 ["spend_spike", "token_inflation", "heavy_user"]),
         Incident("heavy_user", "heavy_user", "acme", None, heavy, heavy + 6 * HOUR_MS,
                  ["spend_spike", "cost_rate", "token_inflation"]),
     ]
@@ -163,7 +163,7 @@ def _events(rng: random.Random, days: int, tokens: list[tuple[int, int]], inc: d
         if (e := active("agent_loop", t0)) is not None:
             step = (t0 - e.start) // MIN_MS
             for i in range(30):  # an agent stuck in a loop, its context growing every turn
-                batch.append(call(t0 + i * 2000, e.tenant, "agent", "openai", "gpt-4o", "agent-runner",
+                batch.append(call(t0 + i * 2000, e.tenant, "chat", "openai", "gpt-4o", "agent-runner",
                                   3000 + step * 400, 600, 0, "ok"))
         if (e := active("heavy_user", t0)) is not None:
             for _ in range(_poisson(rng, 6)):

@@ -11,7 +11,8 @@ Everything runs on event time, so the backtest and the live worker agree.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import statistics
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -22,8 +23,11 @@ from streams.aggregate.periods import parse_ttl_seconds
 from streams.emit.events import Contribution, ControlBoard, Emitted, alert
 from streams.price.rates import nanos_to_usd
 
-BUCKET_MS = {"retry_storm": 60_000, "cost_rate": 60_000, "token_inflation": 600_000, "spend_spike": 3_600_000,
+BUCKET_MS = {"retry_storm": 60_000, "cost_rate": 60_000, "token_inflation": 3_600_000, "spend_spike": 3_600_000,
              "heavy_user": 3_600_000}
+COST_WINDOW_MINUTES = 5
+RESOLVE_BELOW = 0.5  # an incident ends after `cooldown` buckets scoring under this
+SAMPLE = 512  # per-bucket sample of call costs and token counts, for medians
 CLASSES = {"retry_storm": RetryStorm, "cost_rate": CostRate, "token_inflation": TokenInflation,
            "spend_spike": SpendSpike, "heavy_user": HeavyUser}
 CONTROL_KEYS = {"action", "to_model", "max_rps", "ttl"}
@@ -80,6 +84,8 @@ class DetectorHub:
         self._users: dict[str, dict[str, int]] = defaultdict(dict)  # tenant -> user -> spend today
         self._user_day = -1
         self._day_spend: dict[tuple, list[int]] = {}  # scope -> [day, spend so far]
+        self._windows: dict[tuple, deque[tuple[int, int, int, list[int]]]] = {}  # scope -> minutes in window
+        self._call_costs: dict[int, dict[tuple, list[int]]] = {}  # minute -> scope -> sampled call costs
         self._active: dict[tuple[str, tuple], list[int]] = {}  # (rule, scope) -> [since_ms, normal_streak]
         self.enabled = [r for r, c in self.config.items() if c.enabled]
 
@@ -93,11 +99,15 @@ class DetectorHub:
         vec[1] += retry
         vec[2] += error
         vec[3] += cost
-        ten = ts_ms - ts_ms % 600_000
-        tok = opened["token_inflation"].setdefault(ten, {}).setdefault((tenant, feature), [0, 0])
+        hour = ts_ms - ts_ms % 3_600_000
+        tok = opened["token_inflation"].setdefault(hour, {}).setdefault((tenant, feature), [0, 0, []])
         tok[0] += 1
         tok[1] += input_tokens
-        hour = ts_ms - ts_ms % 3_600_000
+        if len(tok[2]) < SAMPLE:
+            tok[2].append(input_tokens)
+        costs = self._call_costs.setdefault(minute, {}).setdefault((tenant, feature), [])
+        if len(costs) < SAMPLE:
+            costs.append(cost)
         hourly = opened["spend_spike"].setdefault(hour, {})
         for scope in ((tenant,), (tenant, feature)):
             h = hourly.setdefault(scope, [0])
@@ -124,9 +134,11 @@ class DetectorHub:
                 if rule == "retry_storm":
                     self._close_minute(start, closed)
                 elif rule == "token_inflation" and self._on("token_inflation"):
-                    for scope, (n, tokens) in closed.items():
-                        self._judge("token_inflation", scope, {"requests": n, "input_tokens": tokens},
-                                    start + size, observed=Decimal(tokens) / max(n, 1))
+                    for scope, (n, tokens, sample) in closed.items():
+                        median = statistics.median(sample)
+                        self._judge("token_inflation", scope,
+                                    {"requests": n, "input_tokens": tokens, "median_input_tokens": median},
+                                    start + size, observed=Decimal(str(median)))
                 elif rule == "spend_spike" and self._on("spend_spike"):
                     self._close_hour(start, closed)
                 elif rule == "heavy_user" and self._on("heavy_user"):
@@ -141,13 +153,24 @@ class DetectorHub:
             for scope, (n, retries, errors, _) in closed.items():
                 self._judge("retry_storm", scope, {"requests": n, "retries": retries, "errors": errors}, end,
                             observed=Decimal(retries + errors) / max(n, 1))
+        call_costs = self._call_costs.pop(start, {})
+        for stale in [m for m in self._call_costs if m < start]:
+            del self._call_costs[stale]
         if self._on("cost_rate"):
-            per_feature: dict[tuple, int] = defaultdict(int)
+            per_feature: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
             for (tenant, feature, _), vec in closed.items():
-                per_feature[(tenant, feature)] += vec[3]
-            for scope, cost in per_feature.items():
-                self._judge("cost_rate", scope, {"cost_nanos": cost, "seconds": 60}, end,
-                            observed=nanos_to_usd(cost))
+                per_feature[(tenant, feature)][0] += vec[3]
+                per_feature[(tenant, feature)][1] += vec[0]
+            for scope, (cost, calls) in per_feature.items():
+                window = self._windows.setdefault(scope, deque())
+                window.append((start, cost, calls, call_costs.get(scope, [])))
+                while window[0][0] <= start - COST_WINDOW_MINUTES * 60_000:
+                    window.popleft()
+                span = min(COST_WINDOW_MINUTES, (start - window[0][0]) // 60_000 + 1)
+                total, n = sum(w[1] for w in window), sum(w[2] for w in window)
+                median = statistics.median([c for w in window for c in w[3]] or [0])
+                x = {"cost_nanos": total, "seconds": 60 * span, "requests": n, "median_call_nanos": median}
+                self._judge("cost_rate", scope, x, end, observed=nanos_to_usd(total // span))
 
     def _close_hour(self, start: int, closed: dict[tuple, list[int]]) -> None:
         day = start // 86_400_000
@@ -174,6 +197,9 @@ class DetectorHub:
 
     def _judge(self, rule: str, scope: tuple, x: dict[str, Any], at_ms: int, observed: Decimal) -> None:
         det = self._model(rule, scope)
+        enough = getattr(det, "enough", None)
+        if enough is not None and not enough(x):
+            return  # too little data to judge: neither scored, nor learned, nor "back to normal"
         score = det.score_one(x)
         active = self._active.get((rule, scope))
         if score >= 1.0:
@@ -183,6 +209,8 @@ class DetectorHub:
             else:
                 active[1] = 0
             return  # never learn from a flagged bucket
+        if active is not None and score >= RESOLVE_BELOW:
+            return  # hysteresis: still suspicious, neither learned nor counted as back to normal
         det.learn_one(x)
         if active is not None:
             active[1] += 1
