@@ -184,6 +184,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from schemas.codec import dumps
+    from streams.bench import run_bench
+
+    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    results = run_bench(args.events, args.single_events or min(args.events, 50_000), args.probes, args.load, log)
+    if args.json:
+        sys.stdout.write(dumps(results).decode() + "\n")
+    else:
+        for key, value in results.items():
+            print(f"{key:28} {value}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -247,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="throughput, floor, control latency and memory, on the embedded broker")
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--single-events", type=int, help="events for the one-per-message run (default min(N, 50000))")
+    p.add_argument("--probes", type=int, default=40)
+    p.add_argument("--load", type=int, default=5000, help="background events/s during the latency probes")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the whole loop on the embedded stack, in under 3 minutes")
     p.add_argument("--speed", type=float, default=60.0)

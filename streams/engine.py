@@ -125,7 +125,9 @@ class Engine:
                 self.dedupe.expire(self.watermark)
 
     def drain(self) -> Emitted:
-        """Take the control and alert events decided since the last drain."""
+        """Take the control and alert events decided since the last drain (call once per batch:
+        it also seals the batch's dedupe chunk)."""
+        self.dedupe.seal()
         taken = Emitted(list(self.out.controls), list(self.out.alerts))
         self.out.controls.clear()
         self.out.alerts.clear()
@@ -139,7 +141,7 @@ class Engine:
         self.dedupe.rebuild_index()
         self.board.clear()
         self.budgets.restore()
-        self.watermark = max((v[0] * 60_000 for v in self.stores["dedupe"].data.values()), default=0)
+        self.watermark = self.dedupe.watermark_minute * 60_000
 
     # -- read side -----------------------------------------------------------------------------
     def status(self, limit: int = 50) -> dict[str, Any]:

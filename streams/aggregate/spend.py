@@ -77,10 +77,17 @@ class SpendAggregator:
         current = self.store.data.get(key)
         if current is None:
             self.store.set(key, list(vector), partition)
-        else:
-            for i in range(WIDTH):
-                current[i] += vector[i]
-            self.store.touch(key)
+            return
+        c0, c1, c2, c3, c4, c5, c6, c7 = vector  # unrolled: this runs ~11 times per event
+        current[0] += c0
+        current[1] += c1
+        current[2] += c2
+        current[3] += c3
+        current[4] += c4
+        current[5] += c5
+        current[6] += c6
+        current[7] += c7
+        self.store.touch(key)
 
     def get(self, key: str) -> list[int] | None:
         return self.store.data.get(key)

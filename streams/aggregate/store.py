@@ -44,6 +44,9 @@ class Store:
         self._partition[key] = partition
         self._changed[key] = partition
 
+    def partition_of(self, key: str) -> int:
+        return self._partition.get(key, self._default_partition)
+
     def touch(self, key: str) -> None:
         """Mark a value mutated in place as changed."""
         self._changed[key] = self._partition.get(key, self._default_partition)

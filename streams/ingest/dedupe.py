@@ -7,10 +7,15 @@ so it is classified ``LATE`` and sent to the dead-letter topic instead of riskin
 count. Each remembered id records the (partition, offset) it was first read at, which tells
 a *redelivery* of the same message after a crash (its ClickHouse row is written again,
 idempotently) from a *duplicate* sent twice by a producer (dropped and counted).
+
+Persistence is per batch, not per event: the ids first seen in one batch from one partition
+form one *chunk*, one changelog record (``chunk_key -> [[id, minute, offset], ...]``). A
+chunk is deleted (tombstoned) once every id in it is older than the floor.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from enum import Enum
 
@@ -26,29 +31,45 @@ class Seen(Enum):
 
 class Deduper:
     def __init__(self, store: Store, horizon_minutes: int, max_entries: int) -> None:
-        self.store = store
+        self.store = store  # chunk_key -> [[event_id, minute, offset], ...]
         self.horizon_minutes = horizon_minutes
         self.max_entries = max_entries
         self.floor_minute: int | None = None
+        self._index: dict[str, tuple[int, int, int]] = {}  # event_id -> (minute, partition, offset)
         self._order: deque[tuple[int, str]] = deque()
+        self._pending: dict[int, list[list]] = {}  # partition -> ids not yet in a chunk
+        self._chunks: deque[tuple[int, str]] = deque()  # (newest minute in chunk, chunk key)
+        self._prefix = uuid.uuid4().hex[:8]
+        self._seq = 0
 
     def check(self, event_id: str, ts_ms: int, partition: int, offset: int) -> Seen:
-        seen = self.store.data.get(event_id)
+        seen = self._index.get(event_id)
         if seen is not None:
             same_message = offset >= 0 and seen[1] == partition and seen[2] == offset
             return Seen.REDELIVERY if same_message else Seen.DUPLICATE
         minute = ts_ms // 60_000
         if self.floor_minute is not None and minute < self.floor_minute:
             return Seen.LATE
-        self.store.set(event_id, [minute, partition, offset], partition)
+        self._index[event_id] = (minute, partition, offset)
         self._order.append((minute, event_id))
+        self._pending.setdefault(partition, []).append([event_id, minute, offset])
         if len(self._order) > self.max_entries:
             self._forget_oldest()
         return Seen.NEW
 
+    def seal(self) -> None:
+        """Turn the ids seen since the last call into one chunk per partition (one changelog
+        record each). The engine calls it once per batch."""
+        for partition, ids in self._pending.items():
+            self._seq += 1
+            key = f"{self._prefix}:{partition}:{self._seq}"
+            self.store.set(key, ids, partition)
+            self._chunks.append((max(i[1] for i in ids), key))
+        self._pending.clear()
+
     def _forget_oldest(self) -> None:
         minute, event_id = self._order.popleft()
-        self.store.delete(event_id)
+        self._index.pop(event_id, None)
         floor = minute + 1
         if self.floor_minute is None or floor > self.floor_minute:
             self.floor_minute = floor
@@ -59,10 +80,29 @@ class Deduper:
             self._forget_oldest()
         if self.floor_minute is None or limit > self.floor_minute:
             self.floor_minute = limit
+        while self._chunks and self._chunks[0][0] < self.floor_minute:
+            self.store.delete(self._chunks.popleft()[1])
 
     def rebuild_index(self) -> None:
-        self._order = deque(sorted((value[0], key) for key, value in self.store.data.items()))
+        """Recreate the id index from persisted chunks (after a restart or rebalance)."""
+        self._index.clear()
+        self._pending.clear()
+        entries, chunks = [], []
+        for key, ids in self.store.items():
+            partition = self.store.partition_of(key)
+            chunks.append((max((i[1] for i in ids), default=0), key))
+            for event_id, minute, offset in ids:
+                self._index[event_id] = (minute, partition, offset)
+                entries.append((minute, event_id))
+        entries.sort()
+        chunks.sort()
+        self._order = deque(entries)
+        self._chunks = deque(chunks)
         self.floor_minute = None
 
+    @property
+    def watermark_minute(self) -> int:
+        return max((m for m, _ in self._order), default=0) if self._order else 0
+
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._index)

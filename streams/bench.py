@@ -1,0 +1,258 @@
+"""``tokenbrake bench``: numbers that tell the truth, from one run on the embedded broker.
+
+1. preload N usage events twice: as the reporter sends them (JSON arrays per tenant) and
+   one event per message; 50 tenants x 5 features x 4 models, 100,000 distinct users;
+2. floor: a raw aiokafka consumer that only decodes the same messages with orjson;
+3. the full worker (validation, pricing, dedupe, aggregation, budgets, detectors,
+   ClickHouse rollups to chdb) on each topic: steady-state events/s, and its RSS as it goes;
+4. control latency: under 5,000 events/s of background load, a probe event crosses a
+   budget and a KillSwitch in this process (the worker is another) times the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from clients.killswitch import KillSwitch
+from schemas.codec import dumps, loads
+from streams.broker import EmbeddedBroker, ensure_topics, free_port
+from streams.status import fetch_status
+
+MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku"),
+          ("anthropic", "claude-sonnet-4-5")]
+BENCH_POLICIES = """\
+budgets:
+  - {id: tenant-day, scope: {tenant: "*"}, period: day, limit_usd: "100000", warn_at: [0.8],
+     action: {action: block}}
+  - {id: probe, scope: {tenant: "*", tier: probe}, period: day, limit_usd: "0.001", action: {action: block}}
+request_cost_caps:
+  - {id: cap, max_usd: "5"}
+"""
+
+
+def make_events(n: int, seed: int = 1, start_ms: int | None = None) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    start = start_ms or int(time.time() * 1000) - 600_000
+    events = []
+    for i in range(n):
+        provider, model = MODELS[rng.randrange(4)]
+        events.append({"event_id": f"b{seed}-{i}", "ts": start + i * 600_000 // max(n, 1),
+                       "tenant_id": f"t{rng.randrange(50):02d}", "feature_id": f"f{rng.randrange(5)}",
+                       "user_id": f"u{rng.randrange(100_000):06d}", "provider": provider, "model": model,
+                       "input_tokens": rng.randrange(50, 4000), "output_tokens": rng.randrange(10, 600),
+                       "attempt": 0, "status": "ok", "latency_ms": rng.randrange(100, 5000)})
+    return events
+
+
+def batched(events: list[dict[str, Any]], size: int) -> list[tuple[bytes, bytes]]:
+    by_tenant: dict[str, list[dict[str, Any]]] = {}
+    out = []
+    for e in events:
+        chunk = by_tenant.setdefault(e["tenant_id"], [])
+        chunk.append(e)
+        if len(chunk) >= size:
+            out.append((e["tenant_id"].encode(), dumps(chunk)))
+            by_tenant[e["tenant_id"]] = []
+    out.extend((t.encode(), dumps(c)) for t, c in by_tenant.items() if c)
+    return out
+
+
+async def preload(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=1 << 20,
+                                max_request_size=16 << 20)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def floor(bootstrap: str, topic: str, expected_events: int) -> float:
+    """Events/s of a raw consumer that only decodes (the ceiling for any Python worker)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, started = 0, time.perf_counter()
+        while seen < expected_events:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if not batch:
+                break
+            for records in batch.values():
+                for r in records:
+                    value = loads(r.value)
+                    seen += len(value) if isinstance(value, list) else 1
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+class Worker:
+    def __init__(self, bootstrap: str, home: Path, topic: str, app_id: str) -> None:
+        self.port = free_port()
+        (home / "policies.yaml").write_text(BENCH_POLICIES)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENBRAKE_")}
+        env.update({"TOKENBRAKE_KAFKA_BOOTSTRAP": bootstrap, "TOKENBRAKE_HOME": str(home),
+                    "TOKENBRAKE_TOPIC_USAGE": topic, "TOKENBRAKE_APP_ID": app_id,
+                    "TOKENBRAKE_TOPIC_CONTROL": f"{app_id}.control", "TOKENBRAKE_TOPIC_ALERTS": f"{app_id}.alerts",
+                    "TOKENBRAKE_TOPIC_DLQ": f"{app_id}.dlq", "TOKENBRAKE_POLICIES_PATH": str(home / "policies.yaml"),
+                    "TOKENBRAKE_WEB_PORT": str(self.port), "TOKENBRAKE_LOG_LEVEL": "warning"})
+        self.env = env
+        self.log = open(home / f"{app_id}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=env, stdout=self.log,
+                                     stderr=self.log)
+        self.url = f"http://127.0.0.1:{self.port}/tokenbrake/stats"
+
+    def status(self) -> dict[str, Any]:
+        return fetch_status(self.url, timeout=10)
+
+    def wait_ready(self, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bench worker exited; see {self.log.name}")
+            try:
+                if self.status().get("ready"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("bench worker not ready")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return 0.0
+
+    def counted(self) -> int:
+        counts = self.status()["counts"]
+        return counts.get("new", 0) + counts.get("duplicate", 0) + counts.get("redelivery", 0)
+
+    def measure(self, total: int, timeout_s: float = 240) -> dict[str, Any]:
+        """Steady-state rate between 10% and 90% of ``total``; RSS at 25/50/100%."""
+        marks: dict[float, float] = {}
+        rss: dict[str, float] = {}
+        deadline = time.monotonic() + timeout_s
+        n = 0
+        while n < total and time.monotonic() < deadline:
+            n = self.counted()
+            now = time.perf_counter()
+            for frac in (0.1, 0.9):
+                if n >= total * frac and frac not in marks:
+                    marks[frac] = now
+            for frac in (0.25, 0.5, 1.0):
+                if n >= total * frac and f"{frac:.0%}" not in rss:
+                    rss[f"{frac:.0%}"] = self.rss_mb()
+            time.sleep(0.1)
+        rate = total * 0.8 / (marks[0.9] - marks[0.1]) if 0.1 in marks and 0.9 in marks else 0.0
+        return {"events_per_s": round(rate), "counted": n, "rss_mb": rss}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+async def control_latency(bootstrap: str, worker: Worker, app_id: str, probes: int, load_rate: int) -> dict:
+    """Probe events cross the tiny 'probe' budget under background load; a KillSwitch here
+    (the worker is another process) times produce -> decision visible."""
+    topic = worker.env["TOKENBRAKE_TOPIC_USAGE"]
+    ks = KillSwitch(bootstrap, f"{app_id}.control")
+    await ks.start()
+    seen: dict[str, float] = {}
+    ks.on_change.append(lambda c: seen.setdefault(c.scope.tenant_id, time.perf_counter()))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2)
+    await producer.start()
+    stop = asyncio.Event()
+
+    async def background() -> None:
+        i = 0
+        while not stop.is_set():
+            tick = time.perf_counter()
+            chunk = make_events(load_rate // 10, seed=10_000 + i)
+            for key, value in batched(chunk, 100):
+                await producer.send(topic, value, key=key)
+            i += 1
+            await asyncio.sleep(max(0.0, 0.1 - (time.perf_counter() - tick)))
+
+    load = asyncio.create_task(background())
+    await asyncio.sleep(3)  # reach steady state
+    latencies = []
+    for i in range(probes):
+        tenant = f"probe-{uuid.uuid4().hex[:8]}"
+        event = {**make_events(1, seed=99_000 + i)[0], "tenant_id": tenant, "tenant_tier": "probe",
+                 "event_id": uuid.uuid4().hex, "ts": int(time.time() * 1000),
+                 "model": "gpt-4o", "provider": "openai", "input_tokens": 4000, "output_tokens": 500}
+        sent = time.perf_counter()
+        await producer.send_and_wait(topic, dumps(event), key=tenant.encode())
+        deadline = sent + 10
+        while tenant not in seen and time.perf_counter() < deadline:
+            await asyncio.sleep(0.001)
+        if tenant in seen:
+            latencies.append((seen[tenant] - sent) * 1000)
+        await asyncio.sleep(0.05)
+    stop.set()
+    await load
+    await producer.stop()
+    await ks.stop()
+    latencies.sort()
+    if not latencies:
+        return {"control_latency_ms_p50": None, "control_latency_ms_p99": None, "probes_seen": 0}
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return {"control_latency_ms_p50": round(statistics.median(latencies), 1),
+            "control_latency_ms_p99": round(p99, 1), "probes_seen": len(latencies), "probes": probes}
+
+
+def run_bench(n: int, single_n: int, probes: int, load_rate: int, progress: Any = print) -> dict[str, Any]:
+    results: dict[str, Any] = {"events": n, "events_single": single_n}
+    with tempfile.TemporaryDirectory(prefix="tokenbrake-bench-") as tmp, EmbeddedBroker() as broker:
+        home = Path(tmp)
+        bs = broker.bootstrap
+        asyncio.run(ensure_topics(bs, {"bench.batched": 4, "bench.single": 4}))
+        progress(f"preloading {n} events as batched messages and {single_n} as single messages")
+        events = make_events(n)
+        asyncio.run(preload(bs, "bench.batched", batched(events, 100)))
+        asyncio.run(preload(bs, "bench.single", [(e["tenant_id"].encode(), dumps(e)) for e in events[:single_n]]))
+        results["floor_events_per_s"] = round(asyncio.run(floor(bs, "bench.batched", n)))
+        results["floor_events_per_s_single"] = round(asyncio.run(floor(bs, "bench.single", single_n)))
+        progress(f"floor: {results['floor_events_per_s']} ev/s batched, {results['floor_events_per_s_single']} single")
+        for label, topic, total in (("", "bench.batched", n), ("_single", "bench.single", single_n)):
+            app_id = f"bench{label or '_batched'}-{uuid.uuid4().hex[:6]}"
+            worker = Worker(bs, home, topic, app_id)
+            try:
+                worker.wait_ready()
+                m = worker.measure(total)
+                results[f"events_per_s{label}"] = m["events_per_s"]
+                results[f"rss_mb{label}"] = m["rss_mb"]
+                progress(f"worker{label or ' batched'}: {m['events_per_s']} ev/s, rss {m['rss_mb']}")
+                if not label:
+                    progress(f"control latency: {probes} probes under {load_rate} ev/s of background load")
+                    results.update(asyncio.run(control_latency(bs, worker, app_id, probes, load_rate)))
+            finally:
+                worker.stop()
+        for label in ("", "_single"):
+            if results.get(f"floor_events_per_s{label}"):
+                results[f"ratio_to_floor{label}"] = round(results[f"events_per_s{label}"] /
+                                                          results[f"floor_events_per_s{label}"], 3)
+    return results
