@@ -132,7 +132,12 @@ class Runtime:
             for rejected in bad:
                 await self.dead_letter(msg, rejected)
             for ev in good:
-                result = engine.process(ev, msg.partition, msg.offset)
+                try:
+                    result = engine.process(ev, msg.partition, msg.offset)
+                except Exception as exc:  # a bug must not stop enforcement for everyone else
+                    log.exception("engine failed on an event; dead-lettered", extra={"event_id": ev.event_id})
+                    await self.dead_letter(msg, Rejected("internal_error", f"{type(exc).__name__}: {exc}", dumps(ev)))
+                    continue
                 if isinstance(result, PricedEvent):
                     rows.append(usage_row(result, ingested))
                 elif result is Seen.LATE:
@@ -154,7 +159,10 @@ class Runtime:
     async def on_tick(self) -> None:
         if not self.ready():
             return
-        self.engine.tick()
+        try:
+            self.engine.tick()
+        except Exception:  # keep the worker alive; the next tick retries
+            log.exception("engine tick failed")
         emitted = self.engine.drain()
         if emitted.controls or emitted.alerts:
             await self.publish(emitted)

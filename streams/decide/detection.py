@@ -163,10 +163,12 @@ class DetectorHub:
                 per_feature[(tenant, feature)][1] += vec[0]
             for scope, (cost, calls) in per_feature.items():
                 window = self._windows.setdefault(scope, deque())
+                if window and start <= window[-1][0]:
+                    continue  # a late minute: its spend is counted, its rate is history
                 window.append((start, cost, calls, call_costs.get(scope, [])))
                 while window[0][0] <= start - COST_WINDOW_MINUTES * 60_000:
                     window.popleft()
-                span = min(COST_WINDOW_MINUTES, (start - window[0][0]) // 60_000 + 1)
+                span = max(1, min(COST_WINDOW_MINUTES, (start - window[0][0]) // 60_000 + 1))
                 total, n = sum(w[1] for w in window), sum(w[2] for w in window)
                 median = statistics.median([c for w in window for c in w[3]] or [0])
                 x = {"cost_nanos": total, "seconds": 60 * span, "requests": n, "median_call_nanos": median}
