@@ -101,7 +101,7 @@ class KillSwitch:
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, timeout_s: float = 30.0) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", group_id=None)
+                                          auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=50)
         await self._consumer.start()
         parts = None
         deadline = time.monotonic() + timeout_s
@@ -144,7 +144,7 @@ class KillSwitch:
         last_check = 0.0
         while True:
             try:
-                self._apply_batch(await self._consumer.getmany(timeout_ms=200))
+                self._apply_batch(await self._consumer.getmany(timeout_ms=100))
                 if time.monotonic() - last_check > 2.0:  # prove the broker still answers
                     await asyncio.wait_for(self._consumer.end_offsets(tps), 5.0)
                     last_check = time.monotonic()

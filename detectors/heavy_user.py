@@ -32,8 +32,10 @@ class HeavyUser(base.AnomalyDetector):
     min_usd
         Minimum spend today.
     warmup
-        Evaluations learned before the baseline is used (before that ``min_share`` +
-        ``margin`` applies).
+        Evaluations learned before the baseline is used; before that only a share of
+        ``cold_share`` or more flags (a new tenant may well be one busy service account).
+    cold_share
+        The bar during warm-up.
 
     Examples
     --------
@@ -50,7 +52,8 @@ class HeavyUser(base.AnomalyDetector):
     """
 
     def __init__(self, top_fraction: float = 0.05, min_share: float = 0.4, margin: float = 0.25,
-                 min_users: int = 20, min_usd: float = 5.0, warmup: int = 6) -> None:
+                 min_users: int = 20, min_usd: float = 5.0, warmup: int = 6, cold_share: float = 0.9) -> None:
+        self.cold_share = cold_share
         self.top_fraction = top_fraction
         self.min_share = min_share
         self.margin = margin
@@ -79,6 +82,7 @@ class HeavyUser(base.AnomalyDetector):
         share, users, total = self._share(x)
         if users < self.min_users or total < self.min_usd * 1e9:
             return 0.0
-        usual = self._baseline.mean if self._baseline.n >= self.warmup else self.min_share
-        bar = max(self.min_share, usual + self.margin)
+        if self._baseline.n < self.warmup:
+            return share / self.cold_share
+        bar = max(self.min_share, self._baseline.mean + self.margin)
         return share / bar

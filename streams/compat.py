@@ -1,9 +1,14 @@
-"""Faust on brokers that report end offsets per record batch (see clients.offsets).
+"""Two adjustments to Faust, applied once at app build time.
+
+1. Exact end offsets. Faust on brokers that report end offsets per record batch (see
+   clients.offsets).
 
 Faust's table recovery reads each changelog partition up to its reported end offset; on
-the embedded broker that end can be short, and a restarted worker would resume with
-partial state. This patch makes Faust's highwater query exact. It is applied once, at
-app build time, and is a no-op on Apache Kafka (the probe finds no further records).
+   the embedded broker that end can be short, and a restarted worker would resume with
+   partial state. This patch makes Faust's highwater query exact; a no-op on Apache Kafka
+   (the probe finds no further records).
+2. Fetch wait. Faust hard-codes ``fetch_max_wait_ms=1500``; decisions should not wait on
+   it (``TOKENBRAKE_KAFKA_FETCH_MAX_WAIT_MS``, default 100).
 """
 
 from __future__ import annotations
@@ -26,6 +31,22 @@ async def _exact_highwaters(self: Any, partitions: list[Any]) -> Mapping[Any, in
     return await exact_end_offsets(bootstrap, reported)
 
 
-def apply() -> None:
-    if faust_aiokafka.AIOKafkaConsumerThread._highwaters is not _exact_highwaters:
-        faust_aiokafka.AIOKafkaConsumerThread._highwaters = _exact_highwaters  # type: ignore[method-assign]
+_original_create = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+FETCH_MAX_WAIT_MS = 100
+
+
+def _create_worker_consumer(self: Any, transport: Any) -> Any:
+    """Faust hard-codes a 1.5 s fetch wait; a broker that holds an empty fetch for the
+    whole wait delays every decision by up to that much. Use ``FETCH_MAX_WAIT_MS``."""
+    consumer = _original_create(self, transport)
+    consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+    return consumer
+
+
+def apply(fetch_max_wait_ms: int = 100) -> None:
+    global FETCH_MAX_WAIT_MS
+    FETCH_MAX_WAIT_MS = fetch_max_wait_ms
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    if thread._highwaters is not _exact_highwaters:
+        thread._highwaters = _exact_highwaters  # type: ignore[method-assign]
+        thread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]

@@ -61,6 +61,8 @@ def synthesize(rows: Iterator[TraceRow], start_ms: int, speed: float, seed: int 
                users_per_tenant: int = 200) -> Iterator[dict[str, Any]]:
     """Attribute each trace row to a tenant, feature, user and model; stamp it in the present."""
     rng = random.Random(seed)
+    user_ids = [f"u{i:04d}" for i in range(users_per_tenant)]
+    user_weights = [1 / (i + 1) ** 0.8 for i in range(users_per_tenant)]  # Zipf-shaped, as real usage is
     tenants, tshares = list(TENANTS), [s for s, _ in TENANTS.values()]
     features, fshares = list(FEATURES), [f[2] for f in FEATURES.values()]
     for i, row in enumerate(rows):
@@ -69,7 +71,7 @@ def synthesize(rows: Iterator[TraceRow], start_ms: int, speed: float, seed: int 
         model, provider, _ = FEATURES[feature]
         if row.model_hint:
             model, provider = row.model_hint, "openai"
-        user = f"u{int(rng.paretovariate(1.2)) % users_per_tenant:04d}"
+        user = rng.choices(user_ids, user_weights)[0]
         call = uuid.UUID(int=rng.getrandbits(128)).hex
         ts = start_ms + int(row.offset_s * 1000 / speed)
         failed = row.failed or rng.random() < 0.01

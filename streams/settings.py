@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     # a consumer group's first join waits on the rebalance timeout on some brokers: keep it short
     kafka_rebalance_timeout_s: float = Field(4.0, gt=0)
     kafka_session_timeout_s: float = Field(10.0, gt=0)
+    kafka_fetch_max_wait_ms: int = Field(100, ge=1, le=5000)
 
     # policies and prices
     policies_path: Path | None = None

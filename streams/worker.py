@@ -125,8 +125,13 @@ class Runtime:
         self.ready()
         engine = self.engine
         rows: list[tuple] = []
+        published: list[Any] = []
         ingested = now_utc()
         for event in events:
+            if engine.out.controls:  # enforcement first: publish now, not at the end of the batch
+                published.extend(engine.out.controls)
+                await self.publish(Emitted(list(engine.out.controls), []))
+                engine.out.controls.clear()
             msg = event.message
             good, bad = decode(msg.value)
             for rejected in bad:
@@ -147,6 +152,7 @@ class Runtime:
         self.stats["messages"] += len(events)
         emitted = engine.drain()
         await self.publish(emitted)
+        emitted.controls[:0] = published
         await self.persist()
 
         def ack(events: list[faust.EventT] = events) -> None:

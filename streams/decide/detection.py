@@ -99,6 +99,8 @@ class DetectorHub:
         vec[1] += retry
         vec[2] += error
         vec[3] += cost
+        if (retry or error) and self.config["retry_storm"].enabled:
+            self._early_retry_storm((tenant, feature, model), vec, ts_ms)
         hour = ts_ms - ts_ms % 3_600_000
         tok = opened["token_inflation"].setdefault(hour, {}).setdefault((tenant, feature), [0, 0, []])
         tok[0] += 1
@@ -121,6 +123,18 @@ class DetectorHub:
         users = self._users[tenant]
         users[user] = users.get(user, 0) + cost
         opened["heavy_user"].setdefault(hour, {}).setdefault((tenant,), [0])
+
+    def _early_retry_storm(self, scope: tuple, vec: list[int], ts_ms: int) -> None:
+        """Score the still-open minute when a failure arrives, so a storm pages within
+        seconds of crossing the guards instead of at the minute's end. Never learns."""
+        if ("retry_storm", scope) in self._active:
+            return
+        det = self._model("retry_storm", scope)
+        x = {"requests": vec[0], "retries": vec[1], "errors": vec[2]}
+        if vec[1] + vec[2] >= det.min_failures and det.enough(x) and det.score_one(x) >= 1.0:
+            self._active[("retry_storm", scope)] = [ts_ms, 0]
+            self._fire("retry_storm", scope, det, x, det.score_one(x), ts_ms,
+                       Decimal(vec[1] + vec[2]) / max(vec[0], 1))
 
     # -- on the watermark: close, score, learn ---------------------------------------------------
     def advance(self, watermark_ms: int) -> None:
