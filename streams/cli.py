@@ -23,6 +23,15 @@ def _settings():  # noqa: ANN202 - validated as a whole, errors printed plainly
         raise SystemExit(2) from None
 
 
+def _bootstrap(args: argparse.Namespace, settings, command: str) -> str:  # noqa: ANN001
+    """The broker a client command talks to; it never starts the embedded one itself."""
+    bootstrap = args.bootstrap or settings.kafka_bootstrap
+    if not bootstrap:
+        print(f"{command} needs a broker: --bootstrap HOST:PORT or TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
+        raise SystemExit(2)
+    return bootstrap
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from streams.decide.policies import PolicyError
     from streams.runner import run_worker
@@ -53,10 +62,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from streams.runner import topics_of
 
     settings = _settings()
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
-    if not bootstrap:
-        print("replay needs a broker: --bootstrap HOST:PORT or TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
-        return 2
+    bootstrap = _bootstrap(args, settings, "replay")
     start_ms = int(time.time() * 1000)
     events = list(trace_events(Path(args.file), args.format, args.speed, start_ms, args.seed))
     if args.limit:
@@ -115,10 +121,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     from streams.operator import build_control, list_controls, print_controls, publish_control, run
 
     settings = _settings()
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
-    if not bootstrap:
-        print("control needs a broker: --bootstrap HOST:PORT or TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
-        return 2
+    bootstrap = _bootstrap(args, settings, "control")
     if args.action == "list":
         print_controls(run(list_controls(settings, bootstrap)))
         return 0

@@ -126,6 +126,7 @@ class Runtime:
         engine = self.engine
         rows: list[tuple] = []
         published: list[Any] = []
+        processed = 0
         ingested = now_utc()
         for event in events:
             if engine.out.controls:  # enforcement first: publish now, not at the end of the batch
@@ -137,6 +138,9 @@ class Runtime:
             for rejected in bad:
                 await self.dead_letter(msg, rejected)
             for ev in good:
+                processed += 1
+                if processed % 1000 == 0:
+                    await asyncio.sleep(0)  # let heartbeats, timers and the web endpoint run
                 try:
                     result = engine.process(ev, msg.partition, msg.offset)
                 except Exception as exc:  # a bug must not stop enforcement for everyone else
