@@ -100,3 +100,12 @@ def test_reporter_hashes_users_drops_when_full_and_never_raises():
     queued = list(reporter._buffer)
     assert queued[0].user_id == hash_user("alice@example.com", b"salt") != "alice@example.com"
     assert all("alice" not in e.model_dump_json() for e in queued)
+
+
+def test_clients_never_import_faust():
+    import subprocess
+    import sys
+
+    code = "import clients, examples.service, sys; assert not any(m.split('.')[0] == 'faust' for m in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
