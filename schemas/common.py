@@ -53,7 +53,8 @@ def _aware(value: datetime) -> datetime:
 Deadline = Annotated[datetime, BeforeValidator(_parse_ts), AfterValidator(_aware)]
 
 
-def _no_float(value: Any) -> Any:
+def no_float(value: Any) -> Any:
+    """Reject floats where money is expected (YAML, JSON): quoted decimals only."""
     if isinstance(value, float):
         raise ValueError("money must be a decimal string such as \"0.0123\", never a float")
     return value
@@ -66,4 +67,4 @@ def _non_negative(value: Decimal) -> Decimal:
 
 
 #: A USD amount: a decimal string (or integer), never a float.
-Usd = Annotated[Decimal, BeforeValidator(_no_float), AfterValidator(_non_negative)]
+Usd = Annotated[Decimal, BeforeValidator(no_float), AfterValidator(_non_negative)]

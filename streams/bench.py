@@ -113,7 +113,8 @@ class Worker:
                     "TOKENBRAKE_TOPIC_USAGE": topic, "TOKENBRAKE_APP_ID": app_id,
                     "TOKENBRAKE_TOPIC_CONTROL": f"{app_id}.control", "TOKENBRAKE_TOPIC_ALERTS": f"{app_id}.alerts",
                     "TOKENBRAKE_TOPIC_DLQ": f"{app_id}.dlq", "TOKENBRAKE_POLICIES_PATH": str(home / "policies.yaml"),
-                    "TOKENBRAKE_WEB_PORT": str(self.port), "TOKENBRAKE_LOG_LEVEL": os.environ.get("TB_BENCH_LOG", "warning")})
+                    "TOKENBRAKE_WEB_PORT": str(self.port),
+                    "TOKENBRAKE_LOG_LEVEL": os.environ.get("TB_BENCH_LOG", "warning")})
         self.env = env
         self.log = open(home / f"{app_id}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=env, stdout=self.log,

@@ -61,12 +61,13 @@ class Service:
         where = "/".join(x for x in (s.tenant_id, s.feature_id or "*", s.user_id, s.model) if x)
         detail = f" -> {c.downgrade_to}" if c.downgrade_to else (f" {c.max_rps} rps" if c.max_rps else "")
         self.log.append(f"{time.strftime('%H:%M:%S')} [bold]{c.action}[/] {where}{detail}  "
-                        f"[dim]{c.reason.rule} {c.reason.period}: ${_cents(c.reason.observed)} of ${_cents(c.reason.threshold)}[/]")
+                        f"[dim]{c.reason.rule} {c.reason.period}: "
+                        f"${_cents(c.reason.observed)} of ${_cents(c.reason.threshold)}[/]")
 
     def call(self, event: dict[str, Any]) -> dict[str, Any] | None:
         decision = self.ks.decide(event["tenant_id"], event["feature_id"], model=event["model"])
         if not decision.admit():
-            self.outcomes[f"{decision.action}ed"] += 1
+            self.outcomes["blocked" if decision.action == "block" else "throttled"] += 1
             return None
         if decision.action == "downgrade" and decision.downgrade_to:
             self.outcomes["downgraded"] += 1
@@ -92,7 +93,8 @@ def _view(status: dict[str, Any], service: Service, sent: int, total: int) -> Gr
         controls.add_row(line)
     o = service.outcomes
     head = (f"replayed {sent}/{total} calls  |  allowed {o['allowed']}  downgraded {o['downgraded']}  "
-            f"blocked {o['blocked']}  throttled {o['throttleed']}  |  alerts {status.get('worker', {}).get('alerts', 0)}")
+            f"blocked {o['blocked']}  throttled {o['throttled']}  |  "
+            f"alerts {status.get('worker', {}).get('alerts', 0)}")
     return Group(head, spend, controls)
 
 

@@ -225,5 +225,5 @@ class Runtime:
                 "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1), "sink": self.sink.stats()}}
 
     def status(self) -> dict[str, Any]:
-        return {**self.engine.status(), "ready": self.attached >= 0, "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1),
-                                                   "sink": self.sink.stats()}}
+        stats = self.stats_only()
+        return {**self.engine.status(), "ready": stats["ready"], "worker": stats["worker"]}

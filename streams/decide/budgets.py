@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from schemas.control import Reason, Scope
-from streams.aggregate.periods import DAY_MS, day_label, day_of, minute_of, month_label, month_of, month_start_ms
+from streams.aggregate.periods import (
+    DAY_MS,
+    day_label,
+    day_of,
+    minute_of,
+    month_label,
+    month_of,
+    month_start_ms,
+)
 from streams.aggregate.spend import COST, SpendAggregator, day_key, month_key
 from streams.aggregate.store import Store
 from streams.decide.policies import BudgetPolicy, PoliciesFile, Step

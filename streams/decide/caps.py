@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.control import Scope
-from streams.aggregate.periods import day_label, day_of
+from streams.aggregate.periods import day_of
 from streams.aggregate.store import Store
 from streams.decide.policies import RequestCostCap
 from streams.emit.events import Emitted, alert

@@ -23,19 +23,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from schemas.common import no_float
 from streams.aggregate.periods import parse_duration_minutes
 from streams.price.rates import usd_to_nanos
 
-
-def _no_float(v: Any) -> Any:
-    if isinstance(v, float):
-        raise ValueError("money must be a quoted decimal string, e.g. \"50.00\"")
-    return v
-
-
-Money = Annotated[Decimal, BeforeValidator(_no_float), Field(gt=0)]
+Money = Annotated[Decimal, BeforeValidator(no_float), Field(gt=0)]
 Fraction = Annotated[Decimal, BeforeValidator(lambda v: Decimal(str(v)) if isinstance(v, float) else v),
                      Field(gt=0)]
 

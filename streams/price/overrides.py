@@ -22,16 +22,10 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from schemas.common import no_float
 from streams.price.rates import ModelRates, TokenRates, mtok_to_femto
 
-
-def _no_float(v: object) -> object:
-    if isinstance(v, float):
-        raise ValueError("prices must be quoted decimal strings, e.g. \"0.15\"")
-    return v
-
-
-Price = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0)]
+Price = Annotated[Decimal, BeforeValidator(no_float), Field(ge=0)]
 
 
 class PriceOverride(BaseModel):

@@ -1,10 +1,10 @@
+import pytest
+
 from schemas.codec import dumps
 from streams.decide.policies import PolicyError, parse_policies
 from streams.ingest.decode import decode
 from streams.ingest.dedupe import Seen
 from tests.helpers import NOW_MS, engine, event
-
-import pytest
 
 
 def _raw(**kw):
