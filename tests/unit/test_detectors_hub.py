@@ -17,7 +17,7 @@ def test_out_of_order_minutes_do_not_break_the_hub():
 
 def test_cost_rate_fires_once_issues_control_and_resolves():
     e = engine()
-    t = NOW_MS - 3 * 3_600_000
+    t = (NOW_MS - 3 * 3_600_000) // 60_000 * 60_000  # minute-aligned: a deterministic delay
     offset = 0
     for minute in range(120):  # two quiet hours of gpt-4o-mini: the baseline
         for k in range(6):
