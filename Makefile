@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-unit test-integration lint schemas bench clean
+.PHONY: venv compose-tool demo test test-unit test-integration lint schemas bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,7 +16,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tokenbrake demo
 
-test: $(STAMP)
+# docker-compose.yml is validated with Debian's docker-compose (no Docker engine needed)
+compose-tool:
+	@command -v docker-compose >/dev/null 2>&1 || \
+	  (apt-get install -y -q docker-compose >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q docker-compose >/dev/null)) || \
+	  (echo "install docker-compose (Debian package) to validate docker-compose.yml" >&2; exit 1)
+
+test: $(STAMP) compose-tool
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP)
