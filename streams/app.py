@@ -21,6 +21,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_allow_declare=False,  # runner.worker_topics() creates them first
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_request_size=8 * 1024 * 1024,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         stream_wait_empty=False,  # unacked = not yet in ClickHouse: redelivered, never waited for

@@ -21,6 +21,9 @@ from enum import Enum
 
 from streams.aggregate.store import Store
 
+#: ids per changelog record (~100 KB): far below Kafka's default 1 MB request limit
+CHUNK_MAX = 2000
+
 
 class Seen(Enum):
     NEW = "new"
@@ -61,10 +64,12 @@ class Deduper:
         """Turn the ids seen since the last call into one chunk per partition (one changelog
         record each). The engine calls it once per batch."""
         for partition, ids in self._pending.items():
-            self._seq += 1
-            key = f"{self._prefix}:{partition}:{self._seq}"
-            self.store.set(key, ids, partition)
-            self._chunks.append((max(i[1] for i in ids), key))
+            for start in range(0, len(ids), CHUNK_MAX):  # bounded records: Kafka caps request size
+                chunk = ids[start:start + CHUNK_MAX]
+                self._seq += 1
+                key = f"{self._prefix}:{partition}:{self._seq}"
+                self.store.set(key, chunk, partition)
+                self._chunks.append((max(i[1] for i in chunk), key))
         self._pending.clear()
 
     def _forget_oldest(self) -> None:

@@ -62,3 +62,14 @@ def test_policy_errors_name_line_and_field():
     with pytest.raises(PolicyError) as err:
         parse_policies("budgets:\n  - id: a\n    period: day\n    limit_usd: 5.5\n", "p.yaml")
     assert "p.yaml:4: budgets.0.limit_usd" in str(err.value)
+
+
+def test_dedupe_chunks_stay_small_whatever_the_batch():
+    from streams.ingest.dedupe import CHUNK_MAX
+
+    e = engine()
+    for i in range(CHUNK_MAX * 2 + 10):
+        e.process(event(ts=NOW_MS + i), 0, i)
+    e.drain()  # one batch: sealed into bounded chunks
+    sizes = [len(v) for _, v in e.stores["dedupe"].items()]
+    assert sum(sizes) == CHUNK_MAX * 2 + 10 and max(sizes) <= CHUNK_MAX
