@@ -171,6 +171,20 @@ class Worker:
         rate = total * 0.8 / (marks[0.9] - marks[0.1]) if 0.1 in marks and 0.9 in marks else 0.0
         return {"events_per_s": round(rate), "counted": n, "rss_mb": rss}
 
+    def wait_sink_drained(self, rows: int, timeout_s: float = 120) -> float:
+        """Seconds until every counted row is in ClickHouse (the latency probes measure the
+        steady state, not the tail of a backlog)."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout_s:
+            try:
+                sink = self.status()["worker"]["sink"]
+                if sink["rows_written"] >= rows and sink["buffered_rows"] == 0:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        return round(time.perf_counter() - started, 1)
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -288,6 +302,7 @@ def run_bench(n: int, single_n: int, probes: int, load_rate: int, progress: Any 
                 results[f"rss_mb{label}"] = m["rss_mb"]
                 progress(f"worker{label or ' batched'}: {m['events_per_s']} ev/s, rss {m['rss_mb']}")
                 if not label:
+                    results["sink_drain_s"] = worker.wait_sink_drained(total)
                     progress(f"control latency: {probes} probes under {load_rate} ev/s of background load")
                     results.update(asyncio.run(control_latency(bs, worker, app_id, probes, load_rate)))
             finally:
