@@ -186,6 +186,9 @@ class Worker:
         return round(time.perf_counter() - started, 1)
 
     def stop(self) -> None:
+        if self.proc.poll() is not None:
+            self.log.close()
+            return
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)

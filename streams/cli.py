@@ -191,6 +191,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from schemas.codec import dumps
     from streams.bench import run_bench
 
+    _exit_on_sigterm()
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     results = run_bench(args.events, args.single_events or min(args.events, 50_000), args.probes, args.load, log)
     if args.json:
@@ -201,9 +202,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM becomes a normal exit, so the embedded broker and worker we started are stopped
+    by our own cleanup instead of being orphaned."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
+    _exit_on_sigterm()
     return run_demo(speed=args.speed)
 
 
