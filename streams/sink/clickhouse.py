@@ -19,6 +19,8 @@ from schemas.control import AlertEvent, ControlEvent
 from streams.price.rates import nanos_to_usd
 
 DDL_PATH = Path(__file__).with_name("ddl.sql")
+#: rows per INSERT: a backlog flush must not materialise hundreds of thousands of rows at once
+INSERT_CHUNK_ROWS = 20_000
 
 USAGE_COLUMNS = [
     "event_id", "ts", "tenant_id", "feature_id", "user_id", "provider", "model", "model_version", "environment",
@@ -107,7 +109,9 @@ class ClickHouseWriter:
     def _write(self, batch: SinkBatch) -> None:
         client = self.client
         if batch.usage:
-            client.insert(f"{self.db}.usage_events", batch.usage, column_names=USAGE_COLUMNS)
+            for start in range(0, len(batch.usage), INSERT_CHUNK_ROWS):  # bounded memory per insert
+                client.insert(f"{self.db}.usage_events", batch.usage[start:start + INSERT_CHUNK_ROWS],
+                              column_names=USAGE_COLUMNS)
             self._rebuild_minutes(client, batch.usage)
         if batch.controls:
             client.insert(f"{self.db}.control_events", batch.controls, column_names=CONTROL_COLUMNS)
