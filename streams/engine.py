@@ -60,11 +60,11 @@ class Engine:
         self.stores = {name: Store(name) for name in STORES}
         self.out = Emitted()
         self.board = ControlBoard(self.out)
-        agg_store, decisions = self.stores["aggregates"], self.stores["decisions"]
-        self.budgets = BudgetEvaluator(policies, None, decisions, self.board, self.out)  # type: ignore[arg-type]
-        self.agg = SpendAggregator(agg_store, max(60, self.budgets.max_rolling_minutes) + self.config.lateness_minutes,
-                                   self.budgets.needs_user_minutes)
-        self.budgets.agg = self.agg
+        decisions = self.stores["decisions"]
+        self.agg = SpendAggregator(self.stores["aggregates"],
+                                   max(60, policies.max_rolling_minutes) + self.config.lateness_minutes,
+                                   policies.needs_user_minutes)
+        self.budgets = BudgetEvaluator(policies, self.agg, decisions, self.board, self.out)
         self.caps = RequestCostCaps(policies.request_cost_caps, decisions, self.out)
         self.unpriced = UnpricedModels(decisions, self.out)
         self.dedupe = Deduper(self.stores["dedupe"], self.config.dedupe_horizon_minutes,

@@ -38,6 +38,7 @@ class _Compiled:
     n_warn: int
     rolling: int | None
     fingerprint: str
+    dimension: str  # tenant | feature | user | model
 
 
 class RollingSum:
@@ -64,15 +65,21 @@ class RollingSum:
         return self.total
 
 
-def _scope_for(p: BudgetPolicy, tenant: str, feature: str, user: str, model: str) -> tuple[str, Scope]:
-    dim = p.scope.dimension
+def _agg_scope(dim: str, tenant: str, feature: str, user: str, model: str) -> str:
+    """The aggregate a policy of this dimension reads (a plain string: no object per event)."""
     if dim == "feature":
-        return f"t={tenant}|f={feature}", Scope(tenant_id=tenant, feature_id=feature)
+        return f"t={tenant}|f={feature}"
     if dim == "user":
-        return f"t={tenant}|u={user}", Scope(tenant_id=tenant, user_id=user)
+        return f"t={tenant}|u={user}"
     if dim == "model":
-        return f"t={tenant}|m={model}", Scope(tenant_id=tenant, model=model)
-    return f"t={tenant}", Scope(tenant_id=tenant)
+        return f"t={tenant}|m={model}"
+    return f"t={tenant}"
+
+
+def _scope(dim: str, tenant: str, feature: str, user: str, model: str) -> Scope:
+    """The contract Scope, built only when a level changes."""
+    return Scope(tenant_id=tenant, feature_id=feature if dim == "feature" else None,
+                 user_id=user if dim == "user" else None, model=model if dim == "model" else None)
 
 
 class BudgetEvaluator:
@@ -83,18 +90,10 @@ class BudgetEvaluator:
         for p in policies.budgets:
             thresholds = p.thresholds_nanos()
             self._compiled[p.id] = _Compiled(p, thresholds, len(set(p.warn_at)), p.rolling_minutes,
-                                             p.fingerprint())
+                                             p.fingerprint(), p.scope.dimension)
         self._match_cache: dict[tuple[str, str, str, str, str | None], list[_Compiled]] = {}
         self._user_specific = any(p.scope.user not in (None, "*") for p in policies.budgets)
         self._rolling: dict[str, RollingSum] = {}
-
-    @property
-    def max_rolling_minutes(self) -> int:
-        return max((c.rolling or 0 for c in self._compiled.values()), default=0)
-
-    @property
-    def needs_user_minutes(self) -> bool:
-        return any(c.rolling and c.policy.scope.dimension == "user" for c in self._compiled.values())
 
     def _matching(self, tenant: str, feature: str, user: str, model: str, tier: str | None) -> list[_Compiled]:
         ckey = (tenant, feature, user if self._user_specific else "", model, tier)
@@ -110,7 +109,7 @@ class BudgetEvaluator:
     def on_event(self, tenant: str, feature: str, user: str, model: str, tier: str | None,
                  ts_ms: int, cost: int, now_ms: int, partition: int) -> None:
         for c in self._matching(tenant, feature, user, model, tier):
-            agg_scope, scope = _scope_for(c.policy, tenant, feature, user, model)
+            agg_scope = _agg_scope(c.dimension, tenant, feature, user, model)
             if c.rolling is not None:
                 rkey = f"{c.policy.id}|{agg_scope}"
                 rolling = self._rolling.get(rkey)
@@ -120,7 +119,7 @@ class BudgetEvaluator:
                     rolling.add(minute_of(ts_ms), cost)
             elif (day_of(ts_ms) if c.policy.period == "day" else month_of(ts_ms)) != self._period(c, now_ms):
                 continue  # a late event for a closed period: counted, but decides nothing now
-            self._evaluate(c, agg_scope, scope, ts_ms, now_ms, partition)
+            self._evaluate(c, agg_scope, (tenant, feature, user, model), ts_ms, now_ms, partition)
 
     def _period(self, c: _Compiled, now_ms: int) -> int:
         if c.rolling is not None:
@@ -139,8 +138,8 @@ class BudgetEvaluator:
         vec = self.agg.get(key)
         return vec[COST] if vec else 0
 
-    def _evaluate(self, c: _Compiled, agg_scope: str, scope: Scope, at_ms: int, now_ms: int,
-                  partition: int | None) -> None:
+    def _evaluate(self, c: _Compiled, agg_scope: str, scope: Scope | tuple[str, str, str, str], at_ms: int,
+                  now_ms: int, partition: int | None) -> None:
         skey = f"b|{c.policy.id}|{agg_scope}"
         period = self._period(c, now_ms)
         state = self.store.get(skey)
@@ -151,6 +150,8 @@ class BudgetEvaluator:
             return
         if new_level < level and c.rolling is None:
             return  # fixed periods only go up within a period
+        if isinstance(scope, tuple):
+            scope = _scope(c.dimension, *scope)
         step = self._step(c, new_level)
         wish = [step.action, step.to_model, step.max_rps] if step else None
         self.store.set(skey, [period, new_level, c.fingerprint, scope.model_dump(mode="json"), wish], partition)

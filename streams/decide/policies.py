@@ -158,6 +158,15 @@ class PoliciesFile(BaseModel):
     request_cost_caps: list[RequestCostCap] = []
     detectors: dict[str, dict[str, Any]] = {}
 
+    @property
+    def max_rolling_minutes(self) -> int:
+        """The longest rolling window: how long minute buckets must be kept."""
+        return max((b.rolling_minutes or 0 for b in self.budgets), default=0)
+
+    @property
+    def needs_user_minutes(self) -> bool:
+        return any(b.rolling_minutes and b.scope.dimension == "user" for b in self.budgets)
+
     @field_validator("detectors")
     @classmethod
     def _detectors(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
