@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from detectors.request_cost_cap import RequestCostCap as CapDetector
 from schemas.control import Scope
 from streams.aggregate.periods import day_of
 from streams.aggregate.store import Store
@@ -14,13 +15,13 @@ class RequestCostCaps:
     """Alert when one call costs more than a cap: once per tenant x feature x model per day."""
 
     def __init__(self, caps: list[RequestCostCap], store: Store, out: Emitted) -> None:
-        self._caps = [(cap, usd_to_nanos(cap.max_usd)) for cap in caps]
+        self._caps = [(cap, CapDetector(max_nanos=usd_to_nanos(cap.max_usd))) for cap in caps]
         self.store, self.out = store, out
 
     def on_event(self, tenant: str, feature: str, user: str, model: str, tier: str | None, cost: int,
                  ts_ms: int, partition: int) -> None:
-        for cap, limit in self._caps:
-            if cost <= limit or not cap.scope.matches(tenant, feature, user, model, tier):
+        for cap, detector in self._caps:
+            if not detector.exceeded(cost) or not cap.scope.matches(tenant, feature, user, model, tier):
                 continue
             day = day_of(ts_ms)
             key = f"c|{cap.id}|{tenant}|{feature}|{model}|{day}"
@@ -30,7 +31,8 @@ class RequestCostCaps:
             scope = Scope(tenant_id=tenant, feature_id=feature, model=model)
             observed = nanos_to_usd(cost)
             alert(self.out, rule="request_cost_cap", scope=scope,
-                  severity="critical" if cost > 10 * limit else "warning", state="firing",
+                  severity="critical" if detector.score_one({"cost_nanos": cost}) > 10 else "warning",
+                  state="firing",
                   summary=f"one call on {scope.key()} cost ${observed} (cap ${cap.max_usd}, user {user})",
                   observed=observed, threshold=cap.max_usd, dedup_key=f"request_cost_cap:{cap.id}:{key}",
                   at_ms=ts_ms, policy_id=cap.id)
