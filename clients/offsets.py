@@ -9,8 +9,6 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
@@ -39,6 +37,3 @@ async def exact_end_offsets(bootstrap: str | list[str], reported: dict[TopicPart
         await consumer.stop()
     return result
 
-
-def topic_partitions(topic: str, partitions: Iterable[int]) -> list[TopicPartition]:
-    return [TopicPartition(topic, p) for p in sorted(partitions)]

@@ -92,12 +92,6 @@ class SpendAggregator:
     def get(self, key: str) -> list[int] | None:
         return self.store.data.get(key)
 
-    def day(self, scope: str, ts_ms: int) -> list[int]:
-        return self.store.data.get(day_key(day_of(ts_ms), scope)) or [0] * WIDTH
-
-    def month(self, scope: str, ts_ms: int) -> list[int]:
-        return self.store.data.get(month_key(month_of(ts_ms), scope)) or [0] * WIDTH
-
     def minute_cost(self, scope: str, minute: int) -> int:
         vec = self.store.data.get(minute_key(minute, scope))
         return vec[COST] if vec else 0

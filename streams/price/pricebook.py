@@ -26,7 +26,6 @@ class PriceBook:
         self._catalog = catalog or Catalog()
         self._overrides = overrides or Overrides([])
         self._fallback_model = fallback_model  # "provider:model", or None for provider max
-        self._resolved: dict[tuple[str, str], ModelRates | None] = {}
 
     def price(self, provider: str, model: str, ts_ms: int, input_tokens: int, output_tokens: int,
               cached: int = 0, cache_write: int = 0, model_version: str | None = None) -> PricedCall:
