@@ -153,7 +153,7 @@ def _summary(settings: Settings, console: Console) -> None:
         f"SELECT tenant_id, count(), sum(cost_usd), countIf(model = 'gpt-4o'), countIf(model = 'gpt-4o-mini') "
         f"FROM {db}.usage_events FINAL GROUP BY tenant_id ORDER BY tenant_id").result_rows
     minutes = dict(client.query(f"SELECT tenant_id, uniqExact(window_start) FROM {db}.spend_minute FINAL "
-                                "GROUP BY tenant_id").result_rows)
+                                "WHERE dimension = 'tenant' GROUP BY tenant_id").result_rows)
     for tenant, n, cost, big, small in rows:
         table.add_row(tenant, str(n), str(cost), str(big), str(small), str(minutes.get(tenant, 0)))
     console.print(table)

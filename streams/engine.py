@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.usage import UsageEvent
-from streams.aggregate.periods import day_of, month_of
+from streams.aggregate.periods import day_of, minute_of, month_of
 from streams.aggregate.spend import COST, FIELDS, SpendAggregator, day_key, month_key
 from streams.aggregate.store import Store
 from streams.decide.budgets import BudgetEvaluator
@@ -73,6 +73,13 @@ class Engine:
         self.watermark = 0
         self.counts: Counter[str] = Counter()
         self._last_expire = 0
+        self._set_minute_floor()
+
+    def _set_minute_floor(self) -> None:
+        """Events later than the minute retention get no minute bucket (see SpendAggregator)."""
+        now = self.now()
+        if now:
+            self.agg.floor_minute = max(self.agg.floor_minute, minute_of(now) - self.agg.minute_retention)
 
     def now(self) -> int:
         return max(self.watermark, self.clock())
@@ -91,6 +98,8 @@ class Engine:
                                         ev.cached_input_tokens, ev.cache_write_tokens, ev.model_version)
             cost, priced = call.cost_nanos, call.priced
         if seen is Seen.REDELIVERY:
+            if ts_ms // 60_000 < self.agg.floor_minute:  # its minute's rollup may never have been stored
+                self.agg.stale_minutes.add((ev.tenant_id, ts_ms // 60_000))
             return PricedEvent(ev, ts_ms, cost, priced, fresh=False)
         if ts_ms > self.watermark:
             self.watermark = ts_ms
@@ -142,6 +151,7 @@ class Engine:
         self.board.clear()
         self.budgets.restore()
         self.watermark = self.dedupe.watermark_minute * 60_000
+        self._set_minute_floor()
 
     # -- read side -----------------------------------------------------------------------------
     def status(self, limit: int = 50) -> dict[str, Any]:

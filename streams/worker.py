@@ -31,6 +31,7 @@ from streams.price.pricebook import PriceBook
 from streams.settings import Settings
 from streams.sink.buffer import SinkBuffer
 from streams.sink.clickhouse import ClickHouseWriter, alert_row, control_row, now_utc, usage_row
+from streams.sink.rollups import rollup_rows
 
 log = logging.getLogger("tokenbrake.worker")
 
@@ -70,6 +71,8 @@ class Runtime:
         self.attached = -1
         self.started = time.time()
         self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0}
+        self._minutes: dict[str, tuple] = {}  # rollup rows persisted, not yet handed to the sink
+        self._user_days: dict[str, tuple] = {}
         self._install()
 
     # -- wiring --------------------------------------------------------------------------------
@@ -104,6 +107,7 @@ class Runtime:
         async def _flush(sender: Any, **kwargs: Any) -> None:
             await runtime.persist()
             await runtime.app.producer.flush()  # changelogs, controls and alerts out before we stop
+            runtime.sink.add([], [], [], lambda: None, *runtime._take_rollups())
             await runtime.sink.maybe_flush(force=True)
 
     def ready(self) -> bool:
@@ -115,6 +119,10 @@ class Runtime:
                 store = table.data  # faust memory store: share its dicts with the core
                 self.engine.stores[name].attach(store.data, store._key_partition)
             self.engine.restore({})
+            # the restored totals may be newer than what reached ClickHouse before a crash or an
+            # outage (their messages come back as redeliveries, which change no total): write them all
+            rollup_rows(((k, v, 0) for k, v in self.engine.stores["aggregates"].items()), time.time_ns(),
+                        self._minutes, self._user_days)
             self.attached = self.generation
             log.info("state attached", extra={"generation": self.generation,
                                               "keys": {n: len(s) for n, s in self.engine.stores.items()}})
@@ -163,7 +171,8 @@ class Runtime:
             for e in events:
                 e.ack()
 
-        self.sink.add(rows, [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts], ack)
+        self.sink.add(rows, [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts], ack,
+                      *self._take_rollups())
         await self.sink.maybe_flush()
 
     async def on_tick(self) -> None:
@@ -176,9 +185,9 @@ class Runtime:
         emitted = self.engine.drain()
         if emitted.controls or emitted.alerts:
             await self.publish(emitted)
-            self.sink.add([], [control_row(c) for c in emitted.controls],
-                          [alert_row(a) for a in emitted.alerts], lambda: None)
         await self.persist()
+        self.sink.add([], [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts],
+                      lambda: None, *self._take_rollups())
         await self.sink.maybe_flush()
 
     async def publish(self, emitted: Emitted) -> None:
@@ -203,11 +212,20 @@ class Runtime:
         pending = []
         for name, store in self.engine.stores.items():
             topic = self.changelogs[name]
-            for key, value, partition in store.changes():
+            changes = store.changes()
+            if name == "aggregates":  # the ClickHouse rollups are these same totals
+                rollup_rows(changes, time.time_ns(), self._minutes, self._user_days)
+            for key, value, partition in changes:
                 pending.append(await producer.send(topic, dumps(key), None if value is None else dumps(value),
                                                    partition, None, None))
         if pending:
             await asyncio.gather(*pending)
+
+    def _take_rollups(self) -> tuple[dict[str, tuple], dict[str, tuple], set[tuple[str, int]]]:
+        taken = self._minutes, self._user_days, set(self.engine.agg.stale_minutes)
+        self._minutes, self._user_days = {}, {}
+        self.engine.agg.stale_minutes.clear()
+        return taken
 
     async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
         self.stats["dead_lettered"] += 1

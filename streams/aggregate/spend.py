@@ -4,7 +4,10 @@ Scopes: tenant, tenant x feature, tenant x user, tenant x model. Buckets: UTC da
 UTC calendar month for every scope; minute buckets for tenant, feature and model scopes
 (and users when a rolling user policy needs them), kept only as long as the longest
 rolling window needs them. Older buckets are dropped by :meth:`SpendAggregator.expire`,
-so state is bounded by the number of active scopes, not by the number of events.
+so state is bounded by the number of active scopes, not by the number of events. An event
+later than the minute retention is counted in its day and month but gets no minute bucket
+(which would hold a partial total); its (tenant, minute) is listed in ``stale_minutes`` for
+the ClickHouse sink to recompute.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class SpendAggregator:
         self.minute_retention = minute_retention  # minutes of minute buckets to keep
         self.user_minutes = user_minutes
         self._minutes: deque[tuple[int, str]] = deque()  # (minute, key) in insertion order
+        self.floor_minute = 0  # no minute buckets below this one (moved by expire)
+        self.stale_minutes: set[tuple[str, int]] = set()  # taken by the sink adapter
 
     def add(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, partition: int,
             vector: tuple[int, ...]) -> tuple[str, ...]:
@@ -63,10 +68,13 @@ class SpendAggregator:
         scopes = (scope_tenant(tenant), scope_feature(tenant, feature), scope_user(tenant, user),
                   scope_model(tenant, model))
         day, month, minute = day_of(ts_ms), month_of(ts_ms), minute_of(ts_ms)
+        stale = minute < self.floor_minute
+        if stale:
+            self.stale_minutes.add((tenant, minute))
         for i, scope in enumerate(scopes):
             self._bump(day_key(day, scope), vector, partition)
             self._bump(month_key(month, scope), vector, partition)
-            if i != 2 or self.user_minutes:
+            if not stale and (i != 2 or self.user_minutes):
                 key = minute_key(minute, scope)
                 if key not in self.store:
                     self._minutes.append((minute, key))
@@ -101,6 +109,7 @@ class SpendAggregator:
         buckets older than last month. Returns how many keys were dropped."""
         dropped = 0
         oldest_minute = minute_of(now_ms) - self.minute_retention
+        self.floor_minute = max(self.floor_minute, oldest_minute)
         while self._minutes and self._minutes[0][0] < oldest_minute:
             _, key = self._minutes.popleft()
             if key in self.store:

@@ -8,6 +8,9 @@ recognises them as redeliveries (same partition and offset), writes their rows a
 (no effect) and does not count them twice. A ClickHouse outage leaves offsets uncommitted
 and the buffer growing, while budgets keep being enforced; past ``max_rows`` the worker
 stops reading (backpressure) rather than drop anything. Retries back off exponentially.
+
+Writes run in the background (one at a time, in one thread): the agent keeps deciding
+while the previous flush is being stored, and only waits when the buffer is over its bound.
 """
 
 from __future__ import annotations
@@ -37,15 +40,26 @@ class SinkBuffer:
         self._next_try = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
         self.failures = 0
         self.last_error: str | None = None
         self.rows_written = 0
+        self.usage_rows_written = 0
         self.flushes = 0
 
-    def add(self, usage: list[tuple], controls: list[tuple], alerts: list[tuple], ack: Callable[[], Any]) -> None:
-        self._batch.usage.extend(usage)
-        self._batch.controls.extend(controls)
-        self._batch.alerts.extend(alerts)
+    def add(self, usage: list[tuple], controls: list[tuple], alerts: list[tuple], ack: Callable[[], Any],
+            minutes: dict[str, tuple] | None = None, user_days: dict[str, tuple] | None = None,
+            stale_minutes: set[tuple[str, int]] | None = None) -> None:
+        batch = self._batch
+        batch.usage.extend(usage)
+        batch.controls.extend(controls)
+        batch.alerts.extend(alerts)
+        if minutes:
+            batch.minutes.update(minutes)
+        if user_days:
+            batch.user_days.update(user_days)
+        if stale_minutes:
+            batch.stale_minutes |= stale_minutes
         self._acks.append(ack)
         if self._oldest is None:
             self._oldest = time.monotonic()
@@ -60,19 +74,27 @@ class SinkBuffer:
         return len(self._batch) >= self.flush_rows or age >= self.flush_interval_s
 
     async def maybe_flush(self, force: bool = False) -> None:
-        """Flush when due; block (backpressure) while the buffer is over its bound.
-        ``force`` (shutdown) makes one attempt whatever the backoff: unflushed messages
-        stay unacknowledged and are redelivered to the next worker."""
+        """Start a background flush when due; block (backpressure) only while the buffer is over
+        its bound. ``force`` (shutdown) waits for the write in flight and makes one more attempt
+        whatever the backoff: unflushed messages stay unacknowledged and are redelivered."""
         if force:
+            if self._task is not None:
+                await self._task
             await self.flush()
             return
-        if not self.due():
-            return
         while True:
-            if time.monotonic() >= self._next_try and await self.flush():
+            if self._task is not None and not self._task.done():
+                if len(self._batch) < self.max_rows:
+                    return  # a write is in flight: keep reading and enforcing
+                await asyncio.wait({self._task})
+                continue
+            if not self.due():
                 return
+            if time.monotonic() >= self._next_try:
+                self._task = asyncio.ensure_future(self.flush())
+                continue
             if len(self._batch) < self.max_rows:
-                return  # keep reading and enforcing; retry later
+                return  # ClickHouse is failing: keep enforcing, retry after the backoff
             await asyncio.sleep(max(0.05, self._next_try - time.monotonic()))
 
     async def flush(self) -> bool:
@@ -98,6 +120,7 @@ class SinkBuffer:
             for ack in acks:
                 ack()
             self.rows_written += len(batch)
+            self.usage_rows_written += len(batch.usage)
             self.flushes += 1
             self._backoff = 0.0
             self._next_try = 0.0
@@ -106,16 +129,14 @@ class SinkBuffer:
             return True
 
     def _restore(self, batch: SinkBatch, acks: list[Callable[[], Any]]) -> None:
-        batch.usage.extend(self._batch.usage)
-        batch.controls.extend(self._batch.controls)
-        batch.alerts.extend(self._batch.alerts)
-        self._batch = batch
+        self._batch.merge_older(batch)
         self._acks = acks + self._acks
 
     def stats(self) -> dict[str, Any]:
         age = time.monotonic() - self._oldest if self._oldest is not None else 0.0
         return {"buffered_rows": len(self._batch), "oldest_buffered_s": round(age, 3), "failures": self.failures,
-                "last_error": self.last_error, "rows_written": self.rows_written, "flushes": self.flushes}
+                "last_error": self.last_error, "rows_written": self.rows_written,
+                "usage_rows_written": self.usage_rows_written, "flushes": self.flushes}
 
     def close(self) -> None:
         self._executor.submit(self.writer.close).result()

@@ -17,6 +17,7 @@ import clickhouse_connect
 
 from schemas.control import AlertEvent, ControlEvent
 from streams.price.rates import nanos_to_usd
+from streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS
 
 DDL_PATH = Path(__file__).with_name("ddl.sql")
 #: rows per INSERT: a backlog flush must not materialise hundreds of thousands of rows at once
@@ -49,6 +50,11 @@ def ddl_statements(database: str) -> list[str]:
 
 
 def apply_ddl(client: Any, database: str) -> None:
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    legacy = client.query("SELECT count() FROM system.columns WHERE database = %(db)s AND table = 'spend_minute' "
+                          "AND name = 'user_id'", parameters={"db": database}).result_rows[0][0]
+    if legacy:  # before 0.2, spend_minute was keyed by user: keep it aside, start the new shape
+        client.command(f"RENAME TABLE {database}.spend_minute TO {database}.spend_minute_legacy")
     for stmt in ddl_statements(database):
         client.command(stmt)
 
@@ -80,9 +86,23 @@ class SinkBatch:
     usage: list[tuple] = field(default_factory=list)
     controls: list[tuple] = field(default_factory=list)
     alerts: list[tuple] = field(default_factory=list)
+    #: rollup rows by aggregate key (see :mod:`streams.sink.rollups`): the latest total wins
+    minutes: dict[str, tuple] = field(default_factory=dict)
+    user_days: dict[str, tuple] = field(default_factory=dict)
+    #: (tenant, minute) with no core bucket left: recomputed from usage_events
+    stale_minutes: set[tuple[str, int]] = field(default_factory=set)
 
     def __len__(self) -> int:
-        return len(self.usage) + len(self.controls) + len(self.alerts)
+        return len(self.usage) + len(self.controls) + len(self.alerts) + len(self.minutes) + len(self.user_days)
+
+    def merge_older(self, older: SinkBatch) -> None:
+        """Put an unwritten older batch back in front of this one (after a failed write)."""
+        self.usage[:0] = older.usage
+        self.controls[:0] = older.controls
+        self.alerts[:0] = older.alerts
+        self.minutes = {**older.minutes, **self.minutes}
+        self.user_days = {**older.user_days, **self.user_days}
+        self.stale_minutes |= older.stale_minutes
 
 
 class ClickHouseWriter:
@@ -108,39 +128,35 @@ class ClickHouseWriter:
 
     def _write(self, batch: SinkBatch) -> None:
         client = self.client
-        if batch.usage:
-            for start in range(0, len(batch.usage), INSERT_CHUNK_ROWS):  # bounded memory per insert
-                client.insert(f"{self.db}.usage_events", batch.usage[start:start + INSERT_CHUNK_ROWS],
-                              column_names=USAGE_COLUMNS)
-            self._rebuild_minutes(client, batch.usage)
+        for start in range(0, len(batch.usage), INSERT_CHUNK_ROWS):  # bounded memory per insert
+            client.insert(f"{self.db}.usage_events", batch.usage[start:start + INSERT_CHUNK_ROWS],
+                          column_names=USAGE_COLUMNS)
+        for table, rows, columns in (("spend_minute", list(batch.minutes.values()), MINUTE_COLUMNS),
+                                     ("spend_user_day", list(batch.user_days.values()), USER_DAY_COLUMNS)):
+            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+                client.insert(f"{self.db}.{table}", rows[start:start + INSERT_CHUNK_ROWS], column_names=columns)
+        if batch.stale_minutes:
+            self._rebuild_minutes(client, batch.stale_minutes)
         if batch.controls:
             client.insert(f"{self.db}.control_events", batch.controls, column_names=CONTROL_COLUMNS)
         if batch.alerts:
             client.insert(f"{self.db}.alerts", batch.alerts, column_names=ALERT_COLUMNS)
 
-    def _rebuild_minutes(self, client: Any, rows: list[tuple]) -> None:
-        """Recompute spend_minute from usage_events for every minute this batch touched."""
-        spans: dict[str, list[int]] = {}
-        for row in rows:
-            minute = int(row[1].timestamp()) // 60
-            span = spans.get(row[2])
-            if span is None:
-                spans[row[2]] = [minute, minute]
-            elif minute < span[0]:
-                span[0] = minute
-            elif minute > span[1]:
-                span[1] = minute
+    def _rebuild_minutes(self, client: Any, stale: set[tuple[str, int]]) -> None:
+        """Recompute spend_minute from usage_events for minutes the core no longer holds (events
+        later than its minute retention; rare). Their usage rows are already written."""
         conditions, params = [], {}
-        for i, (tenant, (lo, hi)) in enumerate(spans.items()):
+        for i, (tenant, minute) in enumerate(sorted(stale)):
             conditions.append(f"(tenant_id = %(t{i})s AND ts >= toDateTime(%(lo{i})s, 'UTC') "
                               f"AND ts < toDateTime(%(hi{i})s, 'UTC'))")
-            params.update({f"t{i}": tenant, f"lo{i}": lo * 60, f"hi{i}": (hi + 1) * 60})
+            params.update({f"t{i}": tenant, f"lo{i}": minute * 60, f"hi{i}": (minute + 1) * 60})
         client.command(
-            f"INSERT INTO {self.db}.spend_minute SELECT tenant_id, feature_id, user_id, model, "
+            f"INSERT INTO {self.db}.spend_minute SELECT tenant_id, d.1 AS dimension, d.2 AS value, "
             "toStartOfMinute(ts) AS window_start, count(), sum(input_tokens), sum(output_tokens), "
             "sum(cached_input_tokens), sum(reasoning_tokens), countIf(status != 'ok'), countIf(attempt > 0), "
             f"sum(cost_usd), {time.time_ns()} FROM {self.db}.usage_events FINAL "
-            f"WHERE {' OR '.join(conditions)} GROUP BY tenant_id, feature_id, user_id, model, window_start",
+            "ARRAY JOIN [('tenant', ''), ('feature', toString(feature_id)), ('model', toString(model))] AS d "
+            f"WHERE {' OR '.join(conditions)} GROUP BY tenant_id, dimension, value, window_start",
             parameters=params)
 
     def close(self) -> None:

@@ -38,14 +38,14 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (tenant_id, ts, event_id);
 
--- Spend per tenant x feature x user x model x minute. Rebuilt from usage_events for the
--- minutes each flush touched, so it is exact and idempotent; the highest version wins.
+-- Spend per minute and tenant, tenant x feature, tenant x model (dimension = tenant |
+-- feature | model; value = the feature or model, '' for the tenant). Written by the worker
+-- as absolute totals from its exactly-once aggregates: the highest version wins.
 CREATE TABLE IF NOT EXISTS {db}.spend_minute
 (
     tenant_id           LowCardinality(String),
-    feature_id          LowCardinality(String),
-    user_id             String,
-    model               LowCardinality(String),
+    dimension           LowCardinality(String),
+    value               String,
     window_start        DateTime('UTC'),
     requests            UInt64,
     input_tokens        UInt64,
@@ -59,7 +59,27 @@ CREATE TABLE IF NOT EXISTS {db}.spend_minute
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (tenant_id, window_start, feature_id, model, user_id);
+ORDER BY (tenant_id, dimension, window_start, value);
+
+-- Spend per tenant x user x UTC day, absolute totals as above.
+CREATE TABLE IF NOT EXISTS {db}.spend_user_day
+(
+    tenant_id           LowCardinality(String),
+    user_id             String,
+    day                 Date,
+    requests            UInt64,
+    input_tokens        UInt64,
+    output_tokens       UInt64,
+    cached_input_tokens UInt64,
+    reasoning_tokens    UInt64,
+    errors              UInt64,
+    retries             UInt64,
+    cost_usd            Decimal(18, 9),
+    version             UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(day)
+ORDER BY (tenant_id, day, user_id);
 
 CREATE TABLE IF NOT EXISTS {db}.control_events
 (

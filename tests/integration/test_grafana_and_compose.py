@@ -16,8 +16,11 @@ import pytest
 
 from schemas.control import AlertEvent, ControlEvent, Reason, Scope
 from schemas.usage import UsageEvent
-from streams.engine import PricedEvent
+from streams.decide.policies import parse_policies
+from streams.engine import Engine, PricedEvent
+from streams.price import PriceBook
 from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, alert_row, control_row, usage_row
+from streams.sink.rollups import rollup_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
@@ -35,21 +38,26 @@ def expand(sql: str, tenants: list[str], frm: int, to: int) -> str:
 def loaded(tmp_path_factory):  # noqa: ANN201
     writer = ClickHouseWriter(f"chdb://{tmp_path_factory.mktemp('ch') / 'chdb'}", "tokenbrake")
     now_ms = int(time.time() * 1000) - 120_000
+    engine = Engine(parse_policies(""), PriceBook(), clock=lambda: now_ms + 40_000)
     usage = []
-    for i in range(40):
+    for i in range(40):  # through the core, as the worker does: it is what the rollups are made of
         ev = UsageEvent(event_id=f"g{i}", ts=now_ms + i * 1000, tenant_id="acme" if i % 3 else "globex",
                         feature_id="chat" if i % 2 else "search", user_id=f"u{i % 5}", provider="openai",
                         model="gpt-4o", input_tokens=1000, output_tokens=100, attempt=int(i % 7 == 0),
                         status="error" if i % 9 == 0 else "ok", reported_cost_usd="0.0035")
-        usage.append(usage_row(PricedEvent(ev, now_ms, 3_500_000, i != 5, True), datetime.now(UTC)))
+        priced = engine.process(ev, 0, i)
+        assert isinstance(priced, PricedEvent) and priced.cost_nanos == 3_500_000  # gpt-4o: $2.5/M in, $10/M out
+        usage.append(usage_row(priced, datetime.now(UTC)))
+    minutes, user_days = {}, {}
+    rollup_rows(engine.stores["aggregates"].changes(), time.time_ns(), minutes, user_days)
     scope = Scope(tenant_id="acme")
     reason = Reason(rule="budget", observed=Decimal("1"), threshold=Decimal("1"), period="day:today")
     control = ControlEvent(control_id="c1", issued_at=now_ms, scope=scope, action="downgrade",
                            downgrade_to="gpt-4o-mini", reason=reason)
     alert = AlertEvent(alert_id="a1", ts=now_ms, rule="budget", scope=scope, severity="critical", state="firing",
                        summary="over", observed=Decimal(1), threshold=Decimal(1), dedup_key="k")
-    writer.write(SinkBatch(usage, [control_row(control)], [alert_row(alert)]))
-    writer.write(SinkBatch(usage[:10]))  # a redelivery: idempotent
+    writer.write(SinkBatch(usage, [control_row(control)], [alert_row(alert)], minutes, user_days))
+    writer.write(SinkBatch(usage[:10], minutes=minutes, user_days=user_days))  # a redelivery: idempotent
     yield writer
     writer.close()
 

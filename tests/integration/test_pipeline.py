@@ -71,8 +71,12 @@ def test_end_to_end(worker_env, broker):
                         "GROUP BY tenant_id ORDER BY tenant_id").result_rows
     assert rows[0] == ("acme", 26, Decimal("0.0910"))
     assert rows[1][:2] == ("globex", 5)
-    minute = client.query("SELECT sum(requests), sum(cost_usd) FROM tokenbrake.spend_minute FINAL").result_rows
-    assert minute[0] == (31, rows[0][2] + rows[1][2])
+    for dimension in ("tenant", "feature", "model"):
+        minute = client.query("SELECT sum(requests), sum(cost_usd) FROM tokenbrake.spend_minute FINAL "
+                              "WHERE dimension = %(d)s", parameters={"d": dimension}).result_rows
+        assert minute[0] == (31, rows[0][2] + rows[1][2])
+    users = client.query("SELECT sum(requests), sum(cost_usd) FROM tokenbrake.spend_user_day FINAL").result_rows
+    assert users[0] == (31, rows[0][2] + rows[1][2])
     assert client.query("SELECT count() FROM tokenbrake.control_events FINAL").result_rows[0][0] == 2
     assert client.query("SELECT count() FROM tokenbrake.alerts FINAL").result_rows[0][0] == 3
     client.close()
@@ -139,5 +143,6 @@ def test_clickhouse_outage_keeps_enforcing_and_loses_nothing(worker_env, broker)
     client = _chdb(worker.home)
     assert client.query("SELECT count(), sum(cost_usd) FROM tokenbrake.usage_events FINAL").result_rows[0] == \
         (12, Decimal("0.042"))
-    assert client.query("SELECT sum(requests) FROM tokenbrake.spend_minute FINAL").result_rows[0][0] == 12
+    assert client.query("SELECT sum(requests) FROM tokenbrake.spend_minute FINAL "
+                        "WHERE dimension = 'tenant'").result_rows[0][0] == 12
     client.close()
