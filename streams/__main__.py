@@ -2,4 +2,5 @@ import sys
 
 from streams.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned child (the ClickHouse writer) imports it
+    sys.exit(main())

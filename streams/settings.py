@@ -49,8 +49,10 @@ class Settings(BaseSettings):
     control_signing_keys: SecretStr = SecretStr(DEV_SIGNING_KEY)
 
     # processing
-    batch_max: int = Field(2000, ge=1)
+    batch_max: int = Field(2000, ge=1, description="messages taken from the stream at once")
     batch_within_s: float = Field(0.05, gt=0)
+    chunk_events: int = Field(5000, ge=1, description="events decided between two state writes (changelogs, "
+                              "sink hand-over): bounds the memory and the pause of one write")
     dedupe_horizon: str = "24h"
     dedupe_max_entries: int = Field(2_000_000, ge=1000)
     tick_interval_s: float = Field(1.0, gt=0)

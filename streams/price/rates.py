@@ -27,6 +27,12 @@ def nanos_to_usd(nanos: int) -> Decimal:
     return Decimal(nanos).scaleb(-9)
 
 
+def nanos_to_text(nanos: int) -> str:
+    """Exact decimal text of a nano-USD amount ("0.000123456"), as ClickHouse reads a Decimal."""
+    sign, nanos = ("-", -nanos) if nanos < 0 else ("", nanos)
+    return f"{sign}{nanos // NANOS_PER_USD}.{nanos % NANOS_PER_USD:09d}"
+
+
 def usd_to_nanos(usd: Decimal) -> int:
     return int((Decimal(usd) * NANOS_PER_USD).to_integral_value())
 

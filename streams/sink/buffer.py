@@ -23,12 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from streams.sink.clickhouse import ClickHouseWriter, SinkBatch
+from streams.sink.process import SinkProcess
 
 log = logging.getLogger("tokenbrake.sink")
 
 
 class SinkBuffer:
-    def __init__(self, writer: ClickHouseWriter, flush_rows: int, flush_interval_s: float, max_rows: int,
+    def __init__(self, writer: ClickHouseWriter | SinkProcess, flush_rows: int, flush_interval_s: float, max_rows: int,
                  retry_max_s: float) -> None:
         self.writer = writer
         self.flush_rows, self.flush_interval_s = flush_rows, flush_interval_s

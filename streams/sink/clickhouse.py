@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+import orjson
 
 from schemas.control import AlertEvent, ControlEvent
-from streams.price.rates import nanos_to_usd
+from streams.price.rates import nanos_to_text
 from streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS
 
 DDL_PATH = Path(__file__).with_name("ddl.sql")
@@ -59,13 +59,21 @@ def apply_ddl(client: Any, database: str) -> None:
         client.command(stmt)
 
 
-def usage_row(p: Any, ingested_at: datetime) -> tuple:
-    """A usage_events row from a PricedEvent."""
+def ts_text(ts_ms: int) -> str:
+    """Epoch milliseconds as ClickHouse reads a DateTime64(3) from JSON ("1764000000.123")."""
+    return f"{ts_ms // 1000}.{ts_ms % 1000:03d}"
+
+
+def usage_row(p: Any, ingested_at: str) -> list:
+    """A usage_events row (JSON values in USAGE_COLUMNS order) from a PricedEvent;
+    ``ingested_at`` is :func:`ts_text` of the batch's arrival."""
     e = p.event
-    return (e.event_id, e.ts, e.tenant_id, e.feature_id, e.user_id, e.provider, e.model, e.model_version,
+    reported = e.reported_cost_usd
+    return [e.event_id, ts_text(p.ts_ms), e.tenant_id, e.feature_id, e.user_id, e.provider, e.model, e.model_version,
             e.environment, e.region, e.prompt_version, e.tenant_tier, e.input_tokens, e.output_tokens,
-            e.cached_input_tokens, e.cache_write_tokens, e.reasoning_tokens, e.call_id, e.attempt, e.status,
-            e.latency_ms, e.cache_hit, nanos_to_usd(p.cost_nanos), e.reported_cost_usd, p.priced, ingested_at)
+            e.cached_input_tokens, e.cache_write_tokens, e.reasoning_tokens, e.logical_call_id or e.event_id,
+            e.attempt, e.status, e.latency_ms, e.cache_hit, nanos_to_text(p.cost_nanos),
+            None if reported is None else format(reported, "f"), p.priced, ingested_at]
 
 
 def control_row(c: ControlEvent) -> tuple:
@@ -83,12 +91,12 @@ def alert_row(a: AlertEvent) -> tuple:
 
 @dataclass
 class SinkBatch:
-    usage: list[tuple] = field(default_factory=list)
+    usage: list[list] = field(default_factory=list)
     controls: list[tuple] = field(default_factory=list)
     alerts: list[tuple] = field(default_factory=list)
     #: rollup rows by aggregate key (see :mod:`streams.sink.rollups`): the latest total wins
-    minutes: dict[str, tuple] = field(default_factory=dict)
-    user_days: dict[str, tuple] = field(default_factory=dict)
+    minutes: dict[str, list] = field(default_factory=dict)
+    user_days: dict[str, list] = field(default_factory=dict)
     #: (tenant, minute) with no core bucket left: recomputed from usage_events
     stale_minutes: set[tuple[str, int]] = field(default_factory=set)
 
@@ -103,6 +111,18 @@ class SinkBatch:
         self.minutes = {**older.minutes, **self.minutes}
         self.user_days = {**older.user_days, **self.user_days}
         self.stale_minutes |= older.stale_minutes
+
+
+def encode_batch(batch: SinkBatch) -> dict[str, Any]:
+    """A batch as the writer takes it (and the writer process receives it): JSONCompactEachRow
+    bodies of at most INSERT_CHUNK_ROWS rows for the bulk tables, tuples for the rest."""
+    def bodies(rows: list[list]) -> list[bytes]:
+        step = INSERT_CHUNK_ROWS
+        return [b"\n".join(map(orjson.dumps, rows[i:i + step])) for i in range(0, len(rows), step)]
+
+    return {"usage": bodies(batch.usage), "minutes": bodies(list(batch.minutes.values())),
+            "user_days": bodies(list(batch.user_days.values())), "controls": batch.controls,
+            "alerts": batch.alerts, "stale_minutes": sorted(batch.stale_minutes)}
 
 
 class ClickHouseWriter:
@@ -120,33 +140,36 @@ class ClickHouseWriter:
         return self._client
 
     def write(self, batch: SinkBatch) -> None:
+        self.write_encoded(encode_batch(batch))
+
+    def write_encoded(self, message: dict[str, Any]) -> None:
+        """Write an encoded batch (see :func:`streams.sink.process.encode`): usage rows first,
+        then the rollups, the minutes to rebuild, controls and alerts."""
         try:
-            self._write(batch)
+            self._write_encoded(message)
         except Exception:
             self._client = None  # reconnect next time
             raise
 
-    def _write(self, batch: SinkBatch) -> None:
+    def _write_encoded(self, message: dict[str, Any]) -> None:
         client = self.client
-        for start in range(0, len(batch.usage), INSERT_CHUNK_ROWS):  # bounded memory per insert
-            client.insert(f"{self.db}.usage_events", batch.usage[start:start + INSERT_CHUNK_ROWS],
-                          column_names=USAGE_COLUMNS)
-        for table, rows, columns in (("spend_minute", list(batch.minutes.values()), MINUTE_COLUMNS),
-                                     ("spend_user_day", list(batch.user_days.values()), USER_DAY_COLUMNS)):
-            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
-                client.insert(f"{self.db}.{table}", rows[start:start + INSERT_CHUNK_ROWS], column_names=columns)
-        if batch.stale_minutes:
-            self._rebuild_minutes(client, batch.stale_minutes)
-        if batch.controls:
-            client.insert(f"{self.db}.control_events", batch.controls, column_names=CONTROL_COLUMNS)
-        if batch.alerts:
-            client.insert(f"{self.db}.alerts", batch.alerts, column_names=ALERT_COLUMNS)
+        for table, key, columns in (("usage_events", "usage", USAGE_COLUMNS),
+                                    ("spend_minute", "minutes", MINUTE_COLUMNS),
+                                    ("spend_user_day", "user_days", USER_DAY_COLUMNS)):
+            for body in message[key]:  # JSONCompactEachRow: ClickHouse parses it, no per-value Python
+                client.raw_insert(f"{self.db}.{table}", columns, body, fmt="JSONCompactEachRow")
+        if message["stale_minutes"]:
+            self._rebuild_minutes(client, message["stale_minutes"])
+        if message["controls"]:
+            client.insert(f"{self.db}.control_events", message["controls"], column_names=CONTROL_COLUMNS)
+        if message["alerts"]:
+            client.insert(f"{self.db}.alerts", message["alerts"], column_names=ALERT_COLUMNS)
 
-    def _rebuild_minutes(self, client: Any, stale: set[tuple[str, int]]) -> None:
+    def _rebuild_minutes(self, client: Any, stale: list[tuple[str, int]]) -> None:
         """Recompute spend_minute from usage_events for minutes the core no longer holds (events
         later than its minute retention; rare). Their usage rows are already written."""
         conditions, params = [], {}
-        for i, (tenant, minute) in enumerate(sorted(stale)):
+        for i, (tenant, minute) in enumerate(stale):
             conditions.append(f"(tenant_id = %(t{i})s AND ts >= toDateTime(%(lo{i})s, 'UTC') "
                               f"AND ts < toDateTime(%(hi{i})s, 'UTC'))")
             params.update({f"t{i}": tenant, f"lo{i}": minute * 60, f"hi{i}": (minute + 1) * 60})
@@ -167,5 +190,6 @@ class ClickHouseWriter:
                 self._client = None
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+def now_text() -> str:
+    """Now, as :func:`ts_text`."""
+    return ts_text(time.time_ns() // 1_000_000)

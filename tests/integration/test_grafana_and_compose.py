@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from schemas.usage import UsageEvent
 from streams.decide.policies import parse_policies
 from streams.engine import Engine, PricedEvent
 from streams.price import PriceBook
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, alert_row, control_row, usage_row
+from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, alert_row, control_row, now_text, usage_row
 from streams.sink.rollups import rollup_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +46,7 @@ def loaded(tmp_path_factory):  # noqa: ANN201
                         status="error" if i % 9 == 0 else "ok", reported_cost_usd="0.0035")
         priced = engine.process(ev, 0, i)
         assert isinstance(priced, PricedEvent) and priced.cost_nanos == 3_500_000  # gpt-4o: $2.5/M in, $10/M out
-        usage.append(usage_row(priced, datetime.now(UTC)))
+        usage.append(usage_row(priced, now_text()))
     minutes, user_days = {}, {}
     rollup_rows(engine.stores["aggregates"].changes(), time.time_ns(), minutes, user_days)
     scope = Scope(tenant_id="acme")

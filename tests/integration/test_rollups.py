@@ -4,7 +4,6 @@ exact when written again, and cover events later than the core's minute retentio
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +11,7 @@ from schemas.usage import UsageEvent
 from streams.decide.policies import parse_policies
 from streams.engine import Engine, PricedEvent
 from streams.price import PriceBook
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, usage_row
+from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, now_text, usage_row
 from streams.sink.rollups import rollup_rows
 
 NOW_MS = (int(time.time() * 1000) // 60_000) * 60_000 - 60_000
@@ -37,7 +36,7 @@ def _batch(engine: Engine, events: list[UsageEvent]) -> SinkBatch:
     for offset, ev in enumerate(events):
         priced = engine.process(ev, 0, offset)
         assert isinstance(priced, PricedEvent)
-        rows.append(usage_row(priced, datetime.now(UTC)))
+        rows.append(usage_row(priced, now_text()))
     batch = SinkBatch(rows)
     rollup_rows(engine.stores["aggregates"].changes(), time.time_ns(), batch.minutes, batch.user_days)
     batch.stale_minutes = set(engine.agg.stale_minutes)

@@ -87,3 +87,23 @@ budgets:
     over = {k for k, v in _totals(e).items() if k.startswith("M") and "|" not in k.split("|", 1)[1]
             and v[COST] >= limit}
     assert blocks == len(over)
+
+
+@given(st.integers(min_value=-(10**17), max_value=10**17))
+def test_money_text_for_clickhouse_is_exact(nanos):
+    from decimal import Decimal
+
+    from streams.price.rates import nanos_to_text, nanos_to_usd
+
+    text = nanos_to_text(nanos)
+    assert Decimal(text) == nanos_to_usd(nanos)
+    assert "E" not in text and len(text.split(".")[1]) == 9
+
+
+@given(st.integers(min_value=1_420_070_400_000, max_value=4_102_444_800_000))
+def test_timestamp_text_for_clickhouse_is_exact(ts_ms):
+    from decimal import Decimal
+
+    from streams.sink.clickhouse import ts_text
+
+    assert Decimal(ts_text(ts_ms)) * 1000 == ts_ms

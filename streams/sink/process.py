@@ -1,0 +1,91 @@
+"""The ClickHouse writer in its own process.
+
+In the worker's process, every slice of Python the writer thread ran (clickhouse-connect's
+per-value conversions, chdb's callbacks) had to win the GIL from the busy event loop, so a
+flush of a few seconds' rows could take tens of seconds and the buffer, and memory, grew.
+Here the worker only encodes rows (one ``orjson.dumps`` per row, into JSONCompactEachRow
+bytes) and hands them over a pipe; a child process that owns the ClickHouse client (and
+the chdb directory: only one process may open it) writes them and answers ``ok`` or the
+error. The :class:`~streams.sink.buffer.SinkBuffer` protocol is unchanged: ``write`` blocks
+(in the buffer's thread) until the rows are stored or raises, and nothing is acknowledged
+before. A child that dies is started again on the next write.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from typing import Any
+
+from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, encode_batch
+
+log = logging.getLogger("tokenbrake.sink")
+
+
+def _serve(conn: Any, dsn: str, database: str) -> None:  # pragma: no cover - runs in the child
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    writer = ClickHouseWriter(dsn, database)
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            break
+        if message is None:
+            break
+        try:
+            writer.write_encoded(message)
+            conn.send(None)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which retries
+            conn.send(f"{type(exc).__name__}: {exc}")
+    writer.close()
+
+
+class SinkProcess:
+    """Same interface as :class:`ClickHouseWriter` (``write``, ``close``); not thread-safe."""
+
+    def __init__(self, dsn: str, database: str) -> None:
+        self.dsn, self.db = dsn, database
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Any = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.is_alive() else None
+
+    def _ensure(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        if self._proc is not None:
+            log.warning("clickhouse writer process exited (code %s); starting another", self._proc.exitcode)
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_serve, args=(child, self.dsn, self.db), name="tokenbrake-sink",
+                                       daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def write(self, batch: SinkBatch) -> None:
+        self._ensure()
+        try:
+            self._conn.send(encode_batch(batch))
+            error = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self._proc.join(timeout=1)
+            raise RuntimeError(f"clickhouse writer process lost: {exc!r}") from exc
+        if error is not None:
+            raise RuntimeError(error)
+
+    def close(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            self._conn.send(None)
+            self._proc.join(timeout=30)
+        except (OSError, ValueError):
+            pass
+        if self._proc.is_alive():
+            os.kill(self._proc.pid, signal.SIGKILL)
+        self._proc = None
