@@ -4,6 +4,7 @@ and the broker alone."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -51,6 +52,8 @@ def run_worker(settings: Settings) -> int:
             log.warning("control events are signed with the development key: set TOKENBRAKE_CONTROL_SIGNING_KEYS")
         asyncio.set_event_loop(asyncio.new_event_loop())
         runtime = Runtime(settings, bootstrap)
+        gc.freeze()  # everything imported and built so far lives as long as the process
+        gc.set_threshold(20_000, 20, 1_000)  # young collections rarer; full ones left to Runtime._age_heap
         worker = faust.Worker(runtime.app, loglevel=settings.log_level, redirect_stdouts=False,
                               logging_config=logging_config(settings.log_level), quiet=True)
         print(f"worker web=http://{settings.web_host}:{settings.web_port}/tokenbrake/status", flush=True)
