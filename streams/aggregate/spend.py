@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from streams.aggregate.periods import day_of, minute_of, month_of
+from streams.aggregate.periods import DAY_MS, MINUTE_MS, day_of, minute_of, month_of, month_of_day
 from streams.aggregate.store import Store
 
 COST, REQUESTS, INPUT, OUTPUT, CACHED, REASONING, ERRORS, RETRIES = range(8)
@@ -59,43 +59,33 @@ class SpendAggregator:
         self.minute_retention = minute_retention  # minutes of minute buckets to keep
         self.user_minutes = user_minutes
         self._minutes: deque[tuple[int, str]] = deque()  # (minute, key) in insertion order
+        self._days: deque[tuple[int, str]] = deque()  # (day, key) of day keys, likewise
+        self._months: deque[tuple[int, str]] = deque()  # (month, key) of month keys, likewise
         self.floor_minute = 0  # no minute buckets below this one (moved by expire)
         self.stale_minutes: set[tuple[str, int]] = set()  # taken by the sink adapter
 
     def add(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, partition: int,
-            vector: tuple[int, ...]) -> tuple[str, ...]:
-        """Add one priced call; returns the four scope strings it counted in."""
-        scopes = (scope_tenant(tenant), scope_feature(tenant, feature), scope_user(tenant, user),
-                  scope_model(tenant, model))
-        day, month, minute = day_of(ts_ms), month_of(ts_ms), minute_of(ts_ms)
-        stale = minute < self.floor_minute
-        if stale:
+            vector: tuple[int, ...]) -> None:
+        """Add one priced call to its day, month and minute buckets in every scope."""
+        tenant_scope = f"t={tenant}"
+        scopes = (tenant_scope, f"{tenant_scope}|f={feature}", f"{tenant_scope}|u={user}",
+                  f"{tenant_scope}|m={model}")
+        day, minute = ts_ms // DAY_MS, ts_ms // MINUTE_MS
+        store = self.store
+        month = month_of_day(day)
+        day_prefix, month_prefix = f"d{day}|", f"M{month}|"
+        for key in store.add_counters([day_prefix + s for s in scopes], vector, partition):
+            self._days.append((day, key))
+        for key in store.add_counters([month_prefix + s for s in scopes], vector, partition):
+            self._months.append((month, key))
+        if minute < self.floor_minute:
             self.stale_minutes.add((tenant, minute))
-        for i, scope in enumerate(scopes):
-            self._bump(day_key(day, scope), vector, partition)
-            self._bump(month_key(month, scope), vector, partition)
-            if not stale and (i != 2 or self.user_minutes):
-                key = minute_key(minute, scope)
-                if key not in self.store:
-                    self._minutes.append((minute, key))
-                self._bump(key, vector, partition)
-        return scopes
-
-    def _bump(self, key: str, vector: tuple[int, ...], partition: int) -> None:
-        current = self.store.data.get(key)
-        if current is None:
-            self.store.set(key, list(vector), partition)
             return
-        c0, c1, c2, c3, c4, c5, c6, c7 = vector  # unrolled: this runs ~11 times per event
-        current[0] += c0
-        current[1] += c1
-        current[2] += c2
-        current[3] += c3
-        current[4] += c4
-        current[5] += c5
-        current[6] += c6
-        current[7] += c7
-        self.store.touch(key)
+        minute_prefix = f"m{minute}|"
+        minute_keys = [minute_prefix + s for s in scopes] if self.user_minutes else \
+            [minute_prefix + scopes[0], minute_prefix + scopes[1], minute_prefix + scopes[3]]
+        for key in store.add_counters(minute_keys, vector, partition):
+            self._minutes.append((minute, key))
 
     def get(self, key: str) -> list[int] | None:
         return self.store.data.get(key)
@@ -116,13 +106,17 @@ class SpendAggregator:
                 self.store.delete(key)
                 dropped += 1
         oldest_day, oldest_month = day_of(now_ms) - 1, month_of(now_ms) - 1
-        stale = [k for k in self.store.data if (k[0] == "d" and int(k[1:k.index("|")]) < oldest_day)
-                 or (k[0] == "M" and int(k[1:k.index("|")]) < oldest_month)]
-        for key in stale:
-            self.store.delete(key)
-        return dropped + len(stale)
+        for index, oldest in ((self._days, oldest_day), (self._months, oldest_month)):
+            while index and index[0][0] < oldest:
+                _, key = index.popleft()
+                if key in self.store:
+                    self.store.delete(key)
+                    dropped += 1
+        return dropped
 
     def rebuild_index(self) -> None:
-        """Recreate the minute index after :meth:`Store.load`."""
-        entries = sorted((int(k[1:k.index("|")]), k) for k in self.store.data if k[0] == "m")
-        self._minutes = deque(entries)
+        """Recreate the bucket indexes after :meth:`Store.load` (or a restore)."""
+        indexes: dict[str, list[tuple[int, str]]] = {"m": [], "d": [], "M": []}
+        for key in self.store.data:
+            indexes[key[0]].append((int(key[1:key.index("|")]), key))
+        self._minutes, self._days, self._months = (deque(sorted(indexes[k])) for k in ("m", "d", "M"))

@@ -58,6 +58,27 @@ def test_expired_buckets_are_dropped():
     assert not any(k.startswith(("m", "d")) for k, _ in e.stores["aggregates"].items())
 
 
+def test_day_and_month_buckets_live_until_yesterday_and_last_month_also_after_a_restore():
+    from streams.aggregate.periods import DAY_MS, day_of, month_of
+
+    for restored in (False, True):
+        e = engine()
+        start = NOW_MS - 70 * DAY_MS
+        day0 = day_of(start)
+        for d in range(70):  # one event a day for 70 days, as the watermark moves
+            e.process(event(ts=start + d * DAY_MS, user_id=f"u{d}"), 0, d)
+        if restored:  # indexes rebuilt from the persisted keys alone
+            e.restore({"aggregates": [(k, v, 0) for k, v in e.stores["aggregates"].items()]})
+        now = start + 69 * DAY_MS
+        e.agg.expire(now)
+        keys = [k for k, _ in e.stores["aggregates"].items()]
+        days = {int(k[1:k.index("|")]) for k in keys if k[0] == "d"}
+        months = {int(k[1:k.index("|")]) for k in keys if k[0] == "M"}
+        assert days == {day0 + 68, day0 + 69}
+        assert months == {month_of(now) - 1, month_of(now)}
+        assert {int(k[1:k.index("|")]) for k in keys if k[0] == "m"} == {now // 60_000}  # the last event's
+
+
 def test_policy_errors_name_line_and_field():
     with pytest.raises(PolicyError) as err:
         parse_policies("budgets:\n  - id: a\n    period: day\n    limit_usd: 5.5\n", "p.yaml")
