@@ -94,6 +94,10 @@ class BudgetEvaluator:
         self._match_cache: dict[tuple[str, str, str, str, str | None], list[_Compiled]] = {}
         self._user_specific = any(p.scope.user not in (None, "*") for p in policies.budgets)
         self._rolling: dict[str, RollingSum] = {}
+        # fixed periods only go up, so a level cannot change until spend reaches the next
+        # threshold: (policy id, scope) -> (period, day/month key, next threshold). Derived, not
+        # persisted; dropped on every tick (rollover, policy change) and on restore.
+        self._bands: dict[tuple[str, str], tuple[int, str, int]] = {}
 
     def _matching(self, tenant: str, feature: str, user: str, model: str, tier: str | None) -> list[_Compiled]:
         ckey = (tenant, feature, user if self._user_specific else "", model, tier)
@@ -117,8 +121,15 @@ class BudgetEvaluator:
                     self._rolling[rkey] = RollingSum(c.rolling, minute_of(now_ms), self.agg, agg_scope)
                 else:
                     rolling.add(minute_of(ts_ms), cost)
-            elif (day_of(ts_ms) if c.policy.period == "day" else month_of(ts_ms)) != self._period(c, now_ms):
-                continue  # a late event for a closed period: counted, but decides nothing now
+            else:
+                period = day_of(ts_ms) if c.policy.period == "day" else month_of(ts_ms)
+                if period != self._period(c, now_ms):
+                    continue  # a late event for a closed period: counted, but decides nothing now
+                band = self._bands.get((c.policy.id, agg_scope))
+                if band is not None and band[0] == period:
+                    vec = self.agg.get(band[1])
+                    if (vec[COST] if vec else 0) < band[2]:
+                        continue  # below the next threshold: the level cannot have changed
             self._evaluate(c, agg_scope, (tenant, feature, user, model), ts_ms, now_ms, partition)
 
     def _period(self, c: _Compiled, now_ms: int) -> int:
@@ -146,6 +157,10 @@ class BudgetEvaluator:
         level = state[1] if state and state[0] == period else 0
         spend = self._spend(c, agg_scope, now_ms)
         new_level = bisect_right(c.thresholds, spend)
+        if c.rolling is None:
+            key = day_key(period, agg_scope) if c.policy.period == "day" else month_key(period, agg_scope)
+            upper = c.thresholds[max(level, new_level)] if max(level, new_level) < len(c.thresholds) else 1 << 62
+            self._bands[(c.policy.id, agg_scope)] = (period, key, upper)
         if new_level == level:
             return
         if new_level < level and c.rolling is None:
@@ -206,6 +221,7 @@ class BudgetEvaluator:
 
     def tick(self, now_ms: int) -> None:
         """Close rolled-over periods, let rolling windows decay, retire changed policies."""
+        self._bands.clear()
         for skey, state in list(self.store.items()):
             if not skey.startswith("b|") or state[1] == 0:
                 continue
@@ -236,6 +252,7 @@ class BudgetEvaluator:
     def restore(self) -> None:
         """Re-derive the control board from persisted levels (no events emitted)."""
         self._rolling.clear()
+        self._bands.clear()
         for skey, state in self.store.items():
             if not skey.startswith("b|") or state[1] == 0:
                 continue
