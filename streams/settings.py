@@ -50,7 +50,8 @@ class Settings(BaseSettings):
 
     # processing
     batch_max: int = Field(2000, ge=1, description="messages taken from the stream at once")
-    batch_within_s: float = Field(0.05, gt=0)
+    batch_within_s: float = Field(0.005, gt=0, description="longest wait for more messages before deciding "
+                                  "those taken (Faust waits this long unless batch_max arrive first)")
     chunk_events: int = Field(5000, ge=1, description="events decided between two state writes (changelogs, "
                               "sink hand-over): bounds the memory and the pause of one write")
     dedupe_horizon: str = "24h"

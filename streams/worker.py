@@ -135,7 +135,8 @@ class Runtime:
     async def on_batch(self, events: list[faust.EventT]) -> None:
         """Decide a batch of messages in chunks of about ``chunk_events`` events: each chunk's
         state is persisted and its rows handed to the sink before the next one starts."""
-        self.ready()
+        while not self.ready():  # messages fetched before table recovery finished wait for the state
+            await asyncio.sleep(0.05)
         engine = self.engine
         chunk_events = self.settings.chunk_events
         rows: list[list] = []
@@ -182,14 +183,14 @@ class Runtime:
         emitted = self.engine.drain()
         await self.publish(emitted)
         emitted.controls[:0] = published
-        await self.persist()
+        durable = await self.persist(wait=False)  # the next chunk is decided while the broker stores this one
 
         def ack(events: list[faust.EventT] = events) -> None:
             for e in events:
                 e.ack()
 
         self.sink.add(rows, [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts], ack,
-                      *self._take_rollups())
+                      *self._take_rollups(), durable=durable)
         await self.sink.maybe_flush()
 
     def _age_heap(self) -> None:
@@ -233,11 +234,12 @@ class Runtime:
         self.stats["controls"] += len(emitted.controls)
         self.stats["alerts"] += len(emitted.alerts)
 
-    async def persist(self) -> None:
-        """Write each key changed since the last call to its table's changelog, once, and
-        wait until the broker has them: a batch is acknowledged only after its changelog
-        is durable. Records are packed into one producer batch per changelog partition, in
-        the JSON form Faust's recovery reads (a separate send per record cost ~25 us each)."""
+    async def persist(self, wait: bool = True) -> list[asyncio.Future]:
+        """Write each key changed since the last call to its table's changelog, once. Records
+        are packed into one producer batch per changelog partition, in the JSON form Faust's
+        recovery reads (a separate send per record cost ~25 us each). Returns the broker's
+        acknowledgements; with ``wait`` they are awaited here, otherwise the caller makes sure
+        no message is acknowledged before them (the sink awaits them before it acks)."""
         producer = self.app.producer._ensure_producer()  # the aiokafka producer under Faust's
         pending = []
         for name, store in self.engine.stores.items():
@@ -256,8 +258,9 @@ class Runtime:
                         batch = producer.create_batch()
                         batch.append(key=key_bytes, value=value_bytes, timestamp=None)
                 pending.append(await producer.send_batch(batch, topic, partition=partition))
-        if pending:
+        if wait and pending:
             await asyncio.gather(*pending)
+        return pending
 
     def _take_rollups(self) -> tuple[dict[str, tuple], dict[str, tuple], set[tuple[str, int]]]:
         taken = self._minutes, self._user_days, set(self.engine.agg.stale_minutes)

@@ -2,7 +2,8 @@
 
 A flush, in order:
   1. write the batch to ClickHouse (idempotent: ReplacingMergeTree everywhere);
-  2. acknowledge the Kafka messages it covers, so their offsets may be committed.
+  2. wait until the broker has the changelog records of the same messages (``durable``);
+  3. acknowledge the Kafka messages it covers, so their offsets may be committed.
 What a failure costs: a crash after 1 and before 2 redelivers the messages; the engine
 recognises them as redeliveries (same partition and offset), writes their rows again
 (no effect) and does not count them twice. A ClickHouse outage leaves offsets uncommitted
@@ -42,6 +43,7 @@ class SinkBuffer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        self._durable: list[asyncio.Future] = []  # changelog writes the buffered messages wait for
         self.failures = 0
         self.last_error: str | None = None
         self.rows_written = 0
@@ -50,8 +52,10 @@ class SinkBuffer:
 
     def add(self, usage: list[tuple], controls: list[tuple], alerts: list[tuple], ack: Callable[[], Any],
             minutes: dict[str, tuple] | None = None, user_days: dict[str, tuple] | None = None,
-            stale_minutes: set[tuple[str, int]] | None = None) -> None:
+            stale_minutes: set[tuple[str, int]] | None = None, durable: list[asyncio.Future] | None = None) -> None:
         batch = self._batch
+        if durable:
+            self._durable.extend(durable)
         batch.usage.extend(usage)
         batch.controls.extend(controls)
         batch.alerts.extend(alerts)
@@ -102,14 +106,18 @@ class SinkBuffer:
         async with self._lock:
             if not self._acks:
                 return True
-            batch, acks = self._batch, self._acks
-            self._batch, self._acks = SinkBatch(), []
+            batch, acks, durable = self._batch, self._acks, self._durable
+            self._batch, self._acks, self._durable = SinkBatch(), [], []
             try:
                 if len(batch):
                     # 1. write to ClickHouse (in one dedicated thread: clickhouse-connect is blocking)
                     await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.write, batch)
+                # 2. the changelog records of the same messages are on the broker (a failed
+                # changelog write fails every retry: nothing is acknowledged, restart the worker)
+                await asyncio.gather(*durable)
             except Exception as exc:
                 self._restore(batch, acks)
+                self._durable[:0] = durable
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 self._backoff = min(self.retry_max_s, max(0.5, self._backoff * 2))
@@ -117,7 +125,7 @@ class SinkBuffer:
                 log.error("clickhouse write failed; %d rows buffered, retrying in %.1fs: %s",
                           len(self._batch), self._backoff, self.last_error)
                 return False
-            # 2. acknowledge the Kafka messages these rows came from
+            # 3. acknowledge the Kafka messages these rows came from
             for ack in acks:
                 ack()
             self.rows_written += len(batch)
