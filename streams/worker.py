@@ -249,7 +249,8 @@ class Runtime:
                 rollup_rows(changes, time.time_ns(), self._minutes, self._user_days)
             by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
             for key, value, partition in changes:
-                by_partition.setdefault(partition, []).append((dumps(key), None if value is None else dumps(value)))
+                by_partition.setdefault(partition, []).append(
+                    (dumps(key), None if value is None else dumps(value)))
             for partition, records in by_partition.items():
                 batch = producer.create_batch()
                 for key_bytes, value_bytes in records:

@@ -94,26 +94,41 @@ class DetectorHub:
                 input_tokens: int, retry: bool, error: bool) -> None:
         opened = self._open
         minute = ts_ms - ts_ms % 60_000
-        vec = opened["retry_storm"].setdefault(minute, {}).setdefault((tenant, feature, model), [0, 0, 0, 0])
+        hour = ts_ms - ts_ms % 3_600_000
+        tf = (tenant, feature)
+        # bucket lookups without setdefault(literal): no throw-away allocation per event
+        buckets = opened["retry_storm"].get(minute) or opened["retry_storm"].setdefault(minute, {})
+        tfm = (tenant, feature, model)
+        vec = buckets.get(tfm)
+        if vec is None:
+            vec = buckets[tfm] = [0, 0, 0, 0]
         vec[0] += 1
         vec[1] += retry
         vec[2] += error
         vec[3] += cost
         if (retry or error) and self.config["retry_storm"].enabled:
-            self._early_retry_storm((tenant, feature, model), vec, ts_ms)
-        hour = ts_ms - ts_ms % 3_600_000
-        tok = opened["token_inflation"].setdefault(hour, {}).setdefault((tenant, feature), [0, 0, []])
+            self._early_retry_storm(tfm, vec, ts_ms)
+        buckets = opened["token_inflation"].get(hour) or opened["token_inflation"].setdefault(hour, {})
+        tok = buckets.get(tf)
+        if tok is None:
+            tok = buckets[tf] = [0, 0, []]
         tok[0] += 1
         tok[1] += input_tokens
         if len(tok[2]) < SAMPLE:
             tok[2].append(input_tokens)
-        costs = self._call_costs.setdefault(minute, {}).setdefault((tenant, feature), [])
+        buckets = self._call_costs.get(minute) or self._call_costs.setdefault(minute, {})
+        costs = buckets.get(tf)
+        if costs is None:
+            costs = buckets[tf] = []
         if len(costs) < SAMPLE:
             costs.append(cost)
-        hourly = opened["spend_spike"].setdefault(hour, {})
-        for scope in ((tenant,), (tenant, feature)):
-            h = hourly.setdefault(scope, [0])
-            h[0] += cost
+        hourly = opened["spend_spike"].get(hour) or opened["spend_spike"].setdefault(hour, {})
+        for scope in ((tenant,), tf):
+            h = hourly.get(scope)
+            if h is None:
+                hourly[scope] = [cost]
+            else:
+                h[0] += cost
         day = ts_ms // 86_400_000
         if day != self._user_day:
             if day < self._user_day:
@@ -122,7 +137,9 @@ class DetectorHub:
             self._user_day = day
         users = self._users[tenant]
         users[user] = users.get(user, 0) + cost
-        opened["heavy_user"].setdefault(hour, {}).setdefault((tenant,), [0])
+        heavy = opened["heavy_user"].get(hour) or opened["heavy_user"].setdefault(hour, {})
+        if (tenant,) not in heavy:
+            heavy[(tenant,)] = [0]
 
     def _early_retry_storm(self, scope: tuple, vec: list[int], ts_ms: int) -> None:
         """Score the still-open minute when a failure arrives, so a storm pages within
