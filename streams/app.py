@@ -9,7 +9,7 @@ from streams.settings import Settings
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
-    compat.apply(settings.kafka_fetch_max_wait_ms)
+    compat.apply(settings.kafka_fetch_max_wait_ms, settings.shutdown_timeout_s)
     brokers = ";".join(f"kafka://{hp.strip()}" for hp in bootstrap.split(","))
     return faust.App(
         settings.app_id,

@@ -9,6 +9,8 @@ Faust's table recovery reads each changelog partition up to its reported end off
    (the probe finds no further records).
 2. Fetch wait. Faust hard-codes ``fetch_max_wait_ms=1500``; decisions should not wait on
    it (``TOKENBRAKE_KAFKA_FETCH_MAX_WAIT_MS``, default 100).
+3. Shutdown. The consumer thread waits up to 60 s to shut down; with the broker gone a
+   stopped worker hung that long. ``TOKENBRAKE_SHUTDOWN_TIMEOUT_S`` (default 10).
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ def _create_worker_consumer(self: Any, transport: Any) -> Any:
     return consumer
 
 
-def apply(fetch_max_wait_ms: int = 100) -> None:
+def apply(fetch_max_wait_ms: int = 100, shutdown_timeout_s: float = 10.0) -> None:
     global FETCH_MAX_WAIT_MS
     FETCH_MAX_WAIT_MS = fetch_max_wait_ms
     thread = faust_aiokafka.AIOKafkaConsumerThread
+    thread.shutdown_timeout = shutdown_timeout_s
     if thread._highwaters is not _exact_highwaters:
         thread._highwaters = _exact_highwaters  # type: ignore[method-assign]
         thread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]

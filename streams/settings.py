@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     dedupe_horizon: str = "24h"
     dedupe_max_entries: int = Field(2_000_000, ge=1000)
     tick_interval_s: float = Field(1.0, gt=0)
+    shutdown_timeout_s: float = Field(10.0, gt=0, description="longest wait, on stop, for the last changelog "
+                                      "records and rows to be stored, and for the consumer thread (a dead broker)")
     gc_freeze_interval_s: float = Field(30.0, gt=0, description="how often young objects are collected and the "
                                         "survivors frozen out of the cyclic collector's reach")
 

@@ -108,10 +108,17 @@ class Runtime:
 
         @app.on_before_shutdown.connect
         async def _flush(sender: Any, **kwargs: Any) -> None:
-            await runtime.persist()
-            await runtime.app.producer.flush()  # changelogs, controls and alerts out before we stop
-            runtime.sink.add([], [], [], lambda: None, *runtime._take_rollups())
-            await runtime.sink.maybe_flush(force=True)
+            try:  # bounded: with the broker or ClickHouse gone, stop anyway (nothing unstored is acked)
+                await asyncio.wait_for(runtime.flush_for_shutdown(), runtime.settings.shutdown_timeout_s)
+            except TimeoutError:
+                log.error("shutdown flush timed out after %ss; unacknowledged messages will be redelivered",
+                          runtime.settings.shutdown_timeout_s)
+
+    async def flush_for_shutdown(self) -> None:
+        await self.persist()
+        await self.app.producer.flush()  # changelogs, controls and alerts out before we stop
+        self.sink.add([], [], [], lambda: None, *self._take_rollups())
+        await self.sink.maybe_flush(force=True)
 
     def ready(self) -> bool:
         recovery = self.app.tables.recovery
