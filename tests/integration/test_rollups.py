@@ -90,3 +90,42 @@ def test_events_later_than_the_minute_retention_are_rebuilt_from_usage_events(wr
         assert _by_dimension(client, dimension) == _from_usage(client, column)
     assert client.query("SELECT sum(requests) FROM tb.spend_minute FINAL WHERE dimension = 'tenant'"
                         ).result_rows[0][0] == 12
+
+
+def test_the_writer_process_survives_its_child_dying_and_reports_errors(tmp_path):
+    import os
+    import signal
+
+    from streams.sink.process import SinkProcess
+
+    engine = Engine(parse_policies(""), PriceBook(), clock=lambda: NOW_MS + 120_000)
+    sink = SinkProcess(f"chdb://{tmp_path / 'chdb'}", "tb")
+    try:
+        sink.write(_batch(engine, [_event(i, NOW_MS + i) for i in range(5)]))
+        first = sink.pid
+        os.kill(first, signal.SIGKILL)  # the writer dies between two flushes
+        later = _batch(engine, [_event(i, NOW_MS + 1000 + i) for i in range(5, 9)])
+        try:  # a flush that meets the dead child fails (the buffer keeps its rows and retries) ...
+            sink.write(later)
+        except RuntimeError as exc:
+            assert "writer process lost" in str(exc)
+            sink.write(later)  # ... and the retry starts a new child
+        assert sink.pid not in (None, first)
+    finally:
+        sink.close()
+    assert sink.pid is None
+    writer = ClickHouseWriter(f"chdb://{tmp_path / 'chdb'}", "tb")  # the child closed chdb: we may open it
+    try:
+        client = writer.client
+        assert client.query("SELECT count() FROM tb.usage_events FINAL").result_rows[0][0] == 9
+        assert client.query("SELECT sum(requests) FROM tb.spend_minute FINAL WHERE dimension = 'tenant'"
+                            ).result_rows[0][0] == 9
+    finally:
+        writer.close()
+
+    broken = SinkProcess("http://127.0.0.1:9", "tb")  # nothing listens there
+    try:
+        with pytest.raises(RuntimeError, match="OperationalError|Connection refused"):
+            broken.write(_batch(engine, [_event(20, NOW_MS + 5000)]))
+    finally:
+        broken.close()
