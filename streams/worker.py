@@ -254,17 +254,17 @@ class Runtime:
             changes = store.changes()
             if name == "aggregates":  # the ClickHouse rollups are these same totals
                 rollup_rows(changes, time.time_ns(), self._minutes, self._user_days)
-            by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+            batches: dict[int, Any] = {}  # partition -> the batch being filled
             for key, value, partition in changes:
-                by_partition.setdefault(partition, []).append(
-                    (dumps(key), None if value is None else dumps(value)))
-            for partition, records in by_partition.items():
-                batch = producer.create_batch()
-                for key_bytes, value_bytes in records:
-                    if batch.append(key=key_bytes, value=value_bytes, timestamp=None) is None:  # full
-                        pending.append(await producer.send_batch(batch, topic, partition=partition))
-                        batch = producer.create_batch()
-                        batch.append(key=key_bytes, value=value_bytes, timestamp=None)
+                key_bytes, value_bytes = dumps(key), None if value is None else dumps(value)
+                batch = batches.get(partition)
+                if batch is None:
+                    batch = batches[partition] = producer.create_batch()
+                if batch.append(key=key_bytes, value=value_bytes, timestamp=None) is None:  # full
+                    pending.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = batches[partition] = producer.create_batch()
+                    batch.append(key=key_bytes, value=value_bytes, timestamp=None)
+            for partition, batch in batches.items():
                 pending.append(await producer.send_batch(batch, topic, partition=partition))
         if wait and pending:
             await asyncio.gather(*pending)
