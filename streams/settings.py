@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     tick_interval_s: float = Field(1.0, gt=0)
     shutdown_timeout_s: float = Field(10.0, gt=0, description="longest wait, on stop, for the last changelog "
                                       "records and rows to be stored, and for the consumer thread (a dead broker)")
-    gc_freeze_interval_s: float = Field(30.0, gt=0, description="how often young objects are collected and the "
+    gc_freeze_interval_s: float = Field(10.0, gt=0, description="how often young objects are collected and the "
                                         "survivors frozen out of the cyclic collector's reach")
 
     # ClickHouse sink

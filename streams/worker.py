@@ -74,8 +74,8 @@ class Runtime:
         self._frozen_at = 0.0
         self.started = time.time()
         self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0}
-        self._minutes: dict[str, tuple] = {}  # rollup rows persisted, not yet handed to the sink
-        self._user_days: dict[str, tuple] = {}
+        self._minutes: dict[str, list] = {}  # rollup rows persisted, not yet handed to the sink
+        self._user_days: dict[str, list] = {}
         self._install()
 
     # -- wiring --------------------------------------------------------------------------------
@@ -202,14 +202,15 @@ class Runtime:
 
     def _age_heap(self) -> None:
         """The state is millions of long-lived objects: left to the default collector, every
-        25% of churn triggers a full collection that walks all of them (pauses of a second at
-        scale). Instead, now and then, collect what is young and move the survivors to the
-        permanent generation, which the collector no longer walks (refcounting still frees
-        them when the state drops them)."""
+        25% of churn triggers a full collection that walks all of them (0.7 s for 1.2M objects
+        here). Instead, now and then, collect the young generations (~20 ms) and move the
+        survivors to the permanent generation, which the collector no longer walks; refcounting
+        still frees them when the state drops them. The price: a reference cycle that turns
+        to garbage after it was frozen is never collected (the state itself holds no cycles)."""
         now = time.monotonic()
         if now - self._frozen_at >= self.settings.gc_freeze_interval_s:
             self._frozen_at = now
-            gc.collect()
+            gc.collect(1)
             gc.freeze()
 
     async def on_tick(self) -> None:
@@ -270,7 +271,7 @@ class Runtime:
             await asyncio.gather(*pending)
         return pending
 
-    def _take_rollups(self) -> tuple[dict[str, tuple], dict[str, tuple], set[tuple[str, int]]]:
+    def _take_rollups(self) -> tuple[dict[str, list], dict[str, list], set[tuple[str, int]]]:
         taken = self._minutes, self._user_days, set(self.engine.agg.stale_minutes)
         self._minutes, self._user_days = {}, {}
         self.engine.agg.stale_minutes.clear()

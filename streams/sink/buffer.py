@@ -51,7 +51,7 @@ class SinkBuffer:
         self.flushes = 0
 
     def add(self, usage: list[tuple], controls: list[tuple], alerts: list[tuple], ack: Callable[[], Any],
-            minutes: dict[str, tuple] | None = None, user_days: dict[str, tuple] | None = None,
+            minutes: dict[str, list] | None = None, user_days: dict[str, list] | None = None,
             stale_minutes: set[tuple[str, int]] | None = None, durable: list[asyncio.Future] | None = None) -> None:
         batch = self._batch
         if durable:
