@@ -22,7 +22,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_request_size=8 * 1024 * 1024,
-        producer_max_batch_size=1024 * 1024,  # a chunk's changelog records go in a few batches, not hundreds
+        producer_max_batch_size=512 * 1024,  # few batches per chunk; below Kafka's 1 MB message.max.bytes
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         stream_wait_empty=False,  # unacked = not yet in ClickHouse: redelivered, never waited for
