@@ -244,7 +244,7 @@ class Runtime:
 
     async def persist(self, wait: bool = True) -> list[asyncio.Future]:
         """Write each key changed since the last call to its table's changelog, once. Records
-        are packed into one producer batch per changelog partition, in the JSON form Faust's
+        are packed into producer batches per changelog partition, in the JSON form Faust's
         recovery reads (a separate send per record cost ~25 us each). Returns the broker's
         acknowledgements; with ``wait`` they are awaited here, otherwise the caller makes sure
         no message is acknowledged before them (the sink awaits them before it acks)."""
