@@ -1,11 +1,13 @@
 """The Faust adapter: decode, call the pure core, emit, persist, sink. Nothing else.
 
-Per batch of messages (``noack_take``: acks are ours to give):
+Per chunk of about ``chunk_events`` events (messages come from ``noack_take``: acks are ours):
   1. decode each message; bad ones go to the dead-letter topic with reason and bytes;
   2. the engine dedupes, prices, aggregates and decides;
-  3. control and alert events are signed and published (enforcement never waits for ClickHouse);
-  4. every state key the batch changed is written once to its table's changelog;
-  5. rows join the ClickHouse buffer, which acks the messages once they are stored.
+  3. control and alert events are signed and published as soon as the message that caused
+     them is decided (enforcement never waits for ClickHouse);
+  4. every state key the chunk changed is written once to its table's changelog;
+  5. rows and rollups join the ClickHouse buffer, which acks the messages once they are
+     stored and the changelog records of step 4 are on the broker.
 """
 
 from __future__ import annotations
