@@ -50,7 +50,7 @@ class SinkBuffer:
         self.usage_rows_written = 0
         self.flushes = 0
 
-    def add(self, usage: list[tuple], controls: list[tuple], alerts: list[tuple], ack: Callable[[], Any],
+    def add(self, usage: list[list], controls: list[tuple], alerts: list[tuple], ack: Callable[[], Any],
             minutes: dict[str, list] | None = None, user_days: dict[str, list] | None = None,
             stale_minutes: set[tuple[str, int]] | None = None, durable: list[asyncio.Future] | None = None) -> None:
         batch = self._batch
