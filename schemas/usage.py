@@ -13,6 +13,9 @@ MAX_TOKENS = 10_000_000
 
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
 Label = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+#: An id the spend is aggregated by (tenant, feature, user, model): also no ``|``, the
+#: separator of the aggregate keys, so two scopes can never share a key.
+ScopeId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f|]+$")]
 
 #: Known statuses; any lowercase identifier is accepted so new ones need no schema change.
 KNOWN_STATUSES = ("ok", "error", "timeout", "rate_limited", "cancelled", "content_filter")
@@ -31,11 +34,11 @@ class UsageEvent(BaseModel):
 
     event_id: Id
     ts: Timestamp
-    tenant_id: Id
-    feature_id: Id
-    user_id: Id
+    tenant_id: ScopeId
+    feature_id: ScopeId
+    user_id: ScopeId
     provider: Label
-    model: Id
+    model: ScopeId
     model_version: Id | None = None
     environment: Label | None = None
     region: Label | None = None

@@ -19,10 +19,18 @@ def test_jsonschema_files_are_current():
     {"input_tokens": -1}, {"output_tokens": 10**9}, {"tenant_id": "x" * 129}, {"tenant_id": "a\nb"},
     {"ts": int(time.time() * 1000) + 86_400_000}, {"ts": "2026-01-01T00:00:00"}, {"reported_cost_usd": 0.1},
     {"cached_input_tokens": 5000}, {"reasoning_tokens": 500}, {"unknown_field": 1}, {"status": "NOT OK"},
+    {"tenant_id": "acme|u=bob"}, {"feature_id": "chat|x"}, {"user_id": "a|b"}, {"model": "gpt|4o"},
 ])
 def test_nonsense_is_rejected(bad):
     with pytest.raises(ValidationError):
         event(**bad)
+
+
+def test_scope_ids_cannot_collide_in_the_aggregate_keys():
+    # `|` separates the parts of an aggregate key: tenant "acme|u=bob" would be user bob of acme
+    with pytest.raises(ValidationError, match="tenant_id"):
+        event(tenant_id="acme|u=bob")
+    assert event(tenant_id="acme/eu=1", user_id="h:2c4e", model="meta-llama/Llama-3.1-8B").tenant_id == "acme/eu=1"
 
 
 def test_epoch_ms_and_rfc3339_agree():
