@@ -67,9 +67,8 @@ class SpendAggregator:
     def add(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, partition: int,
             vector: tuple[int, ...]) -> None:
         """Add one priced call to its day, month and minute buckets in every scope."""
-        tenant_scope = f"t={tenant}"
-        scopes = (tenant_scope, f"{tenant_scope}|f={feature}", f"{tenant_scope}|u={user}",
-                  f"{tenant_scope}|m={model}")
+        scopes = (scope_tenant(tenant), scope_feature(tenant, feature), scope_user(tenant, user),
+                  scope_model(tenant, model))
         day, minute = ts_ms // DAY_MS, ts_ms // MINUTE_MS
         store = self.store
         month = month_of_day(day)

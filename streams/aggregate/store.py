@@ -72,10 +72,6 @@ class Store:
     def partition_of(self, key: str) -> int:
         return self._partition.get(key, self._default_partition)
 
-    def touch(self, key: str) -> None:
-        """Mark a value mutated in place as changed."""
-        self._changed[key] = self._partition.get(key, self._default_partition)
-
     def delete(self, key: str) -> None:
         if key in self.data:
             del self.data[key]

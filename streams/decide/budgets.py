@@ -24,7 +24,16 @@ from streams.aggregate.periods import (
     month_of,
     month_start_ms,
 )
-from streams.aggregate.spend import COST, SpendAggregator, day_key, month_key
+from streams.aggregate.spend import (
+    COST,
+    SpendAggregator,
+    day_key,
+    month_key,
+    scope_feature,
+    scope_model,
+    scope_tenant,
+    scope_user,
+)
 from streams.aggregate.store import Store
 from streams.decide.policies import BudgetPolicy, PoliciesFile, Step
 from streams.emit.events import Contribution, ControlBoard, Emitted, alert
@@ -68,12 +77,12 @@ class RollingSum:
 def _agg_scope(dim: str, tenant: str, feature: str, user: str, model: str) -> str:
     """The aggregate a policy of this dimension reads (a plain string: no object per event)."""
     if dim == "feature":
-        return f"t={tenant}|f={feature}"
+        return scope_feature(tenant, feature)
     if dim == "user":
-        return f"t={tenant}|u={user}"
+        return scope_user(tenant, user)
     if dim == "model":
-        return f"t={tenant}|m={model}"
-    return f"t={tenant}"
+        return scope_model(tenant, model)
+    return scope_tenant(tenant)
 
 
 def _scope(dim: str, tenant: str, feature: str, user: str, model: str) -> Scope:
