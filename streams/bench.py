@@ -105,8 +105,7 @@ async def floor(bootstrap: str, topic: str, expected_events: int) -> float:
 
 
 class Worker:
-    def __init__(self, bootstrap: str, home: Path, topic: str, app_id: str,
-                 settings: dict[str, str] | None = None) -> None:
+    def __init__(self, bootstrap: str, home: Path, topic: str, app_id: str) -> None:
         self.port = free_port()
         (home / "policies.yaml").write_text(BENCH_POLICIES)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENBRAKE_")}
@@ -115,7 +114,7 @@ class Worker:
                     "TOKENBRAKE_TOPIC_CONTROL": f"{app_id}.control", "TOKENBRAKE_TOPIC_ALERTS": f"{app_id}.alerts",
                     "TOKENBRAKE_TOPIC_DLQ": f"{app_id}.dlq", "TOKENBRAKE_POLICIES_PATH": str(home / "policies.yaml"),
                     "TOKENBRAKE_WEB_PORT": str(self.port),
-                    "TOKENBRAKE_LOG_LEVEL": os.environ.get("TB_BENCH_LOG", "warning"), **(settings or {})})
+                    "TOKENBRAKE_LOG_LEVEL": os.environ.get("TB_BENCH_LOG", "warning")})
         self.env = env
         self.log = open(home / f"{app_id}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=env, stdout=self.log,
