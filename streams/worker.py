@@ -227,8 +227,9 @@ class Runtime:
         if emitted.controls or emitted.alerts:
             await self.publish(emitted)
         await self.persist()
-        self.sink.add([], [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts],
-                      lambda: None, *self._take_rollups())
+        if emitted.controls or emitted.alerts or self._minutes or self._user_days or self.engine.agg.stale_minutes:
+            self.sink.add([], [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts],
+                          lambda: None, *self._take_rollups())
         await self.sink.maybe_flush()
 
     async def publish(self, emitted: Emitted) -> None:
