@@ -50,7 +50,6 @@ def ddl_statements(database: str) -> list[str]:
 
 
 def apply_ddl(client: Any, database: str) -> None:
-    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     legacy = client.query("SELECT count() FROM system.columns WHERE database = %(db)s AND table = 'spend_minute' "
                           "AND name = 'user_id'", parameters={"db": database}).result_rows[0][0]
     if legacy:  # before 0.2, spend_minute was keyed by user: keep it aside, start the new shape
@@ -71,7 +70,7 @@ def usage_row(p: Any, ingested_at: str) -> list:
     reported = e.reported_cost_usd
     return [e.event_id, ts_text(p.ts_ms), e.tenant_id, e.feature_id, e.user_id, e.provider, e.model, e.model_version,
             e.environment, e.region, e.prompt_version, e.tenant_tier, e.input_tokens, e.output_tokens,
-            e.cached_input_tokens, e.cache_write_tokens, e.reasoning_tokens, e.logical_call_id or e.event_id,
+            e.cached_input_tokens, e.cache_write_tokens, e.reasoning_tokens, e.call_id,
             e.attempt, e.status, e.latency_ms, e.cache_hit, nanos_to_text(p.cost_nanos),
             None if reported is None else format(reported, "f"), p.priced, ingested_at]
 
