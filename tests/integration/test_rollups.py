@@ -4,6 +4,7 @@ exact when written again, and cover events later than the core's minute retentio
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -129,3 +130,24 @@ def test_the_writer_process_survives_its_child_dying_and_reports_errors(tmp_path
             broken.write(_batch(engine, [_event(20, NOW_MS + 5000)]))
     finally:
         broken.close()
+
+
+def test_an_old_user_keyed_spend_minute_is_kept_aside(tmp_path):
+    from streams.sink.clickhouse import connect
+
+    dsn = f"chdb://{tmp_path / 'chdb'}"
+    client = connect(dsn)
+    client.command("CREATE DATABASE tb")
+    client.command("CREATE TABLE tb.spend_minute (tenant_id String, user_id String, cost_usd Decimal(18, 9)) "
+                   "ENGINE = MergeTree ORDER BY tenant_id")
+    client.command("INSERT INTO tb.spend_minute VALUES ('acme', 'u1', '0.5')")
+    client.close()
+    writer = ClickHouseWriter(dsn, "tb")
+    try:
+        columns = {r[0] for r in writer.client.query("SELECT name FROM system.columns WHERE database = 'tb' "
+                                                     "AND table = 'spend_minute'").result_rows}
+        assert "dimension" in columns and "user_id" not in columns
+        assert writer.client.query("SELECT sum(cost_usd) FROM tb.spend_minute_legacy").result_rows[0][0] == \
+            Decimal("0.5")
+    finally:
+        writer.close()
