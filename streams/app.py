@@ -15,6 +15,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         settings.app_id,
         broker=brokers,
         store="memory://",
+        datadir=str(settings.home / "faust"),  # not "<app id>-data" in whatever directory we started in
         autodiscover=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,

@@ -17,7 +17,7 @@ from streams.decide.policies import parse_policies
 from streams.engine import Engine
 from streams.price import PriceBook
 from streams.sink.clickhouse import connect
-from tests.integration.conftest import consume_all, event_json, msg, produce, run
+from tests.integration.conftest import ROOT, consume_all, event_json, msg, produce, run
 
 POLICIES = """
 budgets:
@@ -38,6 +38,8 @@ def _chdb(home: Path):  # noqa: ANN202
 
 def test_end_to_end(worker_env, broker):
     worker = worker_env(POLICIES).start()
+    # Faust's local data lives in TOKENBRAKE_HOME, not as "<app id>-data" in the working directory
+    assert (worker.home / "faust").is_dir() and not (ROOT / f"{worker.app_id}-data").exists()
     acme = [event_json(ts=event_json()["ts"] + i) for i in range(25)]
     globex = [event_json(tenant_id="globex", model="gpt-4o-mini") for _ in range(5)]
     messages = [msg(e) for e in acme] + [msg(globex, "globex")]
