@@ -63,28 +63,75 @@ class SpendAggregator:
         self._months: deque[tuple[int, str]] = deque()  # (month, key) of month keys, likewise
         self.floor_minute = 0  # no minute buckets below this one (moved by expire)
         self.stale_minutes: set[tuple[str, int]] = set()  # taken by the sink adapter
+        self._cache: dict[tuple[str, str, str, int], list[list[int]]] = {}  # see add()
+        self._cache_epoch = -1
+        self._month_of_day: dict[int, int] = {}
 
     def add(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, partition: int,
             vector: tuple[int, ...]) -> None:
-        """Add one priced call to its day, month and minute buckets in every scope."""
-        scopes = (scope_tenant(tenant), scope_feature(tenant, feature), scope_user(tenant, user),
-                  scope_model(tenant, model))
-        day, minute = ts_ms // DAY_MS, ts_ms // MINUTE_MS
+        """Add one priced call to its day, month and minute buckets in every scope.
+
+        The tenant, feature and model buckets of one (tenant, feature, model, minute) are
+        shared by many events: their counter lists are looked up once per :attr:`Store.epoch`
+        (about once per chunk) and added to in place. User buckets are mostly one or two
+        events each, so they go straight through :meth:`Store.add_counters`."""
+        minute = ts_ms // MINUTE_MS
         store = self.store
-        month = month_of_day(day)
-        day_prefix, month_prefix = f"d{day}|", f"M{month}|"
-        for key in store.add_counters([day_prefix + s for s in scopes], vector, partition):
-            self._days.append((day, key))
-        for key in store.add_counters([month_prefix + s for s in scopes], vector, partition):
-            self._months.append((month, key))
+        if self._cache_epoch != store.epoch:
+            self._cache.clear()
+            self._cache_epoch = store.epoch
+        shared = self._cache.get((tenant, feature, model, minute))
+        if shared is None:
+            shared = self._shared(tenant, feature, model, minute, partition)
+        c0, c1, c2, c3, c4, c5, c6, c7 = vector
+        for current in shared:
+            current[0] += c0
+            current[1] += c1
+            current[2] += c2
+            current[3] += c3
+            current[4] += c4
+            current[5] += c5
+            current[6] += c6
+            current[7] += c7
+        day = minute // 1440
+        month = self._month_of_day.get(day)
+        if month is None:
+            month = self._month_of_day[day] = month_of_day(day)
+        user_scope = scope_user(tenant, user)
+        keys = [f"d{day}|{user_scope}", f"M{month}|{user_scope}"]
+        with_minute = self.user_minutes and minute >= self.floor_minute
+        if with_minute:
+            keys.append(f"m{minute}|{user_scope}")
+        created = store.add_counters(keys, vector, partition)
+        if created:
+            self._index_created(created, day, month, minute)
         if minute < self.floor_minute:
             self.stale_minutes.add((tenant, minute))
-            return
-        minute_prefix = f"m{minute}|"
-        minute_keys = [minute_prefix + s for s in scopes] if self.user_minutes else \
-            [minute_prefix + scopes[0], minute_prefix + scopes[1], minute_prefix + scopes[3]]
-        for key in store.add_counters(minute_keys, vector, partition):
-            self._minutes.append((minute, key))
+
+    def _shared(self, tenant: str, feature: str, model: str, minute: int, partition: int) -> list[list[int]]:
+        """The counter lists of the tenant, feature and model scopes for one minute (its day
+        and month too), created and indexed when absent, cached until the store's epoch moves."""
+        scopes = (scope_tenant(tenant), scope_feature(tenant, feature), scope_model(tenant, model))
+        day = minute // 1440
+        month = month_of_day(day)
+        keys = [f"d{day}|{s}" for s in scopes] + [f"M{month}|{s}" for s in scopes]
+        if minute >= self.floor_minute:  # later than the retention: no (partial) minute bucket
+            keys += [f"m{minute}|{s}" for s in scopes]
+        lists, created = self.store.counters(keys, partition)
+        if created:
+            self._index_created(created, day, month, minute)
+        self._cache[(tenant, feature, model, minute)] = lists
+        return lists
+
+    def _index_created(self, created: list[str], day: int, month: int, minute: int) -> None:
+        for key in created:
+            kind = key[0]
+            if kind == "d":
+                self._days.append((day, key))
+            elif kind == "M":
+                self._months.append((month, key))
+            else:
+                self._minutes.append((minute, key))
 
     def get(self, key: str) -> list[int] | None:
         return self.store.data.get(key)
@@ -97,6 +144,7 @@ class SpendAggregator:
         """Drop minute buckets past retention, day buckets older than yesterday and month
         buckets older than last month. Returns how many keys were dropped."""
         dropped = 0
+        self._cache.clear()  # the floor moves: no cached minute list below it
         oldest_minute = minute_of(now_ms) - self.minute_retention
         self.floor_minute = max(self.floor_minute, oldest_minute)
         while self._minutes and self._minutes[0][0] < oldest_minute:
@@ -115,6 +163,7 @@ class SpendAggregator:
 
     def rebuild_index(self) -> None:
         """Recreate the bucket indexes after :meth:`Store.load` (or a restore)."""
+        self._cache.clear()
         indexes: dict[str, list[tuple[int, str]]] = {"m": [], "d": [], "M": []}
         for key in self.store.data:
             indexes[key[0]].append((int(key[1:key.index("|")]), key))

@@ -15,7 +15,7 @@ DELETED = None
 
 
 class Store:
-    __slots__ = ("name", "data", "_changed", "_partition", "_default_partition")
+    __slots__ = ("name", "data", "_changed", "_partition", "_default_partition", "epoch")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -23,6 +23,10 @@ class Store:
         self._changed: dict[str, int] = {}
         self._partition: dict[str, int] = {}
         self._default_partition = 0
+        #: moves whenever a value object may have been replaced or dropped, or the change marks
+        #: were taken: a caller holding references to values (and relying on their keys being
+        #: marked changed) must fetch them again when it differs
+        self.epoch = 0
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -38,11 +42,30 @@ class Store:
 
     def set(self, key: str, value: Any, partition: int | None = None) -> None:
         """Set ``key``; ``partition`` is the source partition whose changelog owns it."""
+        if key in self.data:
+            self.epoch += 1
         self.data[key] = value
         if partition is None:
             partition = self._partition.get(key, self._default_partition)
         self._partition[key] = partition
         self._changed[key] = partition
+
+    def counters(self, keys: list[str], partition: int) -> tuple[list[list[int]], list[str]]:
+        """The counter lists of ``keys`` (zeros created when absent, owned by ``partition``),
+        each marked changed: the caller adds to them in place until :attr:`epoch` moves.
+        Returns (the lists, the keys created)."""
+        data, owners, changed = self.data, self._partition, self._changed
+        out, created = [], []
+        for key in keys:
+            current = data.get(key)
+            if current is None:
+                current = data[key] = [0, 0, 0, 0, 0, 0, 0, 0]
+                owners[key] = changed[key] = partition
+                created.append(key)
+            else:
+                changed[key] = owners.get(key, partition)
+            out.append(current)
+        return out, created
 
     def add_counters(self, keys: list[str], vector: tuple[int, ...], partition: int) -> list[str]:
         """Add an 8-counter ``vector`` to each key's counters (created at ``vector`` when absent,
@@ -75,12 +98,14 @@ class Store:
     def delete(self, key: str) -> None:
         if key in self.data:
             del self.data[key]
+            self.epoch += 1
             self._changed[key] = self._partition.pop(key, self._default_partition)
 
     def changes(self) -> list[tuple[str, Any, int]]:
         """(key, value or DELETED, partition) for every key changed since the last call."""
         out = [(key, self.data.get(key, DELETED), part) for key, part in self._changed.items()]
         self._changed.clear()
+        self.epoch += 1
         return out
 
     def attach(self, data: dict[str, Any], partitions: dict[str, int]) -> None:
@@ -89,12 +114,14 @@ class Store:
         self.data = data
         self._partition = partitions
         self._changed.clear()
+        self.epoch += 1
 
     def load(self, items: Iterable[tuple[str, Any, int]]) -> None:
         """Replace the contents with persisted (key, value, partition) items."""
         self.data.clear()
         self._partition.clear()
         self._changed.clear()
+        self.epoch += 1
         for key, value, part in items:
             self.data[key] = value
             self._partition[key] = part
