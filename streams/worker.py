@@ -1,6 +1,6 @@
 """The Faust adapter: decode, call the pure core, emit, persist, sink. Nothing else.
 
-Per chunk of about ``chunk_events`` events (messages come from ``noack_take``: acks are ours):
+Per chunk of about ``chunk_events`` events (messages come from ``take_batches``: acks are ours):
   1. decode each message; bad ones go to the dead-letter topic with reason and bytes;
   2. the engine dedupes, prices, aggregates and decides;
   3. control and alert events are signed and published as soon as the message that caused
@@ -24,6 +24,7 @@ from faust.web import Request, Response, View
 from schemas.codec import dumps
 from schemas.signing import sign
 from streams.app import build_app
+from streams.batches import take_batches
 from streams.decide.policies import load_policies
 from streams.emit.events import Emitted
 from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
@@ -91,7 +92,7 @@ class Runtime:
 
         @app.agent(self.usage_topic, name="usage")
         async def usage(stream: faust.StreamT) -> None:
-            async for events in stream.noack_take(runtime.settings.batch_max, runtime.settings.batch_within_s):
+            async for events in take_batches(stream, runtime.settings.batch_max, runtime.settings.batch_within_s):
                 await runtime.on_batch(events)
 
         @app.timer(interval=self.settings.tick_interval_s)
