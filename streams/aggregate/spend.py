@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from streams.aggregate.periods import DAY_MS, MINUTE_MS, day_of, minute_of, month_of, month_of_day
+from streams.aggregate.periods import MINUTE_MS, day_of, minute_of, month_of, month_of_day
 from streams.aggregate.store import Store
 
 COST, REQUESTS, INPUT, OUTPUT, CACHED, REASONING, ERRORS, RETRIES = range(8)
