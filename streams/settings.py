@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     def _whole(self) -> Settings:
         problems = []
         try:
-            parse_duration_minutes(self.dedupe_horizon)
+            if parse_duration_minutes(self.dedupe_horizon) > 24 * 60:
+                problems.append("dedupe_horizon: at most 24h (day totals are kept for today and yesterday: an "
+                                "event accepted later than that would reopen an expired day with a partial total)")
         except ValueError as exc:
             problems.append(f"dedupe_horizon: {exc}")
         if self.sink_flush_rows > self.sink_max_buffer_rows:
