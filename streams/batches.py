@@ -27,11 +27,14 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
     acking = app.topics.acking_topics
     flow = app.flow_control
     while not stream.should_stop:
-        events = [await queue.get()]
-        _drain(queue, events, max_events)
-        if len(events) < max_events and within_s > 0:
-            await asyncio.sleep(within_s)
+        try:
+            events = [await queue.get()]
             _drain(queue, events, max_events)
+            if len(events) < max_events and within_s > 0:
+                await asyncio.sleep(within_s)
+                _drain(queue, events, max_events)
+        except StopAsyncIteration:  # Faust throws it into the queue when the channel stops
+            return
         generation = app.consumer_generation_id
         live = []
         for event in events:

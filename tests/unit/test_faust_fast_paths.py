@@ -46,6 +46,28 @@ def test_take_batches_drains_the_queue_skips_stale_events_and_tracks_the_rest():
     assert tracked == [0, 2, 3, 4]
 
 
+def test_take_batches_ends_when_faust_stops_the_channel():
+    async def scenario() -> list[list[int]]:
+        queue: asyncio.Queue = asyncio.Queue()
+        app = SimpleNamespace(consumer=SimpleNamespace(track_message=lambda m: None),
+                              topics=SimpleNamespace(acking_topics=set()), flow_control=Flow(),
+                              consumer_generation_id=1)
+        stream = SimpleNamespace(app=app, channel=SimpleNamespace(queue=queue), should_stop=False)
+        queue.put_nowait(_event(0))
+
+        async def stop() -> None:
+            await asyncio.sleep(0.01)
+            for getter in queue._getters:  # what Faust's ThrowableQueue does on stop
+                getter.set_exception(StopAsyncIteration())
+
+        stopper = asyncio.ensure_future(stop())
+        batches = [[e.message.offset for e in batch] async for batch in take_batches(stream, 10, 0)]
+        await stopper
+        return batches
+
+    assert asyncio.run(scenario()) == [[0]]
+
+
 def _consumer(full: bool = False, suspended: bool = False) -> SimpleNamespace:
     suspend = asyncio.Event()
     if suspended:
