@@ -71,7 +71,8 @@ class Runtime:
         self.changelogs = {name: table.changelog_topic.get_topic_name() for name, table in self.tables.items()}
         self.sink = SinkBuffer(SinkProcess(settings.resolved_clickhouse_dsn, settings.clickhouse_database),
                                settings.sink_flush_rows, settings.sink_flush_interval_s,
-                               settings.sink_max_buffer_rows, settings.sink_retry_max_s)
+                               settings.sink_max_buffer_rows, settings.sink_retry_max_s,
+                               on_fatal=lambda exc: asyncio.ensure_future(self.app.crash(exc)))
         self.generation = 0
         self.attached = -1
         self._frozen_at = 0.0

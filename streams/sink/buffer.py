@@ -9,6 +9,9 @@ recognises them as redeliveries (same partition and offset), writes their rows a
 (no effect) and does not count them twice. A ClickHouse outage leaves offsets uncommitted
 and the buffer growing, while budgets keep being enforced; past ``max_rows`` the worker
 stops reading (backpressure) rather than drop anything. Retries back off exponentially.
+A failed changelog write is not retried: the decided state is not on the broker, so the
+buffer stops acknowledging for good and calls ``on_fatal``; the worker stops, and its
+restart recovers the changelogs and re-reads the unacknowledged messages.
 
 Writes run in the background (one at a time, in one thread): the agent keeps deciding
 while the previous flush is being stored, and only waits when the buffer is over its bound.
@@ -31,8 +34,10 @@ log = logging.getLogger("tokenbrake.sink")
 
 class SinkBuffer:
     def __init__(self, writer: ClickHouseWriter | SinkProcess, flush_rows: int, flush_interval_s: float, max_rows: int,
-                 retry_max_s: float) -> None:
+                 retry_max_s: float, on_fatal: Callable[[BaseException], Any] | None = None) -> None:
         self.writer = writer
+        self.on_fatal = on_fatal
+        self.fatal: BaseException | None = None
         self.flush_rows, self.flush_interval_s = flush_rows, flush_interval_s
         self.max_rows, self.retry_max_s = max_rows, retry_max_s
         self._batch = SinkBatch()
@@ -87,7 +92,7 @@ class SinkBuffer:
                 await self._task
             await self.flush()
             return
-        while True:
+        while self.fatal is None:  # after a fatal error the worker is stopping: nothing more to store
             if self._task is not None and not self._task.done():
                 if len(self._batch) < self.max_rows:
                     return  # a write is in flight: keep reading and enforcing
@@ -104,6 +109,8 @@ class SinkBuffer:
 
     async def flush(self) -> bool:
         async with self._lock:
+            if self.fatal is not None:
+                return False
             if not self._acks:
                 return True
             batch, acks, durable = self._batch, self._acks, self._durable
@@ -112,9 +119,6 @@ class SinkBuffer:
                 if len(batch):
                     # 1. write to ClickHouse (in one dedicated thread: clickhouse-connect is blocking)
                     await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.write, batch)
-                # 2. the changelog records of the same messages are on the broker (a failed
-                # changelog write fails every retry: nothing is acknowledged, restart the worker)
-                await asyncio.gather(*durable)
             except Exception as exc:
                 self._restore(batch, acks)
                 self._durable[:0] = durable
@@ -124,6 +128,17 @@ class SinkBuffer:
                 self._next_try = time.monotonic() + self._backoff
                 log.error("clickhouse write failed; %d rows buffered, retrying in %.1fs: %s",
                           len(self._batch), self._backoff, self.last_error)
+                return False
+            try:  # 2. the changelog records of the same messages are on the broker
+                await asyncio.gather(*durable)
+            except Exception as exc:
+                self._restore(batch, acks)
+                self.fatal = exc
+                self.last_error = f"changelog write failed: {type(exc).__name__}: {exc}"[:500]
+                log.critical("changelog write failed: the decided state is not on the broker; stopping so a "
+                             "restart recovers it (nothing it covers was acknowledged): %s", self.last_error)
+                if self.on_fatal is not None:
+                    self.on_fatal(exc)
                 return False
             # 3. acknowledge the Kafka messages these rows came from
             for ack in acks:
@@ -144,7 +159,7 @@ class SinkBuffer:
     def stats(self) -> dict[str, Any]:
         age = time.monotonic() - self._oldest if self._oldest is not None else 0.0
         return {"buffered_rows": len(self._batch), "oldest_buffered_s": round(age, 3), "failures": self.failures,
-                "last_error": self.last_error, "rows_written": self.rows_written,
+                "last_error": self.last_error, "fatal": self.fatal is not None, "rows_written": self.rows_written,
                 "usage_rows_written": self.usage_rows_written, "flushes": self.flushes}
 
     def close(self) -> None:
