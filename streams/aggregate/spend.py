@@ -13,6 +13,7 @@ the ClickHouse sink to recompute.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from streams.aggregate.periods import MINUTE_MS, day_of, minute_of, month_of, month_of_day
 from streams.aggregate.store import Store
@@ -63,7 +64,7 @@ class SpendAggregator:
         self._months: deque[tuple[int, str]] = deque()  # (month, key) of month keys, likewise
         self.floor_minute = 0  # no minute buckets below this one (moved by expire)
         self.stale_minutes: set[tuple[str, int]] = set()  # taken by the sink adapter
-        self._cache: dict[tuple[str, str, str, int], list[list[int]]] = {}  # see add()
+        self._cache: dict[tuple[str, str, str, int], list[Any]] = {}  # see add()
         self._cache_epoch = -1
         self._month_of_day: dict[int, int] = {}
 
@@ -72,17 +73,22 @@ class SpendAggregator:
         """Add one priced call to its day, month and minute buckets in every scope.
 
         The tenant, feature and model buckets of one (tenant, feature, model, minute) are
-        shared by many events: their counter lists are looked up once per :attr:`Store.epoch`
-        (about once per chunk) and added to in place. User buckets are mostly one or two
-        events each, so they go straight through :meth:`Store.add_counters`."""
+        shared by many events: their counter lists are looked up once (again only when
+        :attr:`Store.epoch` moves: a bucket dropped or replaced), added to in place, and
+        their keys marked changed again after each :meth:`Store.changes`. User buckets are
+        mostly one or two events each, so they go straight through :meth:`Store.add_counters`."""
         minute = ts_ms // MINUTE_MS
         store = self.store
-        if self._cache_epoch != store.epoch:
+        if self._cache_epoch != store.epoch or len(self._cache) > 100_000:
             self._cache.clear()
             self._cache_epoch = store.epoch
-        shared = self._cache.get((tenant, feature, model, minute))
-        if shared is None:
-            shared = self._shared(tenant, feature, model, minute, partition)
+        entry = self._cache.get((tenant, feature, model, minute))
+        if entry is None:
+            entry = self._shared(tenant, feature, model, minute, partition)
+        elif entry[2] != store.marks:  # the last changes() took the marks: mark the keys again
+            store.mark(entry[1], partition)
+            entry[2] = store.marks
+        shared = entry[0]
         c0, c1, c2, c3, c4, c5, c6, c7 = vector
         for current in shared:
             current[0] += c0
@@ -108,9 +114,10 @@ class SpendAggregator:
         if minute < self.floor_minute:
             self.stale_minutes.add((tenant, minute))
 
-    def _shared(self, tenant: str, feature: str, model: str, minute: int, partition: int) -> list[list[int]]:
-        """The counter lists of the tenant, feature and model scopes for one minute (its day
-        and month too), created and indexed when absent, cached until the store's epoch moves."""
+    def _shared(self, tenant: str, feature: str, model: str, minute: int, partition: int) -> list[Any]:
+        """[counter lists, keys, marks] of the tenant, feature and model scopes for one minute
+        (its day and month too), created and indexed when absent, cached until the store's
+        epoch moves."""
         scopes = (scope_tenant(tenant), scope_feature(tenant, feature), scope_model(tenant, model))
         day = minute // 1440
         month = month_of_day(day)
@@ -120,8 +127,8 @@ class SpendAggregator:
         lists, created = self.store.counters(keys, partition)
         if created:
             self._index_created(created, day, month, minute)
-        self._cache[(tenant, feature, model, minute)] = lists
-        return lists
+        entry = self._cache[(tenant, feature, model, minute)] = [lists, keys, self.store.marks]
+        return entry
 
     def _index_created(self, created: list[str], day: int, month: int, minute: int) -> None:
         for key in created:

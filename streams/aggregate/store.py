@@ -15,7 +15,7 @@ DELETED = None
 
 
 class Store:
-    __slots__ = ("name", "data", "_changed", "_partition", "_default_partition", "epoch")
+    __slots__ = ("name", "data", "_changed", "_partition", "_default_partition", "epoch", "marks")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -23,10 +23,12 @@ class Store:
         self._changed: dict[str, int] = {}
         self._partition: dict[str, int] = {}
         self._default_partition = 0
-        #: moves whenever a value object may have been replaced or dropped, or the change marks
-        #: were taken: a caller holding references to values (and relying on their keys being
-        #: marked changed) must fetch them again when it differs
+        #: moves whenever a value object may have been replaced or dropped: a caller holding
+        #: references to values must fetch them again when it differs
         self.epoch = 0
+        #: moves whenever :meth:`changes` takes the change marks: a caller updating values in
+        #: place must mark their keys again (:meth:`mark`) when it differs
+        self.marks = 0
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -52,7 +54,8 @@ class Store:
 
     def counters(self, keys: list[str], partition: int) -> tuple[list[list[int]], list[str]]:
         """The counter lists of ``keys`` (zeros created when absent, owned by ``partition``),
-        each marked changed: the caller adds to them in place until :attr:`epoch` moves.
+        each marked changed: the caller adds to them in place until :attr:`epoch` moves, and
+        marks them again (:meth:`mark`) when :attr:`marks` moves.
         Returns (the lists, the keys created)."""
         data, owners, changed = self.data, self._partition, self._changed
         out, created = [], []
@@ -92,6 +95,12 @@ class Store:
             changed[key] = owners.get(key, partition)
         return created
 
+    def mark(self, keys: list[str], partition: int) -> None:
+        """Mark existing ``keys`` changed (their values were updated in place)."""
+        owners, changed = self._partition, self._changed
+        for key in keys:
+            changed[key] = owners.get(key, partition)
+
     def partition_of(self, key: str) -> int:
         return self._partition.get(key, self._default_partition)
 
@@ -105,7 +114,7 @@ class Store:
         """(key, value or DELETED, partition) for every key changed since the last call."""
         out = [(key, self.data.get(key, DELETED), part) for key, part in self._changed.items()]
         self._changed.clear()
-        self.epoch += 1
+        self.marks += 1
         return out
 
     def attach(self, data: dict[str, Any], partitions: dict[str, int]) -> None:
