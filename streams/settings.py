@@ -54,6 +54,9 @@ class Settings(BaseSettings):
                                   "those taken (Faust waits this long unless batch_max arrive first)")
     chunk_events: int = Field(5000, ge=1, description="events decided between two state writes (changelogs, "
                               "sink hand-over): bounds the memory and the pause of one write")
+    chunk_max_s: float = Field(0.5, gt=0, description="longest time between two state writes: small batches "
+                               "share one write (fewer changelog records), and no message waits longer to be "
+                               "stored and acknowledged (controls are published at once regardless)")
     dedupe_horizon: str = "24h"
     dedupe_max_entries: int = Field(2_000_000, ge=1000)
     tick_interval_s: float = Field(1.0, gt=0)

@@ -1,6 +1,7 @@
 """The Faust adapter: decode, call the pure core, emit, persist, sink. Nothing else.
 
-Per chunk of about ``chunk_events`` events (messages come from ``take_batches``: acks are ours):
+Per chunk of about ``chunk_events`` events or ``chunk_max_s`` seconds, whichever first
+(messages come from ``take_batches``: acks are ours):
   1. decode each message; bad ones go to the dead-letter topic with reason and bytes;
   2. the engine dedupes, prices, aggregates and decides;
   3. control and alert events are signed and published as soon as the message that caused
@@ -50,6 +51,21 @@ def build_engine(settings: Settings, clock: Any = None) -> Engine:
     return Engine(policies, pricebook, config, clock=clock)
 
 
+class _Chunk:
+    """Messages decided since the state was last persisted: ended every ``chunk_events`` events
+    or ``chunk_max_s`` seconds (small batches share one state write: fewer changelog records)."""
+
+    __slots__ = ("generation", "taken", "rows", "published", "processed", "started")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.taken: list[faust.EventT] = []
+        self.rows: list[list] = []
+        self.published: list[Any] = []  # controls already published, still to be stored
+        self.processed = 0
+        self.started = time.monotonic()
+
+
 class Runtime:
     """Everything the agents share. One per worker process."""
 
@@ -78,6 +94,8 @@ class Runtime:
         self._frozen_at = 0.0
         self.started = time.time()
         self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0}
+        self._chunk = _Chunk(-1)  # decided, not yet persisted nor handed to the sink
+        self._deciding = False  # a batch is being decided into self._chunk
         self._minutes: dict[str, list] = {}  # rollup rows persisted, not yet handed to the sink
         self._user_days: dict[str, list] = {}
         self._install()
@@ -119,6 +137,8 @@ class Runtime:
                           runtime.settings.shutdown_timeout_s)
 
     async def flush_for_shutdown(self) -> None:
+        if self._chunk_due(0.0):
+            await self._end_chunk()
         await self.persist()
         await self.app.producer.flush()  # changelogs, controls and alerts out before we stop
         self.sink.add([], [], [], lambda: None, *self._take_rollups())
@@ -144,30 +164,45 @@ class Runtime:
 
     # -- the flow ------------------------------------------------------------------------------
     async def on_batch(self, events: list[faust.EventT]) -> None:
-        """Decide a batch of messages in chunks of about ``chunk_events`` events: each chunk's
-        state is persisted and its rows handed to the sink before the next one starts."""
+        """Decide a batch of messages into the pending chunk, which ends (state persisted, rows
+        handed to the sink) every ``chunk_events`` events or ``chunk_max_s`` seconds; the tick
+        ends it too when no batch is being decided."""
         while not self.ready():  # messages fetched before table recovery finished wait for the state
             await asyncio.sleep(0.05)
+        self._deciding = True
+        try:
+            await self._decide(events)
+        finally:
+            self._deciding = False
+
+    def _chunk_due(self, max_age_s: float) -> bool:
+        """The pending chunk may be ended now: it has messages of this generation, is at least
+        ``max_age_s`` old, and no batch is being decided into it (the tick and the shutdown flush
+        run while the agent waits inside a batch too)."""
+        chunk = self._chunk
+        return (bool(chunk.taken) and chunk.generation == self.generation and not self._deciding
+                and time.monotonic() - chunk.started >= max_age_s)
+
+    async def _decide(self, events: list[faust.EventT]) -> None:
+        chunk = self._chunk
+        if chunk.generation != self.generation:  # decided on state a rebalance replaced: not persisted,
+            chunk = self._chunk = _Chunk(self.generation)  # not acknowledged; the owner reads them again
         engine = self.engine
         chunk_events = self.settings.chunk_events
-        rows: list[list] = []
-        published: list[Any] = []
-        taken: list[faust.EventT] = []
-        processed = 0
         ingested = now_text()
         for event in events:
-            if engine.out.controls:  # enforcement first: publish now, not at the end of the batch
-                published.extend(engine.out.controls)
+            if engine.out.controls:  # enforcement first: publish now, not at the end of the chunk
+                chunk.published.extend(engine.out.controls)
                 await self.publish(Emitted(list(engine.out.controls), []))
                 engine.out.controls.clear()
             msg = event.message
-            taken.append(event)
+            chunk.taken.append(event)
             good, bad = decode(msg.value)
             for rejected in bad:
                 await self.dead_letter(msg, rejected)
             for ev in good:
-                processed += 1
-                if processed % 1000 == 0:
+                chunk.processed += 1
+                if chunk.processed % 1000 == 0:
                     await asyncio.sleep(0)  # let heartbeats, timers and the web endpoint run
                 try:
                     result = engine.process(ev, msg.partition, msg.offset)
@@ -176,24 +211,26 @@ class Runtime:
                     await self.dead_letter(msg, Rejected("internal_error", f"{type(exc).__name__}: {exc}", dumps(ev)))
                     continue
                 if isinstance(result, PricedEvent):
-                    rows.append(usage_row(result, ingested))
+                    chunk.rows.append(usage_row(result, ingested))
                 elif result is Seen.LATE:
                     await self.dead_letter(msg, Rejected(
                         "late", f"event {ev.event_id} is older than the dedupe horizon "
                         f"({self.settings.dedupe_horizon}); it cannot be counted exactly once", dumps(ev)))
-            if processed >= chunk_events:
-                await self._end_chunk(taken, rows, published)
-                rows, published, taken, processed = [], [], [], 0
-        if taken:
-            await self._end_chunk(taken, rows, published)
+            if chunk.processed >= chunk_events:
+                await self._end_chunk()
+                chunk = self._chunk
+        if chunk.taken and time.monotonic() - chunk.started >= self.settings.chunk_max_s:
+            await self._end_chunk()
 
-    async def _end_chunk(self, events: list[faust.EventT], rows: list[list], published: list[Any]) -> None:
+    async def _end_chunk(self) -> None:
         """Publish what was decided, persist the changed state, hand the rows to the sink
-        (which acknowledges ``events`` once they are stored)."""
+        (which acknowledges the chunk's messages once they are stored)."""
+        chunk, self._chunk = self._chunk, _Chunk(self.generation)
+        events, rows = list(chunk.taken), chunk.rows  # a copy: only what is handed over now is acked
         self.stats["messages"] += len(events)
         emitted = self.engine.drain()
         await self.publish(emitted)
-        emitted.controls[:0] = published
+        emitted.controls[:0] = chunk.published
         durable = await self.persist(wait=False)  # the next chunk is decided while the broker stores this one
 
         def ack(events: list[faust.EventT] = events) -> None:
@@ -221,6 +258,8 @@ class Runtime:
         if not self.ready():
             return
         self._age_heap()
+        if self._chunk_due(0.0):
+            await self._end_chunk()  # a quiet stream: do not hold the last messages any longer
         try:
             self.engine.tick()
         except Exception:  # keep the worker alive; the next tick retries

@@ -148,3 +148,25 @@ def test_clickhouse_outage_keeps_enforcing_and_loses_nothing(worker_env, broker)
     assert client.query("SELECT sum(requests) FROM tokenbrake.spend_minute FINAL "
                         "WHERE dimension = 'tenant'").result_rows[0][0] == 12
     client.close()
+
+
+def test_chunks_ended_by_the_tick_mid_batch_lose_and_hold_nothing(worker_env, broker):
+    """Chunks end on age and on the tick while big batches are being decided: every event is
+    stored once and acknowledged (a restart reads nothing again)."""
+    worker = worker_env("", tick_interval_s="0.02", chunk_max_s="0.01", chunk_events="1000000").start()
+    base = event_json()["ts"]
+    events = [event_json(ts=base + i % 1000, user_id=f"u{i % 997}") for i in range(20_000)]
+    messages = [msg(events[i:i + 100]) for i in range(0, len(events), 100)]
+    run(produce(broker.bootstrap, worker.topic_usage, messages))
+    worker.wait_counted(20_000, timeout_s=60)
+    worker.wait_flushed(20_000, timeout_s=60)
+    assert worker.status()["worker"]["sink"]["usage_rows_written"] == 20_000
+    worker.stop()
+    worker.start()
+    time.sleep(3)  # anything unacknowledged would be redelivered now
+    status = worker.status()
+    assert status["counts"].get("redelivery", 0) == 0 and status["counts"].get("new", 0) == 0
+    worker.stop()
+    client = _chdb(worker.home)
+    assert client.query("SELECT count() FROM tokenbrake.usage_events FINAL").result_rows[0][0] == 20_000
+    client.close()
