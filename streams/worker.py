@@ -192,9 +192,7 @@ class Runtime:
         ingested = now_text()
         for event in events:
             if engine.out.controls:  # enforcement first: publish now, not at the end of the chunk
-                chunk.published.extend(engine.out.controls)
-                await self.publish(Emitted(list(engine.out.controls), []))
-                engine.out.controls.clear()
+                await self._publish_controls(chunk)
             msg = event.message
             chunk.taken.append(event)
             good, bad = decode(msg.value)
@@ -219,8 +217,16 @@ class Runtime:
             if chunk.processed >= chunk_events:
                 await self._end_chunk()
                 chunk = self._chunk
+        if engine.out.controls:  # decided by the batch's last messages: not held until the chunk ends
+            await self._publish_controls(chunk)
         if chunk.taken and time.monotonic() - chunk.started >= self.settings.chunk_max_s:
             await self._end_chunk()
+
+    async def _publish_controls(self, chunk: _Chunk) -> None:
+        controls = list(self.engine.out.controls)
+        self.engine.out.controls.clear()  # before the await: the tick may add more meanwhile
+        chunk.published.extend(controls)  # stored in ClickHouse with the chunk
+        await self.publish(Emitted(controls, []))
 
     async def _end_chunk(self) -> None:
         """Publish what was decided, persist the changed state, hand the rows to the sink
