@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from clients.killswitch import KillSwitch
 from schemas.codec import dumps, loads
-from streams.broker import EmbeddedBroker, ensure_topics, free_port
+from streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
 from streams.status import fetch_status
 
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku"),
@@ -118,7 +118,7 @@ class Worker:
         self.env = env
         self.log = open(home / f"{app_id}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=env, stdout=self.log,
-                                     stderr=self.log)
+                                     stderr=self.log, **CHILD)
         self.url = f"http://127.0.0.1:{self.port}/tokenbrake/stats"
         self._last = 0
 

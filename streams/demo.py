@@ -27,7 +27,7 @@ from rich.table import Table
 
 from clients.killswitch import KillSwitch
 from schemas.control import ControlEvent
-from streams.broker import EmbeddedBroker, ensure_topics, free_port
+from streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
 from streams.publish import publish
 from streams.replay import FEATURES, trace_events
 from streams.runner import worker_topics
@@ -184,7 +184,8 @@ def run_demo(speed: float = 60.0) -> int:
         asyncio.run(ensure_topics(broker.bootstrap, *worker_topics(settings)))
         env["TOKENBRAKE_KAFKA_BOOTSTRAP"] = broker.bootstrap
         with open(home / "worker.log", "wb") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=env, stdout=log, stderr=log)
+            worker = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=env, stdout=log, stderr=log,
+                                      **CHILD)
             try:
                 web = f"http://127.0.0.1:{port}/tokenbrake/status"
                 if not _wait_ready(web, worker):

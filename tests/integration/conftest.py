@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.codec import dumps
-from streams.broker import EmbeddedBroker, ensure_topics, free_port
+from streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
 from streams.status import fetch_status
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ class WorkerProc:
         self.url = f"http://127.0.0.1:{self.env['TOKENBRAKE_WEB_PORT']}/tokenbrake/status"
         log = open(self.home / "worker.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=self.env, cwd=ROOT,
-                                     stdout=log, stderr=log)
+                                     stdout=log, stderr=log, **CHILD)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log_tail()

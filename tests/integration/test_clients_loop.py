@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from decimal import Decimal
+from pathlib import Path
 
 from clients import KillSwitch, UsageReporter, from_openai_usage
 from schemas.control import ControlEvent
@@ -134,3 +138,27 @@ def test_example_service_runs_and_gets_downgraded(worker_env, broker, monkeypatc
     results = run(calls())
     assert results[0] == "gpt-4o"
     assert "gpt-4o-mini" in results  # the kill switch downgraded the service mid-run
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie waiting for its new parent to reap it is dead too
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_children_die_with_their_launcher(tmp_path):
+    """A launcher killed with SIGKILL (no cleanup runs) leaves no embedded broker behind."""
+    script = tmp_path / "launcher.py"
+    script.write_text("import sys, time\nfrom streams.broker import EmbeddedBroker\n"
+                      "b = EmbeddedBroker()\nb.start()\nprint(b._proc.pid, flush=True)\ntime.sleep(60)\n")
+    launcher = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    broker_pid = int(launcher.stdout.readline())
+    os.kill(broker_pid, 0)  # running
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 10
+    while _alive(broker_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(broker_pid), f"embedded broker {broker_pid} outlived its launcher"
+    launcher.stdout.close()
