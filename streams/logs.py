@@ -43,3 +43,36 @@ def configure(level: str = "info") -> None:
     import logging.config
 
     logging.config.dictConfig(logging_config(level))
+
+
+class LogBudget:
+    """At most ``per_window`` log lines per ``window_s`` for one kind of repeated failure; the
+    rest are counted, and :meth:`take_suppressed` says how many were not logged.
+
+    >>> budget = LogBudget(per_window=2, window_s=60, clock=lambda: 0.0)
+    >>> [budget.allow() for _ in range(4)], budget.take_suppressed(), budget.take_suppressed()
+    ([True, True, False, False], 2, 0)
+    """
+
+    def __init__(self, per_window: int = 10, window_s: float = 60.0, clock: Any = None) -> None:
+        import time
+
+        self.per_window, self.window_s = per_window, window_s
+        self._clock = clock or time.monotonic
+        self._window_start = self._clock()
+        self._used = 0
+        self._suppressed = 0
+
+    def allow(self) -> bool:
+        now = self._clock()
+        if now - self._window_start >= self.window_s:
+            self._window_start, self._used = now, 0
+        if self._used < self.per_window:
+            self._used += 1
+            return True
+        self._suppressed += 1
+        return False
+
+    def take_suppressed(self) -> int:
+        n, self._suppressed = self._suppressed, 0
+        return n

@@ -31,6 +31,7 @@ from streams.emit.events import Emitted
 from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
 from streams.ingest.decode import Rejected, decode
 from streams.ingest.dedupe import Seen
+from streams.logs import LogBudget
 from streams.price.overrides import Overrides
 from streams.price.pricebook import PriceBook
 from streams.settings import Settings
@@ -96,6 +97,7 @@ class Runtime:
         self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0}
         self._chunk = _Chunk(-1)  # decided, not yet persisted nor handed to the sink
         self._deciding = False  # a batch is being decided into self._chunk
+        self._engine_errors = LogBudget(per_window=10, window_s=60.0)
         self._minutes: dict[str, list] = {}  # rollup rows persisted, not yet handed to the sink
         self._user_days: dict[str, list] = {}
         self._install()
@@ -205,7 +207,8 @@ class Runtime:
                 try:
                     result = engine.process(ev, msg.partition, msg.offset)
                 except Exception as exc:  # a bug must not stop enforcement for everyone else
-                    log.exception("engine failed on an event; dead-lettered", extra={"event_id": ev.event_id})
+                    if self._engine_errors.allow():  # a systematic bug must not flood the log either
+                        log.exception("engine failed on an event; dead-lettered", extra={"event_id": ev.event_id})
                     await self.dead_letter(msg, Rejected("internal_error", f"{type(exc).__name__}: {exc}", dumps(ev)))
                     continue
                 if isinstance(result, PricedEvent):
@@ -264,6 +267,10 @@ class Runtime:
         if not self.ready():
             return
         self._age_heap()
+        suppressed = self._engine_errors.take_suppressed()
+        if suppressed:
+            log.error("engine failed on %d more events (dead-lettered as internal_error, not logged one by one)",
+                      suppressed)
         if self._chunk_due(0.0):
             await self._end_chunk()  # a quiet stream: do not hold the last messages any longer
         try:
