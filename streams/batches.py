@@ -17,7 +17,7 @@ from typing import Any
 
 async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:
     """Yield lists of at most ``max_events`` events: everything queued when the first one
-    arrives, topped up for at most ``within_s`` seconds. Events fetched before the last
+    arrives, plus what arrives in the next ``within_s`` seconds. Events fetched before the last
     rebalance (or while flow control is paused) are skipped unacked, as Faust's stream does:
     their partition's next owner reads them again."""
     app = stream.app

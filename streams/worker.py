@@ -139,7 +139,7 @@ class Runtime:
                           runtime.settings.shutdown_timeout_s)
 
     async def flush_for_shutdown(self) -> None:
-        if self._chunk_due(0.0):
+        if self._chunk_due():
             await self._end_chunk()
         await self.persist()
         await self.app.producer.flush()  # changelogs, controls and alerts out before we stop
@@ -177,13 +177,12 @@ class Runtime:
         finally:
             self._deciding = False
 
-    def _chunk_due(self, max_age_s: float) -> bool:
-        """The pending chunk may be ended now: it has messages of this generation, is at least
-        ``max_age_s`` old, and no batch is being decided into it (the tick and the shutdown flush
-        run while the agent waits inside a batch too)."""
+    def _chunk_due(self) -> bool:
+        """The tick or the shutdown flush may end the pending chunk: it has messages of this
+        generation and no batch is being decided into it (both also run while the agent waits
+        inside a batch; a chunk left pending at shutdown is not acknowledged: redelivered)."""
         chunk = self._chunk
-        return (bool(chunk.taken) and chunk.generation == self.generation and not self._deciding
-                and time.monotonic() - chunk.started >= max_age_s)
+        return bool(chunk.taken) and chunk.generation == self.generation and not self._deciding
 
     async def _decide(self, events: list[faust.EventT]) -> None:
         chunk = self._chunk
@@ -271,7 +270,7 @@ class Runtime:
         if suppressed:
             log.error("engine failed on %d more events (dead-lettered as internal_error, not logged one by one)",
                       suppressed)
-        if self._chunk_due(0.0):
+        if self._chunk_due():
             await self._end_chunk()  # a quiet stream: do not hold the last messages any longer
         try:
             self.engine.tick()
