@@ -72,8 +72,8 @@ class Store:
 
     def add_counters(self, keys: list[str], vector: tuple[int, ...], partition: int) -> list[str]:
         """Add an 8-counter ``vector`` to each key's counters (created at ``vector`` when absent,
-        owned by ``partition``). Returns the keys created. The aggregation hot path: ~11 keys
-        per event, so it is written out flat."""
+        owned by ``partition``). Returns the keys created. On the hot path (a user's day and
+        month buckets, every event), so it is written out flat."""
         data, owners, changed = self.data, self._partition, self._changed
         c0, c1, c2, c3, c4, c5, c6, c7 = vector
         created = []
