@@ -34,8 +34,27 @@ class Scope(BaseModel):
 
 def scope_key(tenant_id: str, feature_id: str | None = None, user_id: str | None = None,
               model: str | None = None) -> str:
-    """``tenant=acme/feature=chat/user=*/model=*``; ``*`` marks an unset part."""
-    return f"tenant={tenant_id}/feature={feature_id or '*'}/user={user_id or '*'}/model={model or '*'}"
+    """``tenant=acme/feature=chat/user=*/model=*``; ``*`` marks an unset part.
+
+    Distinct scopes always get distinct keys: in ids, ``%``, ``/`` and ``=`` are
+    percent-encoded and an id that is exactly ``*`` is written ``%2A``.
+
+    >>> scope_key("acme", "chat")
+    'tenant=acme/feature=chat/user=*/model=*'
+    >>> scope_key("a/feature=b") != scope_key("a", "b/feature=*"), scope_key("acme", "*")
+    (True, 'tenant=acme/feature=%2A/user=*/model=*')
+    """
+    return f"tenant={_part(tenant_id)}/feature={_part(feature_id)}/user={_part(user_id)}/model={_part(model)}"
+
+
+def _part(value: str | None) -> str:
+    if not value:
+        return "*"
+    if value == "*":
+        return "%2A"
+    if "%" in value or "/" in value or "=" in value:
+        return value.replace("%", "%25").replace("/", "%2F").replace("=", "%3D")
+    return value
 
 
 class Reason(BaseModel):

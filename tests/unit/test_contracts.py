@@ -1,10 +1,12 @@
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.codec import dumps, loads
-from schemas.control import ControlEvent, Reason, Scope
+from schemas.control import ControlEvent, Reason, Scope, scope_key
 from schemas.export import OUT, render
 from schemas.signing import parse_keyring, sign, verify
 from tests.helpers import event
@@ -57,3 +59,17 @@ def test_signature_verifies_and_detects_tampering():
     assert not verify(_control(), ring)
     assert not verify(sign(_control(), "k1", b"forged"), ring)
     assert verify(sign(_control(), "k2", ring["k2"]), ring)  # rotation: both keys verify
+
+
+_part = st.one_of(st.none(), st.sampled_from(["*", "a", "b", "a/b", "a=b", "feature=*", "%2F", "/", "="]),
+                  st.text(alphabet="ab/=*%", min_size=1, max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.tuples(st.text(alphabet="ab/=*%", min_size=1, max_size=6), _part, _part, _part),
+       y=st.tuples(st.text(alphabet="ab/=*%", min_size=1, max_size=6), _part, _part, _part))
+def test_distinct_scopes_never_share_a_control_key(x, y):
+    """The control topic is compacted by this key and the kill switch looks controls up by it:
+    two scopes sharing one would let a control for one apply to the other."""
+    if x != y:
+        assert scope_key(*x) != scope_key(*y)
