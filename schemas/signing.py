@@ -1,4 +1,4 @@
-"""HMAC-SHA256 signatures on control events.
+"""HMAC-SHA256 signatures on control events (and seals on state the worker reads back).
 
 The worker (and ``tokenbrake control``) sign with one key id; a KillSwitch verifies
 against a keyring ``{key_id: secret}``. Rotation: add the new key to every keyring,
@@ -8,8 +8,11 @@ signed with it remains on the topic.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+from dataclasses import dataclass
 
 from schemas.codec import dumps_canonical
 from schemas.control import ControlEvent
@@ -43,3 +46,35 @@ def parse_keyring(spec: str) -> dict[str, bytes]:
             key_id, secret = "default", part
         ring[key_id] = secret.encode()
     return ring
+
+
+@dataclass(frozen=True)
+class Sealer:
+    """HMAC-sealed bytes for state the worker must trust when it reads it back (detector
+    baselines are pickles: unpickling unauthenticated bytes would run whatever they say).
+    Seals with ``key_id``; opens with any key of ``keyring`` (the control keys, rotated alike).
+
+    >>> sealer = Sealer("k1", b"secret", {"k1": b"secret"})
+    >>> sealed = sealer.seal(b"state")
+    >>> sealer.open(sealed), sealer.open([sealed[0], "0" * 64, sealed[2]])
+    (b'state', None)
+    """
+
+    key_id: str
+    secret: bytes
+    keyring: dict[str, bytes]
+
+    def seal(self, data: bytes) -> list[str]:
+        mac = hmac.new(self.secret, data, hashlib.sha256).hexdigest()
+        return [self.key_id, mac, base64.b64encode(data).decode()]
+
+    def open(self, sealed: object) -> bytes | None:
+        """The bytes, or None when the seal is malformed, unknown or does not match."""
+        if not isinstance(sealed, list) or len(sealed) != 3 or sealed[0] not in self.keyring:
+            return None
+        try:
+            data = base64.b64decode(sealed[2], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            return None
+        expected = hmac.new(self.keyring[sealed[0]], data, hashlib.sha256).hexdigest()
+        return data if isinstance(sealed[1], str) and hmac.compare_digest(expected, sealed[1]) else None

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.signing import Sealer
 from schemas.usage import UsageEvent
 from streams.aggregate.periods import day_of, minute_of, month_of
 from streams.aggregate.spend import COST, FIELDS, SpendAggregator, day_key, month_key
 from streams.aggregate.store import Store
+from streams.decide.baselines import BaselineKeeper
 from streams.decide.budgets import BudgetEvaluator
 from streams.decide.caps import RequestCostCaps, UnpricedModels
 from streams.decide.detection import DetectorHub
@@ -36,6 +38,7 @@ class EngineConfig:
     dedupe_max_entries: int = 2_000_000
     lateness_minutes: int = 10  # minute buckets kept this long past the longest rolling window
     expire_every_ms: int = 60_000
+    baselines_every_ms: int = 300_000  # detector models written to the decisions store this often
 
 
 @dataclass(slots=True)
@@ -53,7 +56,8 @@ def wall_clock_ms() -> int:
 
 class Engine:
     def __init__(self, policies: PoliciesFile, pricebook: PriceBook, config: EngineConfig | None = None,
-                 clock: Callable[[], int] | None = None, detectors: DetectorHub | bool | None = None) -> None:
+                 clock: Callable[[], int] | None = None, detectors: DetectorHub | bool | None = None,
+                 sealer: Sealer | None = None) -> None:
         self.config = config or EngineConfig()
         self.clock = clock or (lambda: 0)
         self.pricebook = pricebook
@@ -70,6 +74,10 @@ class Engine:
         self.dedupe = Deduper(self.stores["dedupe"], self.config.dedupe_horizon_minutes,
                               self.config.dedupe_max_entries)
         self.detectors = DetectorHub(policies.detectors, self.out, self.board) if detectors is None else detectors
+        # detector models outlive a restart only when they can be sealed (the live worker)
+        self.baselines = BaselineKeeper(self.detectors, decisions, sealer) if sealer and self.detectors else None
+        self._tenant_partition: dict[str, int] = {}  # the partition whose changelog holds a tenant's state
+        self._last_baselines = 0
         self.watermark = 0
         self.counts: Counter[str] = Counter()
         self._last_expire = 0
@@ -105,6 +113,7 @@ class Engine:
             self.watermark = ts_ms
         now = self.now()
         tenant, feature, user, model = ev.tenant_id, ev.feature_id, ev.user_id, ev.model
+        self._tenant_partition[tenant] = partition
         vector = (cost, 1, ev.input_tokens, ev.output_tokens, ev.cached_input_tokens, ev.reasoning_tokens,
                   ev.status != "ok", ev.attempt > 0)
         self.agg.add(tenant, feature, user, model, ts_ms, partition, vector)
@@ -126,12 +135,23 @@ class Engine:
         self.budgets.tick(now)
         if self.detectors:
             self.detectors.advance(self.watermark)  # event time only: live and backtest agree
+        if self.baselines is not None and now - self._last_baselines >= self.config.baselines_every_ms:
+            self.save_baselines()
         if now - self._last_expire >= self.config.expire_every_ms:
             self._last_expire = now
+            if self.baselines is not None:
+                self.baselines.expire(now)
             self.agg.expire(now)
             self.caps.expire(now)
             if self.watermark:
                 self.dedupe.expire(self.watermark)
+
+    def save_baselines(self) -> int:
+        """Write the detector models that changed since the last save (also at shutdown)."""
+        if self.baselines is None:
+            return 0
+        self._last_baselines = self.now()
+        return self.baselines.save(self._last_baselines, self._tenant_partition)
 
     def drain(self) -> Emitted:
         """Take the control and alert events decided since the last drain (call once per batch:
@@ -150,6 +170,8 @@ class Engine:
         self.dedupe.rebuild_index()
         self.board.clear()
         self.budgets.restore()
+        if self.baselines is not None:
+            self.baselines.load()
         self.watermark = self.dedupe.watermark_minute * 60_000
         self._set_minute_floor()
 
@@ -171,4 +193,5 @@ class Engine:
         controls = [{"scope": k, "action": a, "downgrade_to": m, "max_rps": r}
                     for k, (a, m, r) in sorted(self.board.active().items())]
         return {"now_ms": now, "watermark_ms": self.watermark, "spend": rows[:limit], "controls": controls,
-                "counts": dict(self.counts), "dedupe_entries": len(self.dedupe)}
+                "counts": dict(self.counts), "dedupe_entries": len(self.dedupe),
+                "detector_models": len(self.detectors.models) if self.detectors else 0}

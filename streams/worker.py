@@ -23,7 +23,7 @@ import faust
 from faust.web import Request, Response, View
 
 from schemas.codec import dumps
-from schemas.signing import sign
+from schemas.signing import Sealer, sign
 from streams.app import build_app
 from streams.batches import take_batches
 from streams.decide.policies import load_policies
@@ -49,7 +49,11 @@ def build_engine(settings: Settings, clock: Any = None) -> Engine:
     pricebook.check_fallback()
     config = EngineConfig(dedupe_horizon_minutes=settings.dedupe_horizon_minutes,
                           dedupe_max_entries=settings.dedupe_max_entries)
-    return Engine(policies, pricebook, config, clock=clock)
+    key_id, secret = settings.signing_key
+    # sealed pickles are only as trustworthy as the key: with the public development key,
+    # detector baselines stay in memory (anyone could forge a record the worker would unpickle)
+    sealer = None if settings.uses_dev_key else Sealer(key_id, secret, settings.keyring)
+    return Engine(policies, pricebook, config, clock=clock, sealer=sealer)
 
 
 class _Chunk:
@@ -141,6 +145,8 @@ class Runtime:
     async def flush_for_shutdown(self) -> None:
         if self._chunk_due():
             await self._end_chunk()
+        if self.attached == self.generation:
+            self.engine.save_baselines()  # a deploy loses no detector history
         await self.persist()
         await self.app.producer.flush()  # changelogs, controls and alerts out before we stop
         self.sink.add([], [], [], lambda: None, *self._take_rollups())

@@ -78,7 +78,7 @@ class DetectorHub:
                  lateness_ms: int = 10_000) -> None:
         self.config = parse_detector_config(raw_config)
         self.out, self.board, self.lateness_ms = out, board, lateness_ms
-        self._models: dict[tuple[str, str], Any] = {}
+        self.models: dict[tuple[str, tuple], Any] = {}
         # open buckets: rule -> bucket start -> scope key -> counters
         self._open: dict[str, dict[int, dict[tuple, list[int]]]] = {r: {} for r in BUCKET_MS}
         self._users: dict[str, dict[str, int]] = defaultdict(dict)  # tenant -> user -> spend today
@@ -86,7 +86,8 @@ class DetectorHub:
         self._day_spend: dict[tuple, list[int]] = {}  # scope -> [day, spend so far]
         self._windows: dict[tuple, deque[tuple[int, int, int, list[int]]]] = {}  # scope -> minutes in window
         self._call_costs: dict[int, dict[tuple, list[int]]] = {}  # minute -> scope -> sampled call costs
-        self._active: dict[tuple[str, tuple], list[int]] = {}  # (rule, scope) -> [since_ms, normal_streak]
+        self.active: dict[tuple[str, tuple], list[int]] = {}  # (rule, scope) -> [since_ms, normal_streak]
+        self.dirty: set[tuple[str, tuple]] = set()  # (rule, scope) whose model or incident changed: to save
         self.enabled = [r for r, c in self.config.items() if c.enabled]
 
     # -- per event: only additions --------------------------------------------------------------
@@ -144,12 +145,13 @@ class DetectorHub:
     def _early_retry_storm(self, scope: tuple, vec: list[int], ts_ms: int) -> None:
         """Score the still-open minute when a failure arrives, so a storm pages within
         seconds of crossing the guards instead of at the minute's end. Never learns."""
-        if ("retry_storm", scope) in self._active:
+        if ("retry_storm", scope) in self.active:
             return
         det = self._model("retry_storm", scope)
         x = {"requests": vec[0], "retries": vec[1], "errors": vec[2]}
         if vec[1] + vec[2] >= det.min_failures and det.enough(x) and det.score_one(x) >= 1.0:
-            self._active[("retry_storm", scope)] = [ts_ms, 0]
+            self.active[("retry_storm", scope)] = [ts_ms, 0]
+            self.dirty.add(("retry_storm", scope))
             self._fire("retry_storm", scope, det, x, det.score_one(x), ts_ms,
                        Decimal(vec[1] + vec[2]) / max(vec[0], 1))
 
@@ -223,9 +225,9 @@ class DetectorHub:
     # -- the decision rule on top of every detector -----------------------------------------------
     def _model(self, rule: str, scope: tuple) -> Any:
         key = (rule, scope)
-        det = self._models.get(key)
+        det = self.models.get(key)
         if det is None:
-            det = self._models[key] = CLASSES[rule](**self.config[rule].params)
+            det = self.models[key] = CLASSES[rule](**self.config[rule].params)
         return det
 
     def _judge(self, rule: str, scope: tuple, x: dict[str, Any], at_ms: int, observed: Decimal) -> None:
@@ -234,10 +236,11 @@ class DetectorHub:
         if enough is not None and not enough(x):
             return  # too little data to judge: neither scored, nor learned, nor "back to normal"
         score = det.score_one(x)
-        active = self._active.get((rule, scope))
+        self.dirty.add((rule, scope))
+        active = self.active.get((rule, scope))
         if score >= 1.0:
             if active is None:
-                self._active[(rule, scope)] = [at_ms, 0]
+                self.active[(rule, scope)] = [at_ms, 0]
                 self._fire(rule, scope, det, x, score, at_ms, observed)
             else:
                 active[1] = 0
@@ -248,7 +251,7 @@ class DetectorHub:
         if active is not None:
             active[1] += 1
             if active[1] >= self.config[rule].cooldown:
-                del self._active[(rule, scope)]
+                del self.active[(rule, scope)]
                 self._resolve(rule, scope, active[0], at_ms, observed)
 
     def _scope(self, scope: tuple) -> Scope:

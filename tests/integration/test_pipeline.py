@@ -170,3 +170,19 @@ def test_chunks_ended_by_the_tick_mid_batch_lose_and_hold_nothing(worker_env, br
     client = _chdb(worker.home)
     assert client.query("SELECT count() FROM tokenbrake.usage_events FINAL").result_rows[0][0] == 20_000
     client.close()
+
+
+def test_detector_baselines_come_back_after_a_restart(worker_env, broker):
+    worker = worker_env("").start()
+    now = int(time.time() * 1000)
+    start = now - 25 * 60_000
+    events = [event_json(ts=start + i * 2_000, user_id=f"u{i % 7}") for i in range(700)]  # 30 a minute
+    run(produce(broker.bootstrap, worker.topic_usage, [msg(events[i:i + 50]) for i in range(0, 700, 50)]))
+    worker.wait_counted(700)
+    worker.wait_flushed(700)
+    learned = worker.status()["detector_models"]
+    assert learned > 0  # closed minute buckets were judged
+    worker.stop()  # a graceful stop writes the baselines
+    worker.start()
+    assert 0 < worker.status()["detector_models"] <= learned  # read back; no event was processed again
+    assert worker.status()["counts"].get("new", 0) == 0

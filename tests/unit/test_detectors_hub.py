@@ -58,3 +58,44 @@ def test_detectors_can_be_configured_and_disabled():
         parse_policies("detectors:\n  retry_storm: {unknown_knob: 1}\n")
     e = engine("detectors:\n  cost_rate: {enabled: false}\n")
     assert "cost_rate" not in e.detectors.enabled
+
+
+def _baseline_then_release(e, start_minute: int, minutes: int, t: int, model: str, offset: int) -> int:
+    for minute in range(start_minute, start_minute + minutes):
+        for k in range(6):
+            offset += 1
+            e.process(event(ts=t + minute * 60_000 + k * 9_000, model=model, feature_id="summarize"), 0, offset)
+        e.tick()
+    return offset
+
+
+def _persisted(e) -> list:
+    """The decisions store as a restarted worker reads it back (JSON through the changelog)."""
+    from schemas.codec import dumps, loads
+
+    store = e.stores["decisions"]
+    return [(k, loads(dumps(v)), store.partition_of(k)) for k, v in store.items()]
+
+
+def test_detector_baselines_survive_a_restart_only_when_sealed_and_unchanged():
+    from schemas.signing import Sealer
+
+    sealer = Sealer("k1", b"secret", {"k1": b"secret"})
+    t = (NOW_MS - 3 * 3_600_000) // 60_000 * 60_000
+    before = engine(sealer=sealer)
+    offset = _baseline_then_release(before, 0, 120, t, "gpt-4o-mini", 0)  # two quiet hours: the baseline
+    assert before.save_baselines() > 0
+    saved = _persisted(before)
+    assert any(k.startswith("det|cost_rate|acme|summarize") for k, _, _ in saved)
+
+    def after_restart(state: list, policies: str = "") -> list[str]:
+        e = engine(policies, sealer=sealer)
+        e.restore({"decisions": state})
+        _baseline_then_release(e, 120, 20, t, "gpt-4o", offset)  # a release moves to a ~16x pricier model
+        return [a.state for a in e.drain().alerts if a.rule == "cost_rate"]
+
+    assert after_restart(saved) == ["firing"]  # the restored baseline knows the cheap normal
+    assert after_restart([]) == []  # without it, the expensive model is learned as the normal
+    tampered = [(k, [[v[0][0], "0" * 64, v[0][2]], *v[1:]] if k.startswith("det|") else v, p) for k, v, p in saved]
+    assert after_restart(tampered) == []  # a record that does not verify is never unpickled
+    assert after_restart(saved, "detectors:\n  cost_rate: {factor: 3.5}\n") == []  # re-parameterised: afresh
