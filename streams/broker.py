@@ -117,3 +117,13 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int], compacted: set[s
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """{topic: number of partitions} for the existing ones among ``topics``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics) if t["partitions"]}
+    finally:
+        await admin.close()

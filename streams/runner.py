@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.broker import EmbeddedBroker, ensure_topics, partition_counts
 from streams.logs import configure, logging_config
 from streams.settings import Settings
 
@@ -48,6 +48,11 @@ def run_worker(settings: Settings) -> int:
         print(f"bootstrap={bootstrap}", flush=True)
     try:
         asyncio.run(ensure_topics(bootstrap, *worker_topics(settings)))
+        found = asyncio.run(partition_counts(bootstrap, [settings.topic_usage])).get(settings.topic_usage)
+        if found != settings.topic_partitions:  # changelogs and tenant routing assume the usage topic's count
+            log.error("%s has %s partitions but TOKENBRAKE_TOPIC_PARTITIONS is %d: make them equal",
+                      settings.topic_usage, found, settings.topic_partitions)
+            return 2
         if settings.uses_dev_key:
             log.warning("control events are signed with the development key: set TOKENBRAKE_CONTROL_SIGNING_KEYS")
         asyncio.set_event_loop(asyncio.new_event_loop())

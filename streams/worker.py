@@ -31,6 +31,7 @@ from streams.emit.events import Emitted
 from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
 from streams.ingest.decode import Rejected, decode
 from streams.ingest.dedupe import Seen
+from streams.ingest.routing import TenantRouter
 from streams.logs import LogBudget
 from streams.price.overrides import Overrides
 from streams.price.pricebook import PriceBook
@@ -60,13 +61,14 @@ class _Chunk:
     """Messages decided since the state was last persisted: ended every ``chunk_events`` events
     or ``chunk_max_s`` seconds (small batches share one state write: fewer changelog records)."""
 
-    __slots__ = ("generation", "taken", "rows", "published", "processed", "started")
+    __slots__ = ("generation", "taken", "rows", "published", "forwarded", "processed", "started")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.taken: list[faust.EventT] = []
         self.rows: list[list] = []
         self.published: list[Any] = []  # controls already published, still to be stored
+        self.forwarded: list[asyncio.Future] = []  # deliveries of events sent on to their tenant's partition
         self.processed = 0
         self.started = time.monotonic()
 
@@ -98,7 +100,9 @@ class Runtime:
         self.attached = -1
         self._frozen_at = 0.0
         self.started = time.time()
-        self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0}
+        self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0, "forwarded": 0}
+        self.router = TenantRouter(settings.topic_partitions)
+        self._misrouted_log = LogBudget(per_window=1, window_s=60.0)
         self._chunk = _Chunk(-1)  # decided, not yet persisted nor handed to the sink
         self._deciding = False  # a batch is being decided into self._chunk
         self._engine_errors = LogBudget(per_window=10, window_s=60.0)
@@ -205,6 +209,8 @@ class Runtime:
             good, bad = decode(msg.value)
             for rejected in bad:
                 await self.dead_letter(msg, rejected)
+            if good and not self._on_tenant_partition(good, msg.partition):
+                good = await self._forward(msg, good, chunk)
             for ev in good:
                 chunk.processed += 1
                 if chunk.processed % 1000 == 0:
@@ -230,6 +236,34 @@ class Runtime:
         if chunk.taken and time.monotonic() - chunk.started >= self.settings.chunk_max_s:
             await self._end_chunk()
 
+    def _on_tenant_partition(self, events: list[Any], partition: int) -> bool:
+        route = self.router.partition
+        return all(route(ev.tenant_id) == partition for ev in events)
+
+    async def _forward(self, msg: Any, events: list[Any], chunk: _Chunk) -> list[Any]:
+        """Send events that belong to another partition (see streams.ingest.routing) on to it,
+        keyed by tenant; they are decided when they arrive there. The message is acknowledged
+        only once they are delivered. Returns the events that stay."""
+        route = self.router.partition
+        stay, away = [], {}
+        for ev in events:
+            target = route(ev.tenant_id)
+            if target == msg.partition:
+                stay.append(ev)
+            else:
+                away.setdefault((target, ev.tenant_id), []).append(ev)
+        producer = self.app.producer._ensure_producer()
+        for (target, tenant), moved in away.items():
+            chunk.forwarded.append(await producer.send(self.settings.topic_usage, dumps(moved), key=tenant.encode(),
+                                                       partition=target))
+            self.stats["forwarded"] += len(moved)
+        if self._misrouted_log.allow():
+            log.warning("events arrived on another partition than their tenant's and were forwarded: producers "
+                        "should key messages by tenant_id with Kafka's default (murmur2) partitioner",
+                        extra={"forwarded_total": self.stats["forwarded"], "topic": msg.topic,
+                               "partition": msg.partition})
+        return stay
+
     async def _publish_controls(self, chunk: _Chunk) -> None:
         controls = list(self.engine.out.controls)
         self.engine.out.controls.clear()  # before the await: the tick may add more meanwhile
@@ -246,6 +280,7 @@ class Runtime:
         await self.publish(emitted)
         emitted.controls[:0] = chunk.published
         durable = await self.persist(wait=False)  # the next chunk is decided while the broker stores this one
+        durable += chunk.forwarded
 
         def ack(events: list[faust.EventT] = events) -> None:
             for e in events:

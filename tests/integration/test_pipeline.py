@@ -8,7 +8,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from schemas.codec import loads
+from schemas.codec import dumps, loads
 from schemas.control import ControlEvent
 from schemas.signing import parse_keyring, verify
 from schemas.usage import UsageEvent
@@ -186,3 +186,53 @@ def test_detector_baselines_come_back_after_a_restart(worker_env, broker):
     worker.start()
     assert 0 < worker.status()["detector_models"] <= learned  # read back; no event was processed again
     assert worker.status()["counts"].get("new", 0) == 0
+
+
+def test_events_on_another_partition_than_their_tenants_are_forwarded_and_counted_once(worker_env, broker):
+    """A producer that does not partition by tenant (kcat, librdkafka clients, a shared key):
+    the worker sends the events on to their tenant's partition and counts them there, once."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.ingest.routing import TenantRouter
+
+    worker = worker_env(POLICIES).start()
+    right = TenantRouter(2).partition("globex")
+    mixed = [event_json(tenant_id="globex", model="gpt-4o-mini") for _ in range(4)] + [event_json()]
+
+    async def send_to_wrong_partition() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        await producer.start()
+        try:  # one array holding two tenants, on globex's wrong partition, then a duplicate of it
+            for _ in range(2):
+                await producer.send_and_wait(worker.topic_usage, dumps(mixed), key=b"shared", partition=1 - right)
+        finally:
+            await producer.stop()
+
+    run(send_to_wrong_partition())
+    status = worker.wait_counted(5)
+    assert status["counts"]["new"] == 5 and status["counts"]["duplicate"] == 5
+    assert status["worker"]["forwarded"] >= 4  # globex's events (acme's too if 1 - right is not acme's)
+    globex = next(r for r in status["spend"] if r["scope"] == "t=globex")
+    assert globex["today_requests"] == 4
+    worker.wait_flushed(5)
+    records = run(consume_all(broker.bootstrap, worker.topic_usage, expect=3))
+    forwarded = [r for r in records if r.key == b"globex"]
+    assert forwarded and all(r.partition == right for r in forwarded)
+    worker.stop()
+    worker.start()
+    time.sleep(2)  # the original messages were acknowledged after forwarding: nothing comes back
+    assert worker.status()["counts"].get("new", 0) == 0
+
+
+def test_a_usage_topic_with_another_partition_count_is_refused_at_start_up(worker_env, broker):
+    import subprocess
+    import sys
+
+    from streams.broker import ensure_topics, free_port
+
+    worker = worker_env("", web_port=str(free_port()))
+    run(ensure_topics(broker.bootstrap, {worker.topic_usage: 3}))  # the worker is configured for 2
+    done = subprocess.run([sys.executable, "-m", "streams", "run"], env=worker.env, cwd=ROOT,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert b"has 3 partitions but TOKENBRAKE_TOPIC_PARTITIONS is 2" in done.stderr
