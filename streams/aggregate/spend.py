@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any
 
 from streams.aggregate.periods import MINUTE_MS, day_of, minute_of, month_of, month_of_day
-from streams.aggregate.store import Store
+from streams.aggregate.store import Store, add_into
 
 COST, REQUESTS, INPUT, OUTPUT, CACHED, REASONING, ERRORS, RETRIES = range(8)
 WIDTH = 8
@@ -88,17 +88,7 @@ class SpendAggregator:
         elif entry[2] != store.marks:  # the last changes() took the marks: mark the keys again
             store.mark(entry[1], partition)
             entry[2] = store.marks
-        shared = entry[0]
-        c0, c1, c2, c3, c4, c5, c6, c7 = vector
-        for current in shared:
-            current[0] += c0
-            current[1] += c1
-            current[2] += c2
-            current[3] += c3
-            current[4] += c4
-            current[5] += c5
-            current[6] += c6
-            current[7] += c7
+        add_into(entry[0], vector)
         day = minute // 1440
         month = self._month_of_day.get(day)
         if month is None:

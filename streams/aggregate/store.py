@@ -14,6 +14,21 @@ from typing import Any
 DELETED = None
 
 
+def add_into(counters: list[list[int]], vector: tuple[int, ...]) -> None:
+    """Add an 8-counter ``vector`` to each of ``counters`` in place: the aggregation hot path
+    (every event, a dozen lists), so it is written out flat."""
+    c0, c1, c2, c3, c4, c5, c6, c7 = vector
+    for current in counters:
+        current[0] += c0
+        current[1] += c1
+        current[2] += c2
+        current[3] += c3
+        current[4] += c4
+        current[5] += c5
+        current[6] += c6
+        current[7] += c7
+
+
 class Store:
     __slots__ = ("name", "data", "_changed", "_partition", "_default_partition", "epoch", "marks")
 
@@ -72,27 +87,19 @@ class Store:
 
     def add_counters(self, keys: list[str], vector: tuple[int, ...], partition: int) -> list[str]:
         """Add an 8-counter ``vector`` to each key's counters (created at ``vector`` when absent,
-        owned by ``partition``). Returns the keys created. On the hot path (a user's day and
-        month buckets, every event), so it is written out flat."""
+        owned by ``partition``). Returns the keys created."""
         data, owners, changed = self.data, self._partition, self._changed
-        c0, c1, c2, c3, c4, c5, c6, c7 = vector
-        created = []
+        created, existing = [], []
         for key in keys:
             current = data.get(key)
             if current is None:
-                data[key] = [c0, c1, c2, c3, c4, c5, c6, c7]
+                data[key] = list(vector)
                 owners[key] = changed[key] = partition
                 created.append(key)
-                continue
-            current[0] += c0
-            current[1] += c1
-            current[2] += c2
-            current[3] += c3
-            current[4] += c4
-            current[5] += c5
-            current[6] += c6
-            current[7] += c7
-            changed[key] = owners.get(key, partition)
+            else:
+                existing.append(current)
+                changed[key] = owners.get(key, partition)
+        add_into(existing, vector)
         return created
 
     def mark(self, keys: list[str], partition: int) -> None:
