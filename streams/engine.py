@@ -57,7 +57,7 @@ def wall_clock_ms() -> int:
 class Engine:
     def __init__(self, policies: PoliciesFile, pricebook: PriceBook, config: EngineConfig | None = None,
                  clock: Callable[[], int] | None = None, detectors: DetectorHub | bool | None = None,
-                 sealer: Sealer | None = None) -> None:
+                 sealer: Sealer | None = None, tenant_partition: Callable[[str], int] | None = None) -> None:
         self.config = config or EngineConfig()
         self.clock = clock or (lambda: 0)
         self.pricebook = pricebook
@@ -76,7 +76,8 @@ class Engine:
         self.detectors = DetectorHub(policies.detectors, self.out, self.board) if detectors is None else detectors
         # detector models outlive a restart only when they can be sealed (the live worker)
         self.baselines = BaselineKeeper(self.detectors, decisions, sealer) if sealer and self.detectors else None
-        self._tenant_partition: dict[str, int] = {}  # the partition whose changelog holds a tenant's state
+        # the partition whose changelog holds a tenant's state (the worker routes events there)
+        self.tenant_partition = tenant_partition or (lambda tenant: 0)
         self._last_baselines = 0
         self.watermark = 0
         self.counts: Counter[str] = Counter()
@@ -113,7 +114,6 @@ class Engine:
             self.watermark = ts_ms
         now = self.now()
         tenant, feature, user, model = ev.tenant_id, ev.feature_id, ev.user_id, ev.model
-        self._tenant_partition[tenant] = partition
         vector = (cost, 1, ev.input_tokens, ev.output_tokens, ev.cached_input_tokens, ev.reasoning_tokens,
                   ev.status != "ok", ev.attempt > 0)
         self.agg.add(tenant, feature, user, model, ts_ms, partition, vector)
@@ -151,7 +151,7 @@ class Engine:
         if self.baselines is None:
             return 0
         self._last_baselines = self.now()
-        return self.baselines.save(self._last_baselines, self._tenant_partition)
+        return self.baselines.save(self._last_baselines, self.tenant_partition)
 
     def drain(self) -> Emitted:
         """Take the control and alert events decided since the last drain (call once per batch:

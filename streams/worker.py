@@ -44,7 +44,7 @@ from streams.sink.rollups import rollup_rows
 log = logging.getLogger("tokenbrake.worker")
 
 
-def build_engine(settings: Settings, clock: Any = None) -> Engine:
+def build_engine(settings: Settings, clock: Any = None, router: TenantRouter | None = None) -> Engine:
     policies = load_policies(settings.policies_path)
     pricebook = PriceBook(Overrides.load(settings.price_overrides_path), settings.unpriced_fallback_model)
     pricebook.check_fallback()
@@ -54,7 +54,8 @@ def build_engine(settings: Settings, clock: Any = None) -> Engine:
     # sealed pickles are only as trustworthy as the key: with the public development key,
     # detector baselines stay in memory (anyone could forge a record the worker would unpickle)
     sealer = None if settings.uses_dev_key else Sealer(key_id, secret, settings.keyring)
-    return Engine(policies, pricebook, config, clock=clock, sealer=sealer)
+    return Engine(policies, pricebook, config, clock=clock, sealer=sealer,
+                  tenant_partition=router.partition if router else None)
 
 
 class _Chunk:
@@ -79,7 +80,8 @@ class Runtime:
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
         self.app = build_app(settings, bootstrap)
-        self.engine = build_engine(settings, clock=wall_clock_ms)
+        self.router = TenantRouter(settings.topic_partitions)
+        self.engine = build_engine(settings, clock=wall_clock_ms, router=self.router)
         self.key_id, self.secret = settings.signing_key
         n = settings.topic_partitions
         self.usage_topic = self.app.topic(settings.topic_usage, key_serializer="raw", value_serializer="raw",
@@ -101,7 +103,6 @@ class Runtime:
         self._frozen_at = 0.0
         self.started = time.time()
         self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0, "forwarded": 0}
-        self.router = TenantRouter(settings.topic_partitions)
         self._misrouted_log = LogBudget(per_window=1, window_s=60.0)
         self._chunk = _Chunk(-1)  # decided, not yet persisted nor handed to the sink
         self._deciding = False  # a batch is being decided into self._chunk

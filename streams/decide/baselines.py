@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 from schemas.codec import dumps, loads
@@ -37,14 +38,14 @@ class BaselineKeeper:
     def _params(self, rule: str) -> Any:
         return loads(dumps(self.hub.config[rule].params))  # as they read back from the changelog
 
-    def save(self, now_ms: int, partition_of_tenant: dict[str, int]) -> int:
+    def save(self, now_ms: int, partition_of_tenant: Callable[[str], int]) -> int:
         """Write every model marked since the last save. Returns how many were written."""
         hub, written = self.hub, 0
         for rule, scope in sorted(hub.dirty):
             model = hub.models.get((rule, scope))
-            partition = partition_of_tenant.get(scope[0])
-            if model is None or partition is None:
+            if model is None:
                 continue
+            partition = partition_of_tenant(scope[0])
             active = hub.active.get((rule, scope))
             value = [self.sealer.seal(pickle.dumps(model)), list(active) if active else None,
                      self._params(rule), now_ms]
