@@ -1,4 +1,5 @@
-"""Batches of events taken straight off an agent's channel, without Faust's per-event stream.
+"""Batches of events taken straight off an agent's channel, without Faust's per-event stream,
+and the chunks the worker decides them into.
 
 Faust's ``Stream.noack_take`` hands each event through the stream iterator (one event-loop
 turn per event, a processor coroutine, sensors, a background drainer task) before it lands
@@ -11,6 +12,7 @@ does the bookkeeping the stream iterator would have done, and leaves acks to the
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,3 +54,19 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
 def _drain(queue: Any, events: list[Any], max_events: int) -> None:
     while len(events) < max_events and not queue.empty():
         events.append(queue.get_nowait())
+
+
+class Chunk:
+    """Messages decided since the state was last persisted: ended every ``chunk_events`` events
+    or ``chunk_max_s`` seconds (small batches share one state write: fewer changelog records)."""
+
+    __slots__ = ("generation", "taken", "rows", "published", "forwarded", "processed", "started")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.taken: list[Any] = []
+        self.rows: list[list] = []
+        self.published: list[Any] = []  # controls already published, still to be stored
+        self.forwarded: list[asyncio.Future] = []  # deliveries of events sent on to their tenant's partition
+        self.processed = 0
+        self.started = time.monotonic()

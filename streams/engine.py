@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.control import ControlEvent
 from schemas.signing import Sealer
 from schemas.usage import UsageEvent
 from streams.aggregate.periods import day_of, minute_of, month_of
@@ -23,6 +24,7 @@ from streams.decide.baselines import BaselineKeeper
 from streams.decide.budgets import BudgetEvaluator
 from streams.decide.caps import RequestCostCaps, UnpricedModels
 from streams.decide.detection import DetectorHub
+from streams.decide.overrides import OperatorOverrides
 from streams.decide.policies import PoliciesFile
 from streams.emit.events import ControlBoard, Emitted
 from streams.ingest.dedupe import Deduper, Seen
@@ -70,14 +72,15 @@ class Engine:
                                    policies.needs_user_minutes)
         self.budgets = BudgetEvaluator(policies, self.agg, decisions, self.board, self.out)
         self.caps = RequestCostCaps(policies.request_cost_caps, decisions, self.out)
+        # the partition whose changelog holds a tenant's state (the worker routes events there)
+        self.tenant_partition = tenant_partition or (lambda tenant: 0)
+        self.operators = OperatorOverrides(self.board, decisions, self.tenant_partition)
         self.unpriced = UnpricedModels(decisions, self.out)
         self.dedupe = Deduper(self.stores["dedupe"], self.config.dedupe_horizon_minutes,
                               self.config.dedupe_max_entries)
         self.detectors = DetectorHub(policies.detectors, self.out, self.board) if detectors is None else detectors
         # detector models outlive a restart only when they can be sealed (the live worker)
         self.baselines = BaselineKeeper(self.detectors, decisions, sealer) if sealer and self.detectors else None
-        # the partition whose changelog holds a tenant's state (the worker routes events there)
-        self.tenant_partition = tenant_partition or (lambda tenant: 0)
         self._last_baselines = 0
         self.watermark = 0
         self.counts: Counter[str] = Counter()
@@ -133,6 +136,7 @@ class Engine:
         if now == 0:
             return
         self.budgets.tick(now)
+        self.operators.expire(now)
         if self.detectors:
             self.detectors.advance(self.watermark)  # event time only: live and backtest agree
         if self.baselines is not None and now - self._last_baselines >= self.config.baselines_every_ms:
@@ -145,6 +149,10 @@ class Engine:
             self.caps.expire(now)
             if self.watermark:
                 self.dedupe.expire(self.watermark)
+
+    def operator_control(self, control: ControlEvent) -> None:
+        """An operator's control read back from the control topic (see decide.overrides)."""
+        self.operators.apply(control, self.now() or wall_clock_ms())
 
     def save_baselines(self) -> int:
         """Write the detector models that changed since the last save (also at shutdown)."""
@@ -170,6 +178,7 @@ class Engine:
         self.dedupe.rebuild_index()
         self.board.clear()
         self.budgets.restore()
+        self.operators.restore()
         if self.baselines is not None:
             self.baselines.load()
         self.watermark = self.dedupe.watermark_minute * 60_000

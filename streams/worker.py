@@ -20,14 +20,18 @@ import time
 from typing import Any
 
 import faust
+from faust.types import TP
 from faust.web import Request, Response, View
 
+from clients.killswitch import KillSwitch
 from schemas.codec import dumps
+from schemas.control import ControlEvent
 from schemas.signing import Sealer, sign
 from streams.app import build_app
-from streams.batches import take_batches
+from streams.batches import Chunk, take_batches
 from streams.decide.policies import load_policies
 from streams.emit.events import Emitted
+from streams.emit.producer import send_packed
 from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
 from streams.ingest.decode import Rejected, decode
 from streams.ingest.dedupe import Seen
@@ -58,22 +62,6 @@ def build_engine(settings: Settings, clock: Any = None, router: TenantRouter | N
                   tenant_partition=router.partition if router else None)
 
 
-class _Chunk:
-    """Messages decided since the state was last persisted: ended every ``chunk_events`` events
-    or ``chunk_max_s`` seconds (small batches share one state write: fewer changelog records)."""
-
-    __slots__ = ("generation", "taken", "rows", "published", "forwarded", "processed", "started")
-
-    def __init__(self, generation: int) -> None:
-        self.generation = generation
-        self.taken: list[faust.EventT] = []
-        self.rows: list[list] = []
-        self.published: list[Any] = []  # controls already published, still to be stored
-        self.forwarded: list[asyncio.Future] = []  # deliveries of events sent on to their tenant's partition
-        self.processed = 0
-        self.started = time.monotonic()
-
-
 class Runtime:
     """Everything the agents share. One per worker process."""
 
@@ -82,6 +70,10 @@ class Runtime:
         self.app = build_app(settings, bootstrap)
         self.router = TenantRouter(settings.topic_partitions)
         self.engine = build_engine(settings, clock=wall_clock_ms, router=self.router)
+        # operators' controls, read back from the control topic (see decide.overrides)
+        self.control_view = KillSwitch(bootstrap, settings.topic_control, keys=settings.keyring)
+        self.control_view.on_change.append(self._on_control)
+        self._by_hand: dict[str, ControlEvent] = {}  # scope key -> an operator's latest control
         self.key_id, self.secret = settings.signing_key
         n = settings.topic_partitions
         self.usage_topic = self.app.topic(settings.topic_usage, key_serializer="raw", value_serializer="raw",
@@ -104,7 +96,7 @@ class Runtime:
         self.started = time.time()
         self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0, "forwarded": 0}
         self._misrouted_log = LogBudget(per_window=1, window_s=60.0)
-        self._chunk = _Chunk(-1)  # decided, not yet persisted nor handed to the sink
+        self._chunk = Chunk(-1)  # decided, not yet persisted nor handed to the sink
         self._deciding = False  # a batch is being decided into self._chunk
         self._engine_errors = LogBudget(per_window=10, window_s=60.0)
         self._minutes: dict[str, list] = {}  # rollup rows persisted, not yet handed to the sink
@@ -124,6 +116,10 @@ class Runtime:
         async def usage(stream: faust.StreamT) -> None:
             async for events in take_batches(stream, runtime.settings.batch_max, runtime.settings.batch_within_s):
                 await runtime.on_batch(events)
+
+        @app.task
+        async def follow_controls() -> None:
+            await runtime.control_view.start()
 
         @app.timer(interval=self.settings.tick_interval_s)
         async def tick() -> None:
@@ -146,6 +142,7 @@ class Runtime:
             except TimeoutError:
                 log.error("shutdown flush timed out after %ss; unacknowledged messages will be redelivered",
                           runtime.settings.shutdown_timeout_s)
+            await runtime.control_view.stop()
 
     async def flush_for_shutdown(self) -> None:
         if self._chunk_due():
@@ -171,9 +168,24 @@ class Runtime:
             rollup_rows(((k, v, 0) for k, v in self.engine.stores["aggregates"].items()), time.time_ns(),
                         self._minutes, self._user_days)
             self.attached = self.generation
+            for control in list(self._by_hand.values()):  # newer than the persisted state, or idempotent
+                self._on_control(control)
             log.info("state attached", extra={"generation": self.generation,
                                               "keys": {n: len(s) for n, s in self.engine.stores.items()}})
         return True
+
+    def _on_control(self, control: ControlEvent) -> None:
+        """An operator's control (``tokenbrake control``) counts as one more rule on its scope,
+        on the worker that owns the scope's tenant, once the state is attached."""
+        if control.issued_by != "operator":
+            return
+        key = control.scope.key()
+        self._by_hand.pop(key, None)
+        self._by_hand[key] = control  # latest last
+        partition = self.router.partition(control.scope.tenant_id)
+        if self.attached == self.generation and TP(self.settings.topic_usage, partition) in \
+                self.app.assignor.assigned_actives():
+            self.engine.operator_control(control)
 
     # -- the flow ------------------------------------------------------------------------------
     async def on_batch(self, events: list[faust.EventT]) -> None:
@@ -198,7 +210,7 @@ class Runtime:
     async def _decide(self, events: list[faust.EventT]) -> None:
         chunk = self._chunk
         if chunk.generation != self.generation:  # decided on state a rebalance replaced: not persisted,
-            chunk = self._chunk = _Chunk(self.generation)  # not acknowledged; the owner reads them again
+            chunk = self._chunk = Chunk(self.generation)  # not acknowledged; the owner reads them again
         engine = self.engine
         chunk_events = self.settings.chunk_events
         ingested = now_text()
@@ -241,18 +253,11 @@ class Runtime:
         route = self.router.partition
         return all(route(ev.tenant_id) == partition for ev in events)
 
-    async def _forward(self, msg: Any, events: list[Any], chunk: _Chunk) -> list[Any]:
+    async def _forward(self, msg: Any, events: list[Any], chunk: Chunk) -> list[Any]:
         """Send events that belong to another partition (see streams.ingest.routing) on to it,
         keyed by tenant; they are decided when they arrive there. The message is acknowledged
         only once they are delivered. Returns the events that stay."""
-        route = self.router.partition
-        stay, away = [], {}
-        for ev in events:
-            target = route(ev.tenant_id)
-            if target == msg.partition:
-                stay.append(ev)
-            else:
-                away.setdefault((target, ev.tenant_id), []).append(ev)
+        stay, away = self.router.split(events, msg.partition)
         producer = self.app.producer._ensure_producer()
         for (target, tenant), moved in away.items():
             chunk.forwarded.append(await producer.send(self.settings.topic_usage, dumps(moved), key=tenant.encode(),
@@ -265,7 +270,7 @@ class Runtime:
                                "partition": msg.partition})
         return stay
 
-    async def _publish_controls(self, chunk: _Chunk) -> None:
+    async def _publish_controls(self, chunk: Chunk) -> None:
         controls = list(self.engine.out.controls)
         self.engine.out.controls.clear()  # before the await: the tick may add more meanwhile
         chunk.published.extend(controls)  # stored in ClickHouse with the chunk
@@ -274,7 +279,7 @@ class Runtime:
     async def _end_chunk(self) -> None:
         """Publish what was decided, persist the changed state, hand the rows to the sink
         (which acknowledges the chunk's messages once they are stored)."""
-        chunk, self._chunk = self._chunk, _Chunk(self.generation)
+        chunk, self._chunk = self._chunk, Chunk(self.generation)
         events, rows = list(chunk.taken), chunk.rows  # a copy: only what is handed over now is acked
         self.stats["messages"] += len(events)
         emitted = self.engine.drain()
@@ -341,30 +346,17 @@ class Runtime:
         self.stats["alerts"] += len(emitted.alerts)
 
     async def persist(self, wait: bool = True) -> list[asyncio.Future]:
-        """Write each key changed since the last call to its table's changelog, once. Records
-        are packed into producer batches per changelog partition, in the JSON form Faust's
-        recovery reads (a separate send per record cost ~25 us each). Returns the broker's
-        acknowledgements; with ``wait`` they are awaited here, otherwise the caller makes sure
-        no message is acknowledged before them (the sink awaits them before it acks)."""
+        """Write each key changed since the last call to its table's changelog, once (see
+        ``send_packed``). Returns the broker's acknowledgements; with ``wait`` they are awaited
+        here, otherwise the caller makes sure no message is acknowledged before them (the sink
+        awaits them before it acks)."""
         producer = self.app.producer._ensure_producer()  # the aiokafka producer under Faust's
         pending = []
         for name, store in self.engine.stores.items():
-            topic = self.changelogs[name]
             changes = store.changes()
             if name == "aggregates":  # the ClickHouse rollups are these same totals
                 rollup_rows(changes, time.time_ns(), self._minutes, self._user_days)
-            batches: dict[int, Any] = {}  # partition -> the batch being filled
-            for key, value, partition in changes:
-                key_bytes, value_bytes = dumps(key), None if value is None else dumps(value)
-                batch = batches.get(partition)
-                if batch is None:
-                    batch = batches[partition] = producer.create_batch()
-                if batch.append(key=key_bytes, value=value_bytes, timestamp=None) is None:  # full
-                    pending.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = batches[partition] = producer.create_batch()
-                    batch.append(key=key_bytes, value=value_bytes, timestamp=None)
-            for partition, batch in batches.items():
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
+            pending += await send_packed(producer, self.changelogs[name], changes)
         if wait and pending:
             await asyncio.gather(*pending)
         return pending

@@ -53,6 +53,17 @@ class Emitted:
         self.alerts.extend(other.alerts)
 
 
+#: the source of an operator's control by hand; its ``allow`` (with a deadline) overrides the rules
+OPERATOR = "operator"
+
+
+def _strongest(wishes: dict[str, Contribution]) -> Contribution | None:
+    forced = wishes.get(OPERATOR)
+    if forced is not None and forced.action == "allow":
+        return None
+    return max(wishes.values(), key=lambda w: w.rank, default=None)
+
+
 class ControlBoard:
     def __init__(self, out: Emitted) -> None:
         self.out = out
@@ -71,7 +82,7 @@ class ControlBoard:
         else:
             wishes[source] = wish
         self._scopes[key] = scope
-        best = max(wishes.values(), key=lambda w: w.rank, default=None)
+        best = _strongest(wishes)
         effective = ("allow", None, None) if best is None else (best.action, best.to_model, best.max_rps)
         if not wishes:
             del self._wishes[key]
@@ -94,6 +105,15 @@ class ControlBoard:
             scope=scope, action=best.action, max_rps=best.max_rps, downgrade_to=best.to_model,
             reason=best.reason, policy_id=best.policy_id,
             expires_at=ts_of(best.expires_ms) if best.expires_ms else None)
+
+    def effective(self, key: str) -> tuple[str, str | None, float | None]:
+        """(action, downgrade_to, max_rps) in force on the scope key."""
+        return self._effective.get(key, ("allow", None, None))
+
+    def reissue(self, scope: Scope, at_ms: int) -> None:
+        """Emit the scope's effective decision again (the topic's latest message differs)."""
+        best = _strongest(self._wishes.get(scope.key(), {}))
+        self.out.controls.append(self._control(scope, best, None, at_ms))
 
     def active(self) -> dict[str, tuple[str, str | None, float | None]]:
         """Effective non-allow decision per scope key."""

@@ -11,6 +11,8 @@ otherwise be split between them and each would enforce against a part of it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka.partitioner import murmur2
 
 
@@ -28,6 +30,18 @@ class TenantRouter:
             raise ValueError("a topic has at least one partition")
         self.partitions = partitions
         self._cache: dict[str, int] = {}
+
+    def split(self, events: list[Any], here: int) -> tuple[list[Any], dict[tuple[int, str], list[Any]]]:
+        """(the events that belong to partition ``here``, {(partition, tenant): the others})."""
+        stay: list[Any] = []
+        away: dict[tuple[int, str], list[Any]] = {}
+        for ev in events:
+            target = self.partition(ev.tenant_id)
+            if target == here:
+                stay.append(ev)
+            else:
+                away.setdefault((target, ev.tenant_id), []).append(ev)
+        return stay, away
 
     def partition(self, tenant: str) -> int:
         found = self._cache.get(tenant)

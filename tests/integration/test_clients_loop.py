@@ -162,3 +162,42 @@ def test_children_die_with_their_launcher(tmp_path):
         time.sleep(0.1)
     assert not _alive(broker_pid), f"embedded broker {broker_pid} outlived its launcher"
     launcher.stdout.close()
+
+
+def test_a_block_by_hand_holds_against_the_budget_until_lifted(worker_env, broker):
+    """On-call blocks a tenant by hand; the tenant's budget then crosses its downgrade level:
+    the block stays (before, the worker's downgrade overwrote it on the compacted topic).
+    Lifted by hand, the budget's own decision is published again."""
+    from tests.integration.conftest import event_json, msg
+
+    worker = worker_env(POLICIES).start()
+    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_control=worker.topic_control,
+                        control_signing_keys=worker.env["TOKENBRAKE_CONTROL_SIGNING_KEYS"])
+
+    async def scenario() -> tuple[str, str, str]:
+        ks = KillSwitch(broker.bootstrap, worker.topic_control, keys=settings.keyring)
+        seen: list[ControlEvent] = []
+        ks.on_change.append(seen.append)
+        await ks.start()
+        await publish_control(settings, broker.bootstrap, build_control("block", "acme", None, None, None, None,
+                                                                        None, None, "incident 42"))
+        await asyncio.sleep(1.5)  # the worker reads it back
+        events = [event_json(input_tokens=400_000, output_tokens=1_000)]  # $1.01: the downgrade level
+        await produce(broker.bootstrap, worker.topic_usage, [msg(e) for e in events])
+        worker.wait_counted(1)
+        await asyncio.sleep(1.5)
+        during = ks.decide("acme").action
+        await publish_control(settings, broker.bootstrap, build_control("allow", "acme", None, None, None, None,
+                                                                        None, None, "incident over"))
+        deadline = time.monotonic() + 10
+        while not (seen and seen[-1].issued_by == "worker") and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the operator's allow, then the worker's correction
+        assert [(c.issued_by, c.action) for c in seen] == [("operator", "block"), ("operator", "allow"),
+                                                          ("worker", "downgrade")]
+        after = ks.decide("acme")
+        await ks.stop()
+        return during, after.action, after.reason
+
+    during, after, reason = run(scenario())
+    assert during == "block"  # the budget's downgrade did not overwrite the operator's block
+    assert after == "downgrade" and "acme-day" in reason  # lifted: the budget's decision is back

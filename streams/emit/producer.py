@@ -1,0 +1,29 @@
+"""Writing state changes to Kafka with the aiokafka producer under Faust's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from schemas.codec import dumps
+
+
+async def send_packed(producer: Any, topic: str, records: Iterable[tuple[str, Any, int]]) -> list[asyncio.Future]:
+    """Send (key, value or None for a tombstone, partition) records packed into producer
+    batches per partition, in the JSON form Faust's table recovery reads (a separate send
+    per record cost ~25 us each). Returns the broker's acknowledgements, not awaited."""
+    pending = []
+    batches: dict[int, Any] = {}  # partition -> the batch being filled
+    for key, value, partition in records:
+        key_bytes, value_bytes = dumps(key), None if value is None else dumps(value)
+        batch = batches.get(partition)
+        if batch is None:
+            batch = batches[partition] = producer.create_batch()
+        if batch.append(key=key_bytes, value=value_bytes, timestamp=None) is None:  # full
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = batches[partition] = producer.create_batch()
+            batch.append(key=key_bytes, value=value_bytes, timestamp=None)
+    for partition, batch in batches.items():
+        pending.append(await producer.send_batch(batch, topic, partition=partition))
+    return pending
