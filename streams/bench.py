@@ -182,9 +182,10 @@ class Worker:
                     rss[f"{frac:.0%}"] = self.rss_mb()
             time.sleep(0.1)
 
-        def rate(what: str) -> int:
+        def rate(what: str) -> int | None:
+            """None, not 0, when the run was too short (or too slow) to see both marks apart."""
             lo, hi = marks.get((what, 0.1)), marks.get((what, 0.9))
-            return round(total * 0.8 / (hi - lo)) if lo is not None and hi is not None and hi > lo else 0
+            return round(total * 0.8 / (hi - lo)) if lo is not None and hi is not None and hi > lo else None
 
         return {"events_per_s": rate("decided"), "stored_events_per_s": rate("stored"), "counted": n,
                 "stored": stored, "rss_mb": rss}
@@ -331,7 +332,7 @@ def run_bench(n: int, single_n: int, probes: int, load_rate: int, progress: Any 
             finally:
                 worker.stop()
         for label in ("", "_single"):
-            if results.get(f"floor_events_per_s{label}"):
+            if results.get(f"floor_events_per_s{label}") and results.get(f"events_per_s{label}"):
                 results[f"ratio_to_floor{label}"] = round(results[f"events_per_s{label}"] /
                                                           results[f"floor_events_per_s{label}"], 3)
     return results
