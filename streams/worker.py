@@ -222,7 +222,7 @@ class Runtime:
             good, bad = decode(msg.value)
             for rejected in bad:
                 await self.dead_letter(msg, rejected)
-            if good and not self._on_tenant_partition(good, msg.partition):
+            if good and not self.router.all_on(good, msg.partition):
                 good = await self._forward(msg, good, chunk)
             for ev in good:
                 chunk.processed += 1
@@ -248,10 +248,6 @@ class Runtime:
             await self._publish_controls(chunk)
         if chunk.taken and time.monotonic() - chunk.started >= self.settings.chunk_max_s:
             await self._end_chunk()
-
-    def _on_tenant_partition(self, events: list[Any], partition: int) -> bool:
-        route = self.router.partition
-        return all(route(ev.tenant_id) == partition for ev in events)
 
     async def _forward(self, msg: Any, events: list[Any], chunk: Chunk) -> list[Any]:
         """Send events that belong to another partition (see streams.ingest.routing) on to it,

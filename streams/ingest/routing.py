@@ -31,6 +31,11 @@ class TenantRouter:
         self.partitions = partitions
         self._cache: dict[str, int] = {}
 
+    def all_on(self, events: list[Any], here: int) -> bool:
+        """Every event belongs to partition ``here`` (the common case, checked per message)."""
+        route = self.partition
+        return all(route(ev.tenant_id) == here for ev in events)
+
     def split(self, events: list[Any], here: int) -> tuple[list[Any], dict[tuple[int, str], list[Any]]]:
         """(the events that belong to partition ``here``, {(partition, tenant): the others})."""
         stay: list[Any] = []
