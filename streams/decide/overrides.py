@@ -33,7 +33,7 @@ class OperatorOverrides:
     def apply(self, control: ControlEvent, now_ms: int) -> None:
         """Take an operator's control (read back from the control topic) into account."""
         scope, key = control.scope, control.scope.key()
-        expires_ms = int(control.expires_at.timestamp() * 1000) if control.expires_at else None
+        expires_ms = _expires_ms(control)
         lift = control.action == "allow" and expires_ms is None  # a plain allow lifts the operator's control
         if lift or (expires_ms is not None and expires_ms <= now_ms):
             self.store.delete(PREFIX + key)
@@ -66,4 +66,8 @@ class OperatorOverrides:
         for key, value in self.store.items():
             if key.startswith(PREFIX):
                 control = ControlEvent.model_validate(value)
-                self._wish(control, int(control.expires_at.timestamp() * 1000) if control.expires_at else None)
+                self._wish(control, _expires_ms(control))
+
+
+def _expires_ms(control: ControlEvent) -> int | None:
+    return int(control.expires_at.timestamp() * 1000) if control.expires_at else None
