@@ -152,7 +152,7 @@ class Engine:
 
     def operator_control(self, control: ControlEvent) -> None:
         """An operator's control read back from the control topic (see decide.overrides)."""
-        self.operators.apply(control, self.now() or wall_clock_ms())
+        self.operators.apply(control, self.now())
 
     def save_baselines(self) -> int:
         """Write the detector models that changed since the last save (also at shutdown)."""
