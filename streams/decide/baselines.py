@@ -41,7 +41,7 @@ class BaselineKeeper:
     def save(self, now_ms: int, partition_of_tenant: Callable[[str], int]) -> int:
         """Write every model marked since the last save. Returns how many were written."""
         hub, written = self.hub, 0
-        for rule, scope in sorted(hub.dirty):
+        for rule, scope in hub.dirty:
             model = hub.models.get((rule, scope))
             if model is None:
                 continue
