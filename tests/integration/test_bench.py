@@ -18,11 +18,17 @@ def test_bench_prints_every_figure_on_a_small_run(tmp_path):
     results = json.loads(done.stdout)
     for key in ("events_per_s", "events_per_s_single", "stored_events_per_s", "stored_events_per_s_single",
                 "floor_events_per_s", "floor_events_per_s_single", "control_latency_ms_p50",
-                "control_latency_ms_p99", "rss_mb", "rss_mb_single", "validate_us_per_event", "engine_us_per_event"):
+                "control_latency_ms_p99", "rss_mb", "rss_mb_single", "validate_us_per_event", "engine_us_per_event",
+                "cpu_us_per_event", "cpu_us_per_event_single"):
         assert key in results, key
     for key in ("events_per_s", "events_per_s_single", "stored_events_per_s", "stored_events_per_s_single"):
         assert results[key] is None or results[key] > 0, (key, results[key])  # too short to measure: null
     assert results["floor_events_per_s"] > 0 and results["floor_events_per_s_single"] > 0
     assert results["probes_seen"] == results["probes"] == 3
     assert set(results["rss_mb"]) == {"25%", "50%", "100%"} and all(v > 0 for v in results["rss_mb"].values())
+    for key in ("cpu_us_per_event", "cpu_us_per_event_single"):  # measured with the rate, or both null
+        cpu, rate = results[key], results[key.replace("cpu_us_per_event", "events_per_s")]
+        assert (cpu is None) == (rate is None), (key, cpu, rate)
+        if cpu is not None:
+            assert set(cpu) == {"worker", "writer", "broker", "total"} and cpu["worker"] > 0, cpu
     assert not list(tmp_path.glob("*-data"))  # nothing left in the working directory
