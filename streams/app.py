@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from streams import compat
 from streams.settings import Settings
+
+
+class RawBytes(faust.Schema):
+    """A topic's keys and values as the broker holds them. Faust's ``raw`` serializers give
+    the same bytes through its serializer registry, a few microseconds per message on the
+    usage topic's hottest path (one event per message)."""
+
+    def loads_key(self, app: faust.App, message: Any, *, loads: Any = None, serializer: Any = None) -> Any:
+        return message.key
+
+    def loads_value(self, app: faust.App, message: Any, *, loads: Any = None, serializer: Any = None) -> Any:
+        return message.value
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:

@@ -352,7 +352,8 @@ def run_bench(n: int, single_n: int, probes: int, load_rate: int, progress: Any 
         progress(f"floor: {results['floor_events_per_s']} ev/s batched, {results['floor_events_per_s_single']} single")
         for label, topic, total in (("", "bench.batched", n), ("_single", "bench.single", single_n)):
             app_id = f"bench{label or '_batched'}-{uuid.uuid4().hex[:6]}"
-            worker = Worker(bs, home, topic, app_id)
+            (home / app_id).mkdir()  # its own ClickHouse: no merges of the other run's parts in its figures
+            worker = Worker(bs, home / app_id, topic, app_id)
             try:
                 worker.wait_ready()
                 m = worker.measure(total, others={"broker": [broker.pid]} if broker.pid else None)

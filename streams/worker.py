@@ -27,7 +27,7 @@ from clients.killswitch import KillSwitch
 from schemas.codec import dumps
 from schemas.control import ControlEvent
 from schemas.signing import Sealer, sign
-from streams.app import build_app
+from streams.app import RawBytes, build_app
 from streams.batches import Chunk, take_batches
 from streams.decide.policies import load_policies
 from streams.emit.events import Emitted
@@ -76,8 +76,7 @@ class Runtime:
         self._by_hand: dict[str, ControlEvent] = {}  # scope key -> an operator's latest control
         self.key_id, self.secret = settings.signing_key
         n = settings.topic_partitions
-        self.usage_topic = self.app.topic(settings.topic_usage, key_serializer="raw", value_serializer="raw",
-                                          partitions=n)
+        self.usage_topic = self.app.topic(settings.topic_usage, schema=RawBytes(), partitions=n)
         self.dlq_topic = self.app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
                                         partitions=n)
         self.control_topic = self.app.topic(settings.topic_control, key_serializer="raw",
