@@ -65,7 +65,7 @@ class Chunk:
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.taken: list[Any] = []
-        self.rows: list[list] = []
+        self.rows: list[tuple] = []  # usage rows, one UsageSource per message
         self.published: list[Any] = []  # controls already published, still to be stored
         self.forwarded: list[asyncio.Future] = []  # deliveries of events sent on to their tenant's partition
         self.processed = 0

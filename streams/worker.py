@@ -41,7 +41,7 @@ from streams.price.overrides import Overrides
 from streams.price.pricebook import PriceBook
 from streams.settings import Settings
 from streams.sink.buffer import SinkBuffer
-from streams.sink.clickhouse import alert_row, control_row, now_text, usage_row
+from streams.sink.clickhouse import alert_row, control_row, now_text, priced_entry, usage_source_bytes
 from streams.sink.process import SinkProcess
 from streams.sink.rollups import rollup_rows
 
@@ -223,6 +223,7 @@ class Runtime:
                 await self.dead_letter(msg, rejected)
             if good and not self.router.all_on(good, msg.partition):
                 good = await self._forward(msg, good, chunk)
+            priced: list[tuple] = []  # this message's usage rows (see UsageSource)
             for ev in good:
                 chunk.processed += 1
                 if chunk.processed % 1000 == 0:
@@ -235,11 +236,13 @@ class Runtime:
                     await self.dead_letter(msg, Rejected("internal_error", f"{type(exc).__name__}: {exc}", dumps(ev)))
                     continue
                 if isinstance(result, PricedEvent):
-                    chunk.rows.append(usage_row(result, ingested))
+                    priced.append(priced_entry(result))
                 elif result is Seen.LATE:
                     await self.dead_letter(msg, Rejected(
                         "late", f"event {ev.event_id} is older than the dedupe horizon "
                         f"({self.settings.dedupe_horizon}); it cannot be counted exactly once", dumps(ev)))
+            if priced:  # bad elements: the rows are built from the valid events only (see usage_rows)
+                chunk.rows.append((usage_source_bytes(good) if bad else msg.value, ingested, priced))
             if chunk.processed >= chunk_events:
                 await self._end_chunk()
                 chunk = self._chunk

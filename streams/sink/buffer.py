@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch
+from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, UsageSource
 from streams.sink.process import SinkProcess
 
 log = logging.getLogger("tokenbrake.sink")
@@ -55,13 +55,13 @@ class SinkBuffer:
         self.usage_rows_written = 0
         self.flushes = 0
 
-    def add(self, usage: list[list], controls: list[tuple], alerts: list[tuple], ack: Callable[[], Any],
+    def add(self, usage: list[UsageSource], controls: list[tuple], alerts: list[tuple], ack: Callable[[], Any],
             minutes: dict[str, list] | None = None, user_days: dict[str, list] | None = None,
             stale_minutes: set[tuple[str, int]] | None = None, durable: list[asyncio.Future] | None = None) -> None:
         batch = self._batch
         if durable:
             self._durable.extend(durable)
-        batch.usage.extend(usage)
+        batch.add_usage(usage, sum(len(source[2]) for source in usage))
         batch.controls.extend(controls)
         batch.alerts.extend(alerts)
         if minutes:
@@ -144,7 +144,7 @@ class SinkBuffer:
             for ack in acks:
                 ack()
             self.rows_written += len(batch)
-            self.usage_rows_written += len(batch.usage)
+            self.usage_rows_written += batch.usage_rows
             self.flushes += 1
             self._backoff = 0.0
             self._next_try = 0.0

@@ -16,6 +16,7 @@ import clickhouse_connect
 import orjson
 
 from schemas.control import AlertEvent, ControlEvent
+from schemas.usage import UsageEvent
 from streams.price.rates import nanos_to_text
 from streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS
 
@@ -63,16 +64,54 @@ def ts_text(ts_ms: int) -> str:
     return f"{ts_ms // 1000}.{ts_ms % 1000:03d}"
 
 
-def usage_row(p: Any, ingested_at: str) -> list:
-    """A usage_events row (JSON values in USAGE_COLUMNS order) from a PricedEvent;
-    ``ingested_at`` is :func:`ts_text` of the batch's arrival."""
+#: The usage rows of one message, as the worker hands them to the writer: the message's bytes
+#: (a JSON event or array of events, validated), when it arrived (:func:`ts_text`), and one
+#: :func:`priced_entry` per event counted or redelivered. The writer process builds the rows
+#: (:func:`usage_rows`): the worker's event loop spends no time on them.
+UsageSource = tuple[bytes, str, list[tuple]]
+
+#: Optional event fields and their defaults, from the contract itself.
+_DEFAULTS = {name: f.default for name, f in UsageEvent.model_fields.items() if not f.is_required()}
+
+
+def priced_entry(p: Any) -> tuple:
+    """What a row needs beyond the message's JSON, from a PricedEvent: the values the engine
+    computed, and the fields the contract coerces (``cache_hit`` accepts ``"true"``, money
+    accepts numbers and exponents), as validated."""
     e = p.event
     reported = e.reported_cost_usd
-    return [e.event_id, ts_text(p.ts_ms), e.tenant_id, e.feature_id, e.user_id, e.provider, e.model, e.model_version,
-            e.environment, e.region, e.prompt_version, e.tenant_tier, e.input_tokens, e.output_tokens,
-            e.cached_input_tokens, e.cache_write_tokens, e.reasoning_tokens, e.call_id,
-            e.attempt, e.status, e.latency_ms, e.cache_hit, nanos_to_text(p.cost_nanos),
-            None if reported is None else format(reported, "f"), p.priced, ingested_at]
+    return (e.event_id, p.ts_ms, p.cost_nanos, p.priced, e.cache_hit,
+            None if reported is None else format(reported, "f"))
+
+
+def usage_rows(source: UsageSource) -> list[dict[str, Any]]:
+    """usage_events rows (JSONEachRow objects) of one :data:`UsageSource`. An event id twice
+    in one message: the first element is the one the engine counted (the others were
+    duplicates); the worker re-serialises messages that had invalid elements."""
+    value, ingested, priced = source
+    items = orjson.loads(value)
+    by_id: dict[str, dict[str, Any]] = {}
+    for item in items if isinstance(items, list) else [items]:
+        by_id.setdefault(item["event_id"], item)
+    rows = []
+    for event_id, ts_ms, cost_nanos, is_priced, cache_hit, reported in priced:
+        item = by_id[event_id]
+        rows.append({**_DEFAULTS, **item, "ts": ts_text(ts_ms),
+                     "logical_call_id": item.get("logical_call_id") or event_id, "cache_hit": cache_hit,
+                     "reported_cost_usd": reported, "cost_usd": nanos_to_text(cost_nanos), "priced": is_priced,
+                     "ingested_at": ingested})
+    return rows
+
+
+def usage_source_bytes(events: list[UsageEvent]) -> bytes:
+    """Events serialised again: the message bytes of a :data:`UsageSource` when the original
+    message is not usable as is (it had invalid elements) or there is none (tests, tools)."""
+    return orjson.dumps([e.model_dump(mode="json") for e in events])
+
+
+def usage_source(events: list[Any], ingested_at: str) -> UsageSource:
+    """A :data:`UsageSource` of PricedEvents without a message (tests, tools)."""
+    return usage_source_bytes([p.event for p in events]), ingested_at, [priced_entry(p) for p in events]
 
 
 def control_row(c: ControlEvent) -> tuple:
@@ -90,7 +129,7 @@ def alert_row(a: AlertEvent) -> tuple:
 
 @dataclass
 class SinkBatch:
-    usage: list[list] = field(default_factory=list)
+    usage: list[UsageSource] = field(default_factory=list)
     controls: list[tuple] = field(default_factory=list)
     alerts: list[tuple] = field(default_factory=list)
     #: rollup rows by aggregate key (see :mod:`streams.sink.rollups`): the latest total wins
@@ -98,13 +137,23 @@ class SinkBatch:
     user_days: dict[str, list] = field(default_factory=dict)
     #: (tenant, minute) with no core bucket left: recomputed from usage_events
     stale_minutes: set[tuple[str, int]] = field(default_factory=set)
+    usage_rows: int = -1  # rows in ``usage``: counted when not given, kept by add_usage
+
+    def __post_init__(self) -> None:
+        if self.usage_rows < 0:
+            self.usage_rows = sum(len(source[2]) for source in self.usage)
+
+    def add_usage(self, sources: list[UsageSource], rows: int) -> None:
+        self.usage.extend(sources)
+        self.usage_rows += rows
 
     def __len__(self) -> int:
-        return len(self.usage) + len(self.controls) + len(self.alerts) + len(self.minutes) + len(self.user_days)
+        return self.usage_rows + len(self.controls) + len(self.alerts) + len(self.minutes) + len(self.user_days)
 
     def merge_older(self, older: SinkBatch) -> None:
         """Put an unwritten older batch back in front of this one (after a failed write)."""
         self.usage[:0] = older.usage
+        self.usage_rows += older.usage_rows
         self.controls[:0] = older.controls
         self.alerts[:0] = older.alerts
         self.minutes = {**older.minutes, **self.minutes}
@@ -113,13 +162,14 @@ class SinkBatch:
 
 
 def encode_batch(batch: SinkBatch) -> dict[str, Any]:
-    """A batch as the writer takes it (and the writer process receives it): JSONCompactEachRow
-    bodies of at most INSERT_CHUNK_ROWS rows for the bulk tables, tuples for the rest."""
-    def bodies(rows: list[list]) -> list[bytes]:
+    """A batch as the writer inserts it (in the writer process): JSON bodies of at most
+    INSERT_CHUNK_ROWS rows for the bulk tables, tuples for the rest."""
+    def bodies(rows: list[Any]) -> list[bytes]:
         step = INSERT_CHUNK_ROWS
         return [b"\n".join(map(orjson.dumps, rows[i:i + step])) for i in range(0, len(rows), step)]
 
-    return {"usage": bodies(batch.usage), "minutes": bodies(list(batch.minutes.values())),
+    usage = [row for source in batch.usage for row in usage_rows(source)]
+    return {"usage": bodies(usage), "minutes": bodies(list(batch.minutes.values())),
             "user_days": bodies(list(batch.user_days.values())), "controls": batch.controls,
             "alerts": batch.alerts, "stale_minutes": sorted(batch.stale_minutes)}
 
@@ -139,24 +189,20 @@ class ClickHouseWriter:
         return self._client
 
     def write(self, batch: SinkBatch) -> None:
-        self.write_encoded(encode_batch(batch))
-
-    def write_encoded(self, message: dict[str, Any]) -> None:
-        """Write an encoded batch (see :func:`streams.sink.process.encode`): usage rows first,
-        then the rollups, the minutes to rebuild, controls and alerts."""
+        """Usage rows first, then the rollups, the minutes to rebuild, controls and alerts."""
         try:
-            self._write_encoded(message)
+            self._write_encoded(encode_batch(batch))
         except Exception:
             self._client = None  # reconnect next time
             raise
 
     def _write_encoded(self, message: dict[str, Any]) -> None:
         client = self.client
-        for table, key, columns in (("usage_events", "usage", USAGE_COLUMNS),
-                                    ("spend_minute", "minutes", MINUTE_COLUMNS),
-                                    ("spend_user_day", "user_days", USER_DAY_COLUMNS)):
-            for body in message[key]:  # JSONCompactEachRow: ClickHouse parses it, no per-value Python
-                client.raw_insert(f"{self.db}.{table}", columns, body, fmt="JSONCompactEachRow")
+        for table, key, columns, fmt in (("usage_events", "usage", USAGE_COLUMNS, "JSONEachRow"),
+                                         ("spend_minute", "minutes", MINUTE_COLUMNS, "JSONCompactEachRow"),
+                                         ("spend_user_day", "user_days", USER_DAY_COLUMNS, "JSONCompactEachRow")):
+            for body in message[key]:  # ClickHouse parses JSON: no per-value Python
+                client.raw_insert(f"{self.db}.{table}", columns, body, fmt=fmt)
         if message["stale_minutes"]:
             self._rebuild_minutes(client, message["stale_minutes"])
         if message["controls"]:

@@ -3,12 +3,13 @@
 In the worker's process, every slice of Python the writer thread ran (clickhouse-connect's
 per-value conversions, chdb's callbacks) had to win the GIL from the busy event loop, so a
 flush of a few seconds' rows could take tens of seconds and the buffer, and memory, grew.
-Here the worker only encodes rows (one ``orjson.dumps`` per row, into JSONCompactEachRow
-bytes) and hands them over a pipe; a child process that owns the ClickHouse client (and
-the chdb directory: only one process may open it) writes them and answers ``ok`` or the
-error. The :class:`~streams.sink.buffer.SinkBuffer` protocol is unchanged: ``write`` blocks
-(in the buffer's thread) until the rows are stored or raises, and nothing is acknowledged
-before. A child that dies is started again on the next write.
+Here the worker hands the batch over a pipe (usage rows as their messages' bytes and
+what the engine computed per event: see ``UsageSource``); a child process, which owns the
+ClickHouse client (and the chdb directory: only one process may open it), builds and
+encodes the rows, writes them and answers ``ok`` or the error. The
+:class:`~streams.sink.buffer.SinkBuffer` protocol is unchanged: ``write`` blocks (in the
+buffer's thread) until the rows are stored or raises, and nothing is acknowledged before.
+A child that dies is started again on the next write.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import signal
 from typing import Any
 
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, encode_batch
+from streams.sink.clickhouse import ClickHouseWriter, SinkBatch
 
 log = logging.getLogger("tokenbrake.sink")
 
@@ -35,7 +36,7 @@ def _serve(conn: Any, dsn: str, database: str) -> None:  # pragma: no cover - ru
         if message is None:
             break
         try:
-            writer.write_encoded(message)
+            writer.write(message)
             conn.send(None)
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which retries
             conn.send(f"{type(exc).__name__}: {exc}")
@@ -70,7 +71,7 @@ class SinkProcess:
     def write(self, batch: SinkBatch) -> None:
         self._ensure()
         try:
-            self._conn.send(encode_batch(batch))
+            self._conn.send(batch)
             error = self._conn.recv()
         except (EOFError, OSError) as exc:
             self._proc.join(timeout=1)

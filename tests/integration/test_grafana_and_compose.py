@@ -18,7 +18,7 @@ from schemas.usage import UsageEvent
 from streams.decide.policies import parse_policies
 from streams.engine import Engine, PricedEvent
 from streams.price import PriceBook
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, alert_row, control_row, now_text, usage_row
+from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, alert_row, control_row, now_text, usage_source
 from streams.sink.rollups import rollup_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def loaded(tmp_path_factory):  # noqa: ANN201
                         status="error" if i % 9 == 0 else "ok", reported_cost_usd="0.0035")
         priced = engine.process(ev, 0, i)
         assert isinstance(priced, PricedEvent) and priced.cost_nanos == 3_500_000  # gpt-4o: $2.5/M in, $10/M out
-        usage.append(usage_row(priced, now_text()))
+        usage.append(priced)
     minutes, user_days = {}, {}
     rollup_rows(engine.stores["aggregates"].changes(), time.time_ns(), minutes, user_days)
     scope = Scope(tenant_id="acme")
@@ -55,8 +55,10 @@ def loaded(tmp_path_factory):  # noqa: ANN201
                            downgrade_to="gpt-4o-mini", reason=reason)
     alert = AlertEvent(alert_id="a1", ts=now_ms, rule="budget", scope=scope, severity="critical", state="firing",
                        summary="over", observed=Decimal(1), threshold=Decimal(1), dedup_key="k")
-    writer.write(SinkBatch(usage, [control_row(control)], [alert_row(alert)], minutes, user_days))
-    writer.write(SinkBatch(usage[:10], minutes=minutes, user_days=user_days))  # a redelivery: idempotent
+    writer.write(SinkBatch([usage_source(usage, now_text())], [control_row(control)], [alert_row(alert)], minutes,
+                           user_days))
+    redelivered = [usage_source(usage[:10], now_text())]  # idempotent
+    writer.write(SinkBatch(redelivered, minutes=minutes, user_days=user_days))
     yield writer
     writer.close()
 

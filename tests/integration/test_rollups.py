@@ -12,7 +12,7 @@ from schemas.usage import UsageEvent
 from streams.decide.policies import parse_policies
 from streams.engine import Engine, PricedEvent
 from streams.price import PriceBook
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, now_text, usage_row
+from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, now_text, usage_source
 from streams.sink.rollups import rollup_rows
 
 NOW_MS = (int(time.time() * 1000) // 60_000) * 60_000 - 60_000
@@ -37,8 +37,8 @@ def _batch(engine: Engine, events: list[UsageEvent]) -> SinkBatch:
     for offset, ev in enumerate(events):
         priced = engine.process(ev, 0, offset)
         assert isinstance(priced, PricedEvent)
-        rows.append(usage_row(priced, now_text()))
-    batch = SinkBatch(rows)
+        rows.append(priced)
+    batch = SinkBatch([usage_source(rows, now_text())])
     rollup_rows(engine.stores["aggregates"].changes(), time.time_ns(), batch.minutes, batch.user_days)
     batch.stale_minutes = set(engine.agg.stale_minutes)
     engine.agg.stale_minutes.clear()
