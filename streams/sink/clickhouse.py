@@ -70,8 +70,13 @@ def ts_text(ts_ms: int) -> str:
 #: (:func:`usage_rows`): the worker's event loop spends no time on them.
 UsageSource = tuple[bytes, str, list[tuple]]
 
-#: Optional event fields and their defaults, from the contract itself.
-_DEFAULTS = {name: f.default for name, f in UsageEvent.model_fields.items() if not f.is_required()}
+#: usage_events columns as inserted: the event's fields taken from the message as sent (with
+#: the contract's defaults), then those the engine computed or the contract coerces.
+_COMPUTED = ["ts", "logical_call_id", "cache_hit", "reported_cost_usd", "cost_usd", "priced", "ingested_at"]
+_AS_SENT = [(name, None if field.is_required() else field.default) for name, field in UsageEvent.model_fields.items()
+            if name not in _COMPUTED]
+_AS_SENT_NAMES, _AS_SENT_DEFAULTS = [name for name, _ in _AS_SENT], [default for _, default in _AS_SENT]
+USAGE_INSERT_COLUMNS = _AS_SENT_NAMES + _COMPUTED
 
 
 def priced_entry(p: Any) -> tuple:
@@ -84,10 +89,10 @@ def priced_entry(p: Any) -> tuple:
             None if reported is None else format(reported, "f"))
 
 
-def usage_rows(source: UsageSource) -> list[dict[str, Any]]:
-    """usage_events rows (JSONEachRow objects) of one :data:`UsageSource`. An event id twice
-    in one message: the first element is the one the engine counted (the others were
-    duplicates); the worker re-serialises messages that had invalid elements."""
+def usage_rows(source: UsageSource) -> list[list]:
+    """usage_events rows (values in USAGE_INSERT_COLUMNS order) of one :data:`UsageSource`.
+    An event id twice in one message: the first element is the one the engine counted (the
+    others were duplicates); the worker re-serialises messages that had invalid elements."""
     value, ingested, priced = source
     items = orjson.loads(value)
     by_id: dict[str, dict[str, Any]] = {}
@@ -95,11 +100,11 @@ def usage_rows(source: UsageSource) -> list[dict[str, Any]]:
         by_id.setdefault(item["event_id"], item)
     rows = []
     for event_id, ts_ms, cost_nanos, is_priced, cache_hit, reported in priced:
-        item = by_id[event_id]
-        rows.append({**_DEFAULTS, **item, "ts": ts_text(ts_ms),
-                     "logical_call_id": item.get("logical_call_id") or event_id, "cache_hit": cache_hit,
-                     "reported_cost_usd": reported, "cost_usd": nanos_to_text(cost_nanos), "priced": is_priced,
-                     "ingested_at": ingested})
+        get = by_id[event_id].get
+        row = list(map(get, _AS_SENT_NAMES, _AS_SENT_DEFAULTS))
+        row += (ts_text(ts_ms), get("logical_call_id") or event_id, cache_hit, reported, nanos_to_text(cost_nanos),
+                is_priced, ingested)
+        rows.append(row)
     return rows
 
 
@@ -198,11 +203,11 @@ class ClickHouseWriter:
 
     def _write_encoded(self, message: dict[str, Any]) -> None:
         client = self.client
-        for table, key, columns, fmt in (("usage_events", "usage", USAGE_COLUMNS, "JSONEachRow"),
-                                         ("spend_minute", "minutes", MINUTE_COLUMNS, "JSONCompactEachRow"),
-                                         ("spend_user_day", "user_days", USER_DAY_COLUMNS, "JSONCompactEachRow")):
-            for body in message[key]:  # ClickHouse parses JSON: no per-value Python
-                client.raw_insert(f"{self.db}.{table}", columns, body, fmt=fmt)
+        for table, key, columns in (("usage_events", "usage", USAGE_INSERT_COLUMNS),
+                                    ("spend_minute", "minutes", MINUTE_COLUMNS),
+                                    ("spend_user_day", "user_days", USER_DAY_COLUMNS)):
+            for body in message[key]:  # JSONCompactEachRow: ClickHouse parses it, no per-value Python
+                client.raw_insert(f"{self.db}.{table}", columns, body, fmt="JSONCompactEachRow")
         if message["stale_minutes"]:
             self._rebuild_minutes(client, message["stale_minutes"])
         if message["controls"]:
