@@ -43,7 +43,7 @@ from streams.settings import Settings
 from streams.sink.buffer import SinkBuffer
 from streams.sink.clickhouse import alert_row, control_row, now_text, priced_entry, usage_source_bytes
 from streams.sink.process import SinkProcess
-from streams.sink.rollups import rollup_rows
+from streams.sink.rollups import Totals, keep_totals
 
 log = logging.getLogger("tokenbrake.worker")
 
@@ -98,8 +98,7 @@ class Runtime:
         self._chunk = Chunk(-1)  # decided, not yet persisted nor handed to the sink
         self._deciding = False  # a batch is being decided into self._chunk
         self._engine_errors = LogBudget(per_window=10, window_s=60.0)
-        self._minutes: dict[str, list] = {}  # rollup rows persisted, not yet handed to the sink
-        self._user_days: dict[str, list] = {}
+        self._totals: Totals = {}  # rollup totals persisted, not yet handed to the sink
         self._install()
 
     # -- wiring --------------------------------------------------------------------------------
@@ -164,8 +163,8 @@ class Runtime:
             self.engine.restore({})
             # the restored totals may be newer than what reached ClickHouse before a crash or an
             # outage (their messages come back as redeliveries, which change no total): write them all
-            rollup_rows(((k, v, 0) for k, v in self.engine.stores["aggregates"].items()), time.time_ns(),
-                        self._minutes, self._user_days)
+            keep_totals(((k, v, 0) for k, v in self.engine.stores["aggregates"].items()), time.time_ns(),
+                        self._totals)
             self.attached = self.generation
             for control in list(self._by_hand.values()):  # newer than the persisted state, or idempotent
                 self._on_control(control)
@@ -325,7 +324,7 @@ class Runtime:
         if emitted.controls or emitted.alerts:
             await self.publish(emitted)
         await self.persist()
-        if emitted.controls or emitted.alerts or self._minutes or self._user_days or self.engine.agg.stale_minutes:
+        if emitted.controls or emitted.alerts or self._totals or self.engine.agg.stale_minutes:
             self.sink.add([], [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts],
                           lambda: None, *self._take_rollups())
         await self.sink.maybe_flush()
@@ -353,15 +352,15 @@ class Runtime:
         for name, store in self.engine.stores.items():
             changes = store.changes()
             if name == "aggregates":  # the ClickHouse rollups are these same totals
-                rollup_rows(changes, time.time_ns(), self._minutes, self._user_days)
+                keep_totals(changes, time.time_ns(), self._totals)
             pending += await send_packed(producer, self.changelogs[name], changes)
         if wait and pending:
             await asyncio.gather(*pending)
         return pending
 
-    def _take_rollups(self) -> tuple[dict[str, list], dict[str, list], set[tuple[str, int]]]:
-        taken = self._minutes, self._user_days, set(self.engine.agg.stale_minutes)
-        self._minutes, self._user_days = {}, {}
+    def _take_rollups(self) -> tuple[Totals, set[tuple[str, int]]]:
+        taken = self._totals, set(self.engine.agg.stale_minutes)
+        self._totals = {}
         self.engine.agg.stale_minutes.clear()
         return taken
 

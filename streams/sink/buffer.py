@@ -28,6 +28,7 @@ from typing import Any
 
 from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, UsageSource
 from streams.sink.process import SinkProcess
+from streams.sink.rollups import Totals
 
 log = logging.getLogger("tokenbrake.sink")
 
@@ -56,7 +57,7 @@ class SinkBuffer:
         self.flushes = 0
 
     def add(self, usage: list[UsageSource], controls: list[tuple], alerts: list[tuple], ack: Callable[[], Any],
-            minutes: dict[str, list] | None = None, user_days: dict[str, list] | None = None,
+            totals: Totals | None = None,
             stale_minutes: set[tuple[str, int]] | None = None, durable: list[asyncio.Future] | None = None) -> None:
         batch = self._batch
         if durable:
@@ -64,10 +65,8 @@ class SinkBuffer:
         batch.add_usage(usage, sum(len(source[2]) for source in usage))
         batch.controls.extend(controls)
         batch.alerts.extend(alerts)
-        if minutes:
-            batch.minutes.update(minutes)
-        if user_days:
-            batch.user_days.update(user_days)
+        if totals:
+            batch.totals.update(totals)
         if stale_minutes:
             batch.stale_minutes |= stale_minutes
         self._acks.append(ack)

@@ -18,7 +18,7 @@ import orjson
 from schemas.control import AlertEvent, ControlEvent
 from schemas.usage import UsageEvent
 from streams.price.rates import nanos_to_text
-from streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS
+from streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS, Totals, rollup_rows
 
 DDL_PATH = Path(__file__).with_name("ddl.sql")
 #: rows per INSERT: a backlog flush must not materialise hundreds of thousands of rows at once
@@ -137,9 +137,9 @@ class SinkBatch:
     usage: list[UsageSource] = field(default_factory=list)
     controls: list[tuple] = field(default_factory=list)
     alerts: list[tuple] = field(default_factory=list)
-    #: rollup rows by aggregate key (see :mod:`streams.sink.rollups`): the latest total wins
-    minutes: dict[str, list] = field(default_factory=dict)
-    user_days: dict[str, list] = field(default_factory=dict)
+    #: the aggregate totals the rollup rows are made of (see :mod:`streams.sink.rollups`):
+    #: the latest total of a key wins
+    totals: Totals = field(default_factory=dict)
     #: (tenant, minute) with no core bucket left: recomputed from usage_events
     stale_minutes: set[tuple[str, int]] = field(default_factory=set)
     usage_rows: int = -1  # rows in ``usage``: counted when not given, kept by add_usage
@@ -153,7 +153,7 @@ class SinkBatch:
         self.usage_rows += rows
 
     def __len__(self) -> int:
-        return self.usage_rows + len(self.controls) + len(self.alerts) + len(self.minutes) + len(self.user_days)
+        return self.usage_rows + len(self.controls) + len(self.alerts) + len(self.totals)
 
     def merge_older(self, older: SinkBatch) -> None:
         """Put an unwritten older batch back in front of this one (after a failed write)."""
@@ -161,8 +161,7 @@ class SinkBatch:
         self.usage_rows += older.usage_rows
         self.controls[:0] = older.controls
         self.alerts[:0] = older.alerts
-        self.minutes = {**older.minutes, **self.minutes}
-        self.user_days = {**older.user_days, **self.user_days}
+        self.totals = {**older.totals, **self.totals}
         self.stale_minutes |= older.stale_minutes
 
 
@@ -174,9 +173,9 @@ def encode_batch(batch: SinkBatch) -> dict[str, Any]:
         return [b"\n".join(map(orjson.dumps, rows[i:i + step])) for i in range(0, len(rows), step)]
 
     usage = [row for source in batch.usage for row in usage_rows(source)]
-    return {"usage": bodies(usage), "minutes": bodies(list(batch.minutes.values())),
-            "user_days": bodies(list(batch.user_days.values())), "controls": batch.controls,
-            "alerts": batch.alerts, "stale_minutes": sorted(batch.stale_minutes)}
+    minutes, user_days = rollup_rows(batch.totals)
+    return {"usage": bodies(usage), "minutes": bodies(minutes), "user_days": bodies(user_days),
+            "controls": batch.controls, "alerts": batch.alerts, "stale_minutes": sorted(batch.stale_minutes)}
 
 
 class ClickHouseWriter:

@@ -15,9 +15,10 @@ A minute older than the core's minute retention has no bucket any more (an event
 is still counted in its day and month); such minutes are listed in ``stale_minutes`` and
 the writer recomputes their rows from ``usage_events``.
 
-Rows are lists of JSON values in the tables' column order (seconds for DateTime, days for
-Date, exact decimal text for money): the writer sends them as JSONCompactEachRow, which
-ClickHouse parses without holding the worker's GIL.
+The worker only keeps the changed totals (:func:`keep_totals`: a copy of the counters and
+their version per aggregate key); the writer process turns them into rows
+(:func:`rollup_rows`): lists of JSON values in the tables' column order (seconds for
+DateTime, days for Date, exact decimal text for money), sent as JSONCompactEachRow.
 """
 
 from __future__ import annotations
@@ -39,26 +40,32 @@ def _counters(vec: list[int], version: int) -> tuple[int | str, ...]:
     return (vec[1], vec[2], vec[3], vec[4], vec[5], vec[6], vec[7], nanos_to_text(vec[0]), version)
 
 
-def rollup_rows(changes: Iterable[tuple[str, Any, int]], version: int,
-                minutes: dict[str, list], user_days: dict[str, list]) -> None:
-    """Add the rollup rows for changed aggregate keys to ``minutes`` / ``user_days`` (keyed by
-    aggregate key, so a key changed in several batches is written once per flush)."""
+#: aggregate key -> (counters, version): the totals the next rollup rows are made of
+Totals = dict[str, tuple[list[int], int]]
+
+
+def keep_totals(changes: Iterable[tuple[str, Any, int]], version: int, totals: Totals) -> None:
+    """Keep the changed aggregate totals that have a rollup row (a key changed in several
+    chunks is kept, and written, once per flush): tenant, feature and model minutes, and
+    user days. The counters are copied: the core adds to its lists in place."""
     for key, vec, _ in changes:
         if vec is None:  # expired bucket: its last total is already stored
             continue
         head = key[0]
-        if head == "m":
-            bucket, _, scope = key.partition("|")
-            tenant, _, rest = scope[2:].partition("|")
-            if not rest:
-                dim, value = "tenant", ""
-            elif rest[0] in _DIMENSIONS:
-                dim, value = _DIMENSIONS[rest[0]], rest[2:]
-            else:
-                continue  # per-user minutes (rolling user budgets) stay in the core
-            minutes[key] = [tenant, dim, value, int(bucket[1:]) * 60, *_counters(vec, version)]
-        elif head == "d":
-            bucket, _, scope = key.partition("|")
-            tenant, _, rest = scope[2:].partition("|")
-            if rest.startswith("u="):
-                user_days[key] = [tenant, rest[2:], int(bucket[1:]), *_counters(vec, version)]
+        if (head == "m" and "|u=" not in key) or (head == "d" and "|u=" in key):
+            totals[key] = (vec[:], version)
+
+
+def rollup_rows(totals: Totals) -> tuple[list[list], list[list]]:
+    """(spend_minute rows, spend_user_day rows) of :func:`keep_totals`' totals."""
+    minutes, user_days = [], []
+    for key, (vec, version) in totals.items():
+        bucket, _, scope = key.partition("|")
+        tenant, _, rest = scope[2:].partition("|")
+        if key[0] == "d":
+            user_days.append([tenant, rest[2:], int(bucket[1:]), *_counters(vec, version)])
+        elif not rest:
+            minutes.append([tenant, "tenant", "", int(bucket[1:]) * 60, *_counters(vec, version)])
+        else:
+            minutes.append([tenant, _DIMENSIONS[rest[0]], rest[2:], int(bucket[1:]) * 60, *_counters(vec, version)])
+    return minutes, user_days

@@ -19,7 +19,7 @@ from streams.decide.policies import parse_policies
 from streams.engine import Engine, PricedEvent
 from streams.price import PriceBook
 from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, alert_row, control_row, now_text, usage_source
-from streams.sink.rollups import rollup_rows
+from streams.sink.rollups import keep_totals
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
@@ -47,18 +47,17 @@ def loaded(tmp_path_factory):  # noqa: ANN201
         priced = engine.process(ev, 0, i)
         assert isinstance(priced, PricedEvent) and priced.cost_nanos == 3_500_000  # gpt-4o: $2.5/M in, $10/M out
         usage.append(priced)
-    minutes, user_days = {}, {}
-    rollup_rows(engine.stores["aggregates"].changes(), time.time_ns(), minutes, user_days)
+    totals = {}
+    keep_totals(engine.stores["aggregates"].changes(), time.time_ns(), totals)
     scope = Scope(tenant_id="acme")
     reason = Reason(rule="budget", observed=Decimal("1"), threshold=Decimal("1"), period="day:today")
     control = ControlEvent(control_id="c1", issued_at=now_ms, scope=scope, action="downgrade",
                            downgrade_to="gpt-4o-mini", reason=reason)
     alert = AlertEvent(alert_id="a1", ts=now_ms, rule="budget", scope=scope, severity="critical", state="firing",
                        summary="over", observed=Decimal(1), threshold=Decimal(1), dedup_key="k")
-    writer.write(SinkBatch([usage_source(usage, now_text())], [control_row(control)], [alert_row(alert)], minutes,
-                           user_days))
+    writer.write(SinkBatch([usage_source(usage, now_text())], [control_row(control)], [alert_row(alert)], totals))
     redelivered = [usage_source(usage[:10], now_text())]  # idempotent
-    writer.write(SinkBatch(redelivered, minutes=minutes, user_days=user_days))
+    writer.write(SinkBatch(redelivered, totals=totals))
     yield writer
     writer.close()
 

@@ -13,7 +13,7 @@ from streams.decide.policies import parse_policies
 from streams.engine import Engine, PricedEvent
 from streams.price import PriceBook
 from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, now_text, usage_source
-from streams.sink.rollups import rollup_rows
+from streams.sink.rollups import keep_totals
 
 NOW_MS = (int(time.time() * 1000) // 60_000) * 60_000 - 60_000
 
@@ -39,7 +39,7 @@ def _batch(engine: Engine, events: list[UsageEvent]) -> SinkBatch:
         assert isinstance(priced, PricedEvent)
         rows.append(priced)
     batch = SinkBatch([usage_source(rows, now_text())])
-    rollup_rows(engine.stores["aggregates"].changes(), time.time_ns(), batch.minutes, batch.user_days)
+    keep_totals(engine.stores["aggregates"].changes(), time.time_ns(), batch.totals)
     batch.stale_minutes = set(engine.agg.stale_minutes)
     engine.agg.stale_minutes.clear()
     return batch
