@@ -89,6 +89,7 @@ class KillSwitch:
         self.keyring = parse_keyring(keys) if isinstance(keys, str) else dict(keys)
         self.fail_closed, self.max_staleness_s = fail_closed, max_staleness_s
         self._controls: dict[str, ControlEvent] = {}
+        self._overrides: dict[str, ControlEvent] = {}  # allows with a deadline (see overrides())
         self._buckets: dict[str, TokenBucket] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -193,7 +194,12 @@ class KillSwitch:
         self._buckets.pop(key, None)
         if control.action == "allow":
             self._controls.pop(key, None)
+            if control.expires_at is not None:  # an override until then (see overrides())
+                self._overrides[key] = control
+            else:
+                self._overrides.pop(key, None)
         else:
+            self._overrides.pop(key, None)
             self._controls[key] = control
             if control.action == "throttle" and control.max_rps:
                 self._buckets[key] = TokenBucket(control.max_rps)
@@ -236,6 +242,13 @@ class KillSwitch:
     def controls(self) -> dict[str, ControlEvent]:
         """Current control per scope (what ``tokenbrake control list`` prints)."""
         return dict(self._controls)
+
+    def overrides(self) -> dict[str, ControlEvent]:
+        """``allow`` controls with a deadline still ahead, per scope: an operator's override of
+        every rule on the scope until then (``tokenbrake control allow --ttl``). They change
+        no decision here (an allow is the absence of a control); ``control list`` shows them."""
+        now = datetime.now(UTC)
+        return {key: c for key, c in self._overrides.items() if c.expires_at is not None and c.expires_at > now}
 
 
 def _reason(c: ControlEvent) -> str:

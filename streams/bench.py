@@ -151,17 +151,19 @@ class Worker:
             time.sleep(0.2)
         raise RuntimeError("bench worker not ready")
 
-    def rss_mb(self) -> float:
-        """Resident memory of the worker and its ClickHouse writer process (chdb included)."""
-        total = 0
-        for pid in (pid for pids in self.processes().values() for pid in pids):
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except OSError:
-                continue
-        return round(total / 1024, 1)
+    def rss_mb(self) -> dict[str, float]:
+        """Resident memory of the worker and of its ClickHouse writer process (chdb included)."""
+        out = {}
+        for name, pids in self.processes().items():
+            total = 0
+            for pid in pids:
+                try:
+                    total += next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                                  if line.startswith("VmRSS:"))
+                except (OSError, StopIteration):
+                    continue
+            out[name] = round(total / 1024, 1)
+        return out
 
     def processes(self) -> dict[str, list[int]]:
         """The worker's pid, and its descendants' (the ClickHouse writer, started from a thread:
@@ -195,7 +197,8 @@ class Worker:
         CPU microseconds per event of the worker, its writer and ``others`` (the broker)
         between the same marks."""
         marks: dict[tuple[str, float], float] = {}
-        rss: dict[str, float] = {}
+        rss: dict[str, float] = {}  # worker + writer
+        rss_split: dict[str, float] = {}  # at 100%, per process
         cpu: dict[float, dict[str, float]] = {}
         deadline = time.monotonic() + timeout_s
         n = stored = 0
@@ -211,7 +214,10 @@ class Worker:
                             cpu[frac] = {name: sum(map(cpu_seconds, ps)) for name, ps in pids.items()}
             for frac in (0.25, 0.5, 1.0):
                 if n >= total * frac and f"{frac:.0%}" not in rss:
-                    rss[f"{frac:.0%}"] = self.rss_mb()
+                    by_process = self.rss_mb()
+                    rss[f"{frac:.0%}"] = round(sum(by_process.values()), 1)
+                    if frac == 1.0:
+                        rss_split = by_process
             time.sleep(0.1)
 
         def rate(what: str) -> int | None:
@@ -224,7 +230,8 @@ class Worker:
             per_event = {name: round((cpu[0.9][name] - cpu[0.1][name]) / (total * 0.8) * 1e6, 1) for name in cpu[0.9]}
             per_event["total"] = round(sum(per_event.values()), 1)
         return {"events_per_s": rate("decided"), "stored_events_per_s": rate("stored"), "counted": n,
-                "stored": stored, "rss_mb": rss, "cpu_us_per_event": per_event}
+                "stored": stored, "rss_mb": rss, "rss_mb_at_end": rss_split,
+                "cpu_us_per_event": per_event}
 
     def wait_sink_drained(self, rows: int, timeout_s: float = 120) -> float:
         """Seconds until every counted row is in ClickHouse (the latency probes measure the
@@ -361,6 +368,7 @@ def run_bench(n: int, single_n: int, probes: int, load_rate: int, progress: Any 
                 results[f"cpu_us_per_event{label}"] = m["cpu_us_per_event"]
                 results[f"stored_events_per_s{label}"] = m["stored_events_per_s"]
                 results[f"rss_mb{label}"] = m["rss_mb"]
+                results[f"rss_mb_at_end{label}"] = m["rss_mb_at_end"]
                 progress(f"worker{label or ' batched'}: {m['events_per_s']} ev/s decided, "
                          f"{m['stored_events_per_s']} ev/s stored in ClickHouse, rss {m['rss_mb']} MB, "
                          f"CPU us/event {m['cpu_us_per_event']}")

@@ -52,17 +52,19 @@ async def list_controls(settings: Settings, bootstrap: str) -> dict[str, Control
     ks = KillSwitch(bootstrap, settings.topic_control, keys=settings.keyring)
     await ks.start()
     try:
-        return ks.controls()
+        return {**ks.overrides(), **ks.controls()}
     finally:
         await ks.stop()
 
 
 def print_controls(controls: dict[str, ControlEvent]) -> None:
-    table = Table(title="current controls (compacted control topic)")
+    table = Table(title="current controls and allow overrides (compacted control topic)")
     for col in ("scope", "action", "detail", "reason", "issued", "expires", "by"):
         table.add_column(col)
     for key, c in sorted(controls.items()):
         detail = c.downgrade_to or (f"{c.max_rps} rps" if c.max_rps else "")
+        if c.action == "allow":
+            detail = "overrides every rule on the scope until it expires"
         table.add_row(key, c.action, detail, f"{c.reason.rule}: {c.reason.detail or c.reason.period}",
                       c.issued_at.isoformat(timespec="seconds"),
                       c.expires_at.isoformat(timespec="seconds") if c.expires_at else "-", c.issued_by)

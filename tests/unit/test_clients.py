@@ -39,6 +39,22 @@ def test_most_specific_scope_wins_and_allow_clears():
     assert ks.decide("acme", "chat").model("gpt-4o") == "gpt-4o-mini"
 
 
+def test_an_allow_with_a_deadline_is_listed_as_an_override_until_it_expires():
+    ks = loaded_switch()
+    ks.apply(control("block"))
+    ks.apply(control("allow", expires=datetime.now(UTC) + timedelta(hours=1)))  # control allow --ttl 1h
+    assert ks.decide("acme").action == "allow" and ks.controls() == {}
+    assert list(ks.overrides()) == ["tenant=acme/feature=*/user=*/model=*"]
+    ks.apply(control("allow", expires=datetime.now(UTC) - timedelta(seconds=1)))
+    assert ks.overrides() == {}  # past its deadline
+    ks.apply(control("allow", expires=datetime.now(UTC) + timedelta(hours=1)))
+    ks.apply(control("downgrade"))  # a later control on the scope replaces it
+    assert ks.overrides() == {} and ks.decide("acme").action == "downgrade"
+    ks.apply(control("allow", expires=datetime.now(UTC) + timedelta(hours=1)))
+    ks.apply(control("allow"))  # a plain allow lifts it
+    assert ks.overrides() == {} and ks.controls() == {}
+
+
 def test_expired_control_no_longer_applies():
     ks = loaded_switch()
     ks.apply(control("block", expires=datetime.now(UTC) - timedelta(seconds=1)))
