@@ -61,9 +61,10 @@ def make_events(n: int, seed: int = 1, start_ms: int | None = None) -> list[dict
     events = []
     for i in range(n):
         provider, model = MODELS[rng.randrange(4)]
+        user = rng.randrange(100_000)  # each user belongs to one tenant: 100,000 user scopes in all
         events.append({"event_id": f"b{seed}-{i}", "ts": start + i * 600_000 // max(n, 1),
-                       "tenant_id": f"t{rng.randrange(50):02d}", "feature_id": f"f{rng.randrange(5)}",
-                       "user_id": f"u{rng.randrange(100_000):06d}", "provider": provider, "model": model,
+                       "tenant_id": f"t{user % 50:02d}", "feature_id": f"f{rng.randrange(5)}",
+                       "user_id": f"u{user:06d}", "provider": provider, "model": model,
                        "input_tokens": rng.randrange(50, 4000), "output_tokens": rng.randrange(10, 600),
                        "attempt": 0, "status": "ok", "latency_ms": rng.randrange(100, 5000)})
     return events
