@@ -24,12 +24,6 @@ DDL_PATH = Path(__file__).with_name("ddl.sql")
 #: rows per INSERT: a backlog flush must not materialise hundreds of thousands of rows at once
 INSERT_CHUNK_ROWS = 20_000
 
-USAGE_COLUMNS = [
-    "event_id", "ts", "tenant_id", "feature_id", "user_id", "provider", "model", "model_version", "environment",
-    "region", "prompt_version", "tenant_tier", "input_tokens", "output_tokens", "cached_input_tokens",
-    "cache_write_tokens", "reasoning_tokens", "logical_call_id", "attempt", "status", "latency_ms", "cache_hit",
-    "cost_usd", "reported_cost_usd", "priced", "ingested_at",
-]
 CONTROL_COLUMNS = [
     "control_id", "issued_at", "scope_key", "tenant_id", "feature_id", "user_id", "model", "action", "max_rps",
     "downgrade_to", "rule", "observed", "threshold", "period", "detail", "policy_id", "expires_at", "issued_by",
