@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     tick_interval_s: float = Field(1.0, gt=0)
     shutdown_timeout_s: float = Field(10.0, gt=0, description="longest wait, on stop, for the last changelog "
                                       "records and rows to be stored, and for the consumer thread (a dead broker)")
+    broker_lost_exit_s: float = Field(300.0, ge=0, description="stop with exit code 1 after this long without "
+                                      "an answer from the broker, so a supervisor restarts the worker (and an "
+                                      "orphaned worker does not spin for ever); 0: never")
     gc_freeze_interval_s: float = Field(10.0, gt=0, description="how often young objects are collected and the "
                                         "survivors frozen out of the cyclic collector's reach")
 

@@ -98,6 +98,7 @@ class Runtime:
         self._chunk = Chunk(-1)  # decided, not yet persisted nor handed to the sink
         self._deciding = False  # a batch is being decided into self._chunk
         self._engine_errors = LogBudget(per_window=10, window_s=60.0)
+        self._stopping = False  # the broker was lost: the worker is crashing on purpose
         self._totals: Totals = {}  # rollup totals persisted, not yet handed to the sink
         self._install()
 
@@ -307,6 +308,8 @@ class Runtime:
             gc.freeze()
 
     async def on_tick(self) -> None:
+        if self._broker_lost():
+            return
         if not self.ready():
             return
         self._age_heap()
@@ -328,6 +331,21 @@ class Runtime:
             self.sink.add([], [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts],
                           lambda: None, *self._take_rollups())
         await self.sink.maybe_flush()
+
+    def _broker_lost(self) -> bool:
+        """True once the broker has not answered for ``broker_lost_exit_s``: the worker stops
+        (exit 1; nothing undecided was acknowledged) so that its supervisor starts it again,
+        rather than retrying for ever. The control view proves contact every 2 seconds."""
+        limit = self.settings.broker_lost_exit_s
+        silent = self.control_view.staleness_s
+        if not limit or silent <= limit or silent == float("inf"):  # inf: not started yet
+            return False
+        if not self._stopping:
+            self._stopping = True
+            log.critical("no answer from the broker for %.0fs (TOKENBRAKE_BROKER_LOST_EXIT_S=%s): stopping so a "
+                         "supervisor restarts the worker", silent, limit)
+            asyncio.ensure_future(self.app.crash(ConnectionError(f"broker unreachable for {silent:.0f}s")))
+        return True
 
     async def publish(self, emitted: Emitted) -> None:
         for control in emitted.controls:
@@ -374,10 +392,11 @@ class Runtime:
         await self.dlq_topic.send(key=msg.key, value=rejected.payload, headers=headers)
 
     def stats_only(self) -> dict[str, Any]:
-        engine = self.engine
+        engine, silent = self.engine, self.control_view.staleness_s
         return {"ready": self.attached >= 0, "counts": dict(engine.counts), "watermark_ms": engine.watermark,
                 "controls": len(engine.board.active()),
-                "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1), "sink": self.sink.stats()}}
+                "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1), "sink": self.sink.stats(),
+                           "broker_silent_s": None if silent == float("inf") else round(silent, 1)}}
 
     def status(self) -> dict[str, Any]:
         stats = self.stats_only()
