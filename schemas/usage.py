@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -10,6 +11,9 @@ from schemas.common import Id, Timestamp, Usd
 
 #: Upper bound on any token count of one call: larger is a bug, not a call.
 MAX_TOKENS = 10_000_000
+#: Upper bound on the cost a service reports for one call, likewise (ClickHouse stores money
+#: as Decimal(18, 9): an amount of a billion dollars would fail every insert of its batch).
+MAX_CALL_USD = Decimal(1_000_000)
 
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
 Label = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -54,7 +58,7 @@ class UsageEvent(BaseModel):
     status: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = "ok"
     latency_ms: Annotated[int, Field(ge=0, le=86_400_000, strict=True)] | None = None
     cache_hit: bool = False
-    reported_cost_usd: Usd | None = None
+    reported_cost_usd: Annotated[Usd, Field(le=MAX_CALL_USD)] | None = None
 
     @model_validator(mode="after")
     def _token_parts_fit(self) -> UsageEvent:
