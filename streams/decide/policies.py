@@ -37,7 +37,8 @@ from schemas.common import no_float
 from streams.aggregate.periods import parse_duration_minutes
 from streams.price.rates import usd_to_nanos
 
-Money = Annotated[Decimal, BeforeValidator(no_float), Field(gt=0)]
+#: ClickHouse stores money as Decimal(18, 9): below a billion (controls and alerts carry it)
+Money = Annotated[Decimal, BeforeValidator(no_float), Field(gt=0, lt=Decimal(10**9))]
 Fraction = Annotated[Decimal, BeforeValidator(lambda v: Decimal(str(v)) if isinstance(v, float) else v),
                      Field(gt=0)]
 

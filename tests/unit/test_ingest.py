@@ -83,6 +83,8 @@ def test_policy_errors_name_line_and_field():
     with pytest.raises(PolicyError) as err:
         parse_policies("budgets:\n  - id: a\n    period: day\n    limit_usd: 5.5\n", "p.yaml")
     assert "p.yaml:4: budgets.0.limit_usd" in str(err.value)
+    with pytest.raises(PolicyError, match="budgets.0.limit_usd"):  # would not fit ClickHouse's Decimal(18, 9)
+        parse_policies('budgets:\n  - {id: a, period: day, limit_usd: "1000000000"}\n', "p.yaml")
 
 
 def test_dedupe_chunks_stay_small_whatever_the_batch():
