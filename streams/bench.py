@@ -230,8 +230,11 @@ class Worker:
         if 0.1 in cpu and 0.9 in cpu and rate("decided"):
             per_event = {name: round((cpu[0.9][name] - cpu[0.1][name]) / (total * 0.8) * 1e6, 1) for name in cpu[0.9]}
             per_event["total"] = round(sum(per_event.values()), 1)
+        growth = None  # how RSS grows with N, past the first half (state of users first seen, dedupe ids)
+        if "50%" in rss and "100%" in rss:
+            growth = round((rss["100%"] - rss["50%"]) / (total / 2) * 100_000, 1)
         return {"events_per_s": rate("decided"), "stored_events_per_s": rate("stored"), "counted": n,
-                "stored": stored, "rss_mb": rss, "rss_mb_at_end": rss_split,
+                "stored": stored, "rss_mb": rss, "rss_mb_at_end": rss_split, "rss_growth_mb_per_100k_events": growth,
                 "cpu_us_per_event": per_event}
 
     def wait_sink_drained(self, rows: int, timeout_s: float = 120) -> float:
@@ -370,6 +373,7 @@ def run_bench(n: int, single_n: int, probes: int, load_rate: int, progress: Any 
                 results[f"stored_events_per_s{label}"] = m["stored_events_per_s"]
                 results[f"rss_mb{label}"] = m["rss_mb"]
                 results[f"rss_mb_at_end{label}"] = m["rss_mb_at_end"]
+                results[f"rss_growth_mb_per_100k_events{label}"] = m["rss_growth_mb_per_100k_events"]
                 progress(f"worker{label or ' batched'}: {m['events_per_s']} ev/s decided, "
                          f"{m['stored_events_per_s']} ev/s stored in ClickHouse, rss {m['rss_mb']} MB, "
                          f"CPU us/event {m['cpu_us_per_event']}")

@@ -19,7 +19,7 @@ def test_bench_prints_every_figure_on_a_small_run(tmp_path):
     for key in ("events_per_s", "events_per_s_single", "stored_events_per_s", "stored_events_per_s_single",
                 "floor_events_per_s", "floor_events_per_s_single", "control_latency_ms_p50",
                 "control_latency_ms_p99", "rss_mb", "rss_mb_single", "validate_us_per_event", "engine_us_per_event",
-                "cpu_us_per_event", "cpu_us_per_event_single"):
+                "cpu_us_per_event", "cpu_us_per_event_single", "rss_growth_mb_per_100k_events"):
         assert key in results, key
     for key in ("events_per_s", "events_per_s_single", "stored_events_per_s", "stored_events_per_s_single"):
         assert results[key] is None or results[key] > 0, (key, results[key])  # too short to measure: null
