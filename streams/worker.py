@@ -88,7 +88,8 @@ class Runtime:
         self.sink = SinkBuffer(SinkProcess(settings.resolved_clickhouse_dsn, settings.clickhouse_database),
                                settings.sink_flush_rows, settings.sink_flush_interval_s,
                                settings.sink_max_buffer_rows, settings.sink_retry_max_s,
-                               on_fatal=lambda exc: asyncio.ensure_future(self.app.crash(exc)))
+                               on_fatal=lambda exc: asyncio.ensure_future(self.app.crash(exc)),
+                               on_refused=self.dead_letter_unstorable)
         self.generation = 0
         self.attached = -1
         self.heap = HeapAger(settings.gc_freeze_interval_s)  # see streams.heap
@@ -377,6 +378,15 @@ class Runtime:
                    ("tokenbrake-error", rejected.error.encode()[:4000]),
                    ("tokenbrake-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
         await self.dlq_topic.send(key=msg.key, value=rejected.payload, headers=headers)
+
+    async def dead_letter_unstorable(self, refused: list[tuple[bytes, str]]) -> None:
+        """Usage events ClickHouse refused to store: counted in the totals, not in usage_events."""
+        log.error("%d usage events could not be stored in ClickHouse; dead-lettered (reason unstorable): %s",
+                  len(refused), refused[0][1][:500])
+        for event, error in refused:
+            self.stats["dead_lettered"] += 1
+            await self.dlq_topic.send(key=None, value=event, headers=[("tokenbrake-reason", b"unstorable"),
+                                                                      ("tokenbrake-error", error.encode()[:4000])])
 
     def stats_only(self) -> dict[str, Any]:
         engine, silent = self.engine, self.control_view.staleness_s

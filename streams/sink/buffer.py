@@ -9,7 +9,9 @@ recognises them as redeliveries (same partition and offset), writes their rows a
 (no effect) and does not count them twice. A ClickHouse outage leaves offsets uncommitted
 and the buffer growing, while budgets keep being enforced; past ``max_rows`` the worker
 stops reading (backpressure) rather than drop anything. Retries back off exponentially.
-A failed changelog write is not retried: the decided state is not on the broker, so the
+A usage event ClickHouse refuses to store (a data error, not an outage) is handed to
+``on_refused`` (the dead-letter topic) and its message acknowledged with the rest: one bad
+value does not stall the sink. A failed changelog write is not retried: the decided state is not on the broker, so the
 buffer stops acknowledging for good and calls ``on_fatal``; the worker stops, and its
 restart recovers the changelogs and re-reads the unacknowledged messages.
 
@@ -22,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, UsageSource
+from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, Unstorable, UsageSource
 from streams.sink.process import SinkProcess
 from streams.sink.rollups import Totals
 
@@ -35,9 +37,11 @@ log = logging.getLogger("tokenbrake.sink")
 
 class SinkBuffer:
     def __init__(self, writer: ClickHouseWriter | SinkProcess, flush_rows: int, flush_interval_s: float, max_rows: int,
-                 retry_max_s: float, on_fatal: Callable[[BaseException], Any] | None = None) -> None:
+                 retry_max_s: float, on_fatal: Callable[[BaseException], Any] | None = None,
+                 on_refused: Callable[[list[Unstorable]], Awaitable[Any]] | None = None) -> None:
         self.writer = writer
         self.on_fatal = on_fatal
+        self.on_refused = on_refused  # usage events ClickHouse refused to store (see ClickHouseWriter.write)
         self.fatal: BaseException | None = None
         self.flush_rows, self.flush_interval_s = flush_rows, flush_interval_s
         self.max_rows, self.retry_max_s = max_rows, retry_max_s
@@ -115,9 +119,11 @@ class SinkBuffer:
             batch, acks, durable = self._batch, self._acks, self._durable
             self._batch, self._acks, self._durable = SinkBatch(), [], []
             try:
+                refused = []
                 if len(batch):
                     # 1. write to ClickHouse (in one dedicated thread: clickhouse-connect is blocking)
-                    await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.write, batch)
+                    refused = await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.write,
+                                                                               batch) or []
             except Exception as exc:
                 self._restore(batch, acks)
                 self._durable[:0] = durable
@@ -139,11 +145,13 @@ class SinkBuffer:
                 if self.on_fatal is not None:
                     self.on_fatal(exc)
                 return False
+            if refused and self.on_refused is not None:  # dead-lettered before their messages are acked
+                await self.on_refused(refused)
             # 3. acknowledge the Kafka messages these rows came from
             for ack in acks:
                 ack()
             self.rows_written += len(batch)
-            self.usage_rows_written += batch.usage_rows
+            self.usage_rows_written += batch.usage_rows - len(refused)
             self.flushes += 1
             self._backoff = 0.0
             self._next_try = 0.0

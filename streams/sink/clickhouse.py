@@ -7,6 +7,7 @@ batch twice (a redelivery after a crash) changes nothing.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,15 +84,21 @@ def priced_entry(p: Any) -> tuple:
             None if reported is None else format(reported, "f"))
 
 
-def usage_rows(source: UsageSource) -> list[list]:
-    """usage_events rows (values in USAGE_INSERT_COLUMNS order) of one :data:`UsageSource`.
-    An event id twice in one message: the first element is the one the engine counted (the
-    others were duplicates); the worker re-serialises messages that had invalid elements."""
-    value, ingested, priced = source
+def _items_by_id(value: bytes) -> dict[str, dict[str, Any]]:
+    """The events of a message by id; an id twice: the first element, the one the engine
+    counted (the others were duplicates)."""
     items = orjson.loads(value)
     by_id: dict[str, dict[str, Any]] = {}
     for item in items if isinstance(items, list) else [items]:
         by_id.setdefault(item["event_id"], item)
+    return by_id
+
+
+def usage_rows(source: UsageSource) -> list[list]:
+    """usage_events rows (values in USAGE_INSERT_COLUMNS order) of one :data:`UsageSource`
+    (the worker re-serialises messages that had invalid elements)."""
+    value, ingested, priced = source
+    by_id = _items_by_id(value)
     rows = []
     for event_id, ts_ms, cost_nanos, is_priced, cache_hit, reported in priced:
         get = by_id[event_id].get
@@ -159,17 +166,40 @@ class SinkBatch:
         self.stale_minutes |= older.stale_minutes
 
 
-def encode_batch(batch: SinkBatch) -> dict[str, Any]:
-    """A batch as the writer inserts it (in the writer process): JSON bodies of at most
-    INSERT_CHUNK_ROWS rows for the bulk tables, tuples for the rest."""
-    def bodies(rows: list[Any]) -> list[bytes]:
-        step = INSERT_CHUNK_ROWS
-        return [b"\n".join(map(orjson.dumps, rows[i:i + step])) for i in range(0, len(rows), step)]
+def bodies(rows: list[Any]) -> list[bytes]:
+    """JSONCompactEachRow bodies of at most INSERT_CHUNK_ROWS rows."""
+    step = INSERT_CHUNK_ROWS
+    return [b"\n".join(map(orjson.dumps, rows[i:i + step])) for i in range(0, len(rows), step)]
 
+
+def encode_batch(batch: SinkBatch) -> dict[str, Any]:
+    """A batch as the writer inserts it (in the writer process): JSON bodies for the bulk
+    tables, tuples for the rest."""
     usage = [row for source in batch.usage for row in usage_rows(source)]
     minutes, user_days = rollup_rows(batch.totals)
     return {"usage": bodies(usage), "minutes": bodies(minutes), "user_days": bodies(user_days),
             "controls": batch.controls, "alerts": batch.alerts, "stale_minutes": sorted(batch.stale_minutes)}
+
+
+#: ClickHouse error codes that say "these values cannot be stored" (parsing, conversion,
+#: overflow), not "ClickHouse is unwell" (a full disk, a read-only replica, a timeout)
+DATA_ERROR_CODES = frozenset({6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 349, 407})
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether ClickHouse refused the values themselves (by its error code).
+
+    >>> is_data_error(RuntimeError("Code: 69. DB::Exception: Decimal value is too big"))
+    True
+    >>> is_data_error(RuntimeError("Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space"))
+    False
+    """
+    match = re.search(r"Code: (\d+)\b", str(exc))
+    return match is not None and int(match.group(1)) in DATA_ERROR_CODES
+
+
+#: a usage event ClickHouse refused: its JSON and the error
+Unstorable = tuple[bytes, str]
 
 
 class ClickHouseWriter:
@@ -186,13 +216,48 @@ class ClickHouseWriter:
             apply_ddl(self._client, self.db)
         return self._client
 
-    def write(self, batch: SinkBatch) -> None:
-        """Usage rows first, then the rollups, the minutes to rebuild, controls and alerts."""
+    def write(self, batch: SinkBatch) -> list[Unstorable]:
+        """Usage rows first, then the rollups, the minutes to rebuild, controls and alerts.
+
+        Returns the usage events ClickHouse refused to store (a value it cannot parse or that
+        overflows a column): one such event must not stop the sink for everyone, so when an
+        insert fails with a data error the usage rows are written again in halves until what
+        is refused is single events; the caller dead-letters them. Any other error is raised
+        (the caller retries the batch)."""
         try:
-            self._write_encoded(encode_batch(batch))
+            try:
+                self._write_encoded(encode_batch(batch))
+                return []
+            except Exception as exc:
+                if not is_data_error(exc) or not batch.usage:
+                    raise
+            refused = self._isolate(batch.usage)
+            self._write_encoded(encode_batch(SinkBatch([], batch.controls, batch.alerts, batch.totals,
+                                                       batch.stale_minutes)))
+            return refused
         except Exception:
             self._client = None  # reconnect next time
             raise
+
+    def _isolate(self, sources: list[UsageSource]) -> list[Unstorable]:
+        """Write ``sources``' usage rows; on a data error, each half on its own (idempotent)."""
+        try:
+            for body in bodies([row for source in sources for row in usage_rows(source)]):
+                self.client.raw_insert(f"{self.db}.usage_events", USAGE_INSERT_COLUMNS, body,
+                                       fmt="JSONCompactEachRow")
+            return []
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            error = f"{type(exc).__name__}: {exc}"[:4000]
+        if len(sources) > 1:
+            halves = [sources[:len(sources) // 2], sources[len(sources) // 2:]]
+        else:
+            (value, ingested, priced), = sources
+            if len(priced) == 1:
+                return [(orjson.dumps(_items_by_id(value)[priced[0][0]]), error)]
+            halves = [[(value, ingested, priced[:len(priced) // 2])], [(value, ingested, priced[len(priced) // 2:])]]
+        return [refused for half in halves for refused in self._isolate(half)]
 
     def _write_encoded(self, message: dict[str, Any]) -> None:
         client = self.client

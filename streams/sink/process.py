@@ -6,7 +6,8 @@ flush of a few seconds' rows could take tens of seconds and the buffer, and memo
 Here the worker hands the batch over a pipe (usage rows as their messages' bytes and
 what the engine computed per event: see ``UsageSource``); a child process, which owns the
 ClickHouse client (and the chdb directory: only one process may open it), builds and
-encodes the rows, writes them and answers ``ok`` or the error. The
+encodes the rows, writes them and answers with the events ClickHouse refused (see
+``ClickHouseWriter.write``) or the error. The
 :class:`~streams.sink.buffer.SinkBuffer` protocol is unchanged: ``write`` blocks (in the
 buffer's thread) until the rows are stored or raises, and nothing is acknowledged before.
 A child that dies is started again on the next write.
@@ -20,7 +21,7 @@ import os
 import signal
 from typing import Any
 
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch
+from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, Unstorable
 
 log = logging.getLogger("tokenbrake.sink")
 
@@ -36,8 +37,7 @@ def _serve(conn: Any, dsn: str, database: str) -> None:  # pragma: no cover - ru
         if message is None:
             break
         try:
-            writer.write(message)
-            conn.send(None)
+            conn.send(writer.write(message))  # the events ClickHouse refused (usually none)
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which retries
             conn.send(f"{type(exc).__name__}: {exc}")
     writer.close()
@@ -68,16 +68,17 @@ class SinkProcess:
         child.close()
         self._conn = parent
 
-    def write(self, batch: SinkBatch) -> None:
+    def write(self, batch: SinkBatch) -> list[Unstorable]:
         self._ensure()
         try:
             self._conn.send(batch)
-            error = self._conn.recv()
+            answer = self._conn.recv()
         except (EOFError, OSError) as exc:
             self._proc.join(timeout=1)
             raise RuntimeError(f"clickhouse writer process lost: {exc!r}") from exc
-        if error is not None:
-            raise RuntimeError(error)
+        if isinstance(answer, str):
+            raise RuntimeError(answer)
+        return answer
 
     def close(self) -> None:
         if self._proc is None:
