@@ -32,33 +32,55 @@ class Seen(Enum):
     LATE = "late"
 
 
+def _where(partition: int, offset: int) -> int:
+    """Where an id was first read, as one int (a tuple costs 64 bytes more per id; partitions
+    below 2**20); -1 when there is no offset (a backtest), which no redelivery can match."""
+    return offset << 20 | partition if offset >= 0 else -1
+
+
 class Deduper:
     def __init__(self, store: Store, horizon_minutes: int, max_entries: int) -> None:
         self.store = store  # chunk_key -> [[event_id, minute, offset], ...]
         self.horizon_minutes = horizon_minutes
         self.max_entries = max_entries
         self.floor_minute: int | None = None
-        self._index: dict[str, tuple[int, int, int]] = {}  # event_id -> (minute, partition, offset)
-        self._order: deque[tuple[int, str]] = deque()
+        # Memory is per remembered id (up to max_entries, 2M by default), so it is kept lean:
+        # event_id -> where it was read (see _where); ids and their minutes in arrival order
+        # in two deques (no tuple per id); one int object per minute (see _minute).
+        self._index: dict[str, int] = {}
+        self._order_ids: deque[str] = deque()
+        self._order_minutes: deque[int] = deque()
+        self._minutes: dict[int, int] = {}
         self._pending: dict[int, list[list]] = {}  # partition -> ids not yet in a chunk
         self._chunks: deque[tuple[int, str]] = deque()  # (newest minute in chunk, chunk key)
         self._prefix = uuid.uuid4().hex[:8]
         self._seq = 0
 
     def check(self, event_id: str, ts_ms: int, partition: int, offset: int) -> Seen:
+        where = offset << 20 | partition if offset >= 0 else -1  # _where(), inlined: per event
         seen = self._index.get(event_id)
         if seen is not None:
-            same_message = offset >= 0 and seen[1] == partition and seen[2] == offset
-            return Seen.REDELIVERY if same_message else Seen.DUPLICATE
+            return Seen.REDELIVERY if where >= 0 and seen == where else Seen.DUPLICATE
         minute = ts_ms // 60_000
         if self.floor_minute is not None and minute < self.floor_minute:
             return Seen.LATE
-        self._index[event_id] = (minute, partition, offset)
-        self._order.append((minute, event_id))
+        minute = self._minutes.get(minute) or self._minute(minute)
+        self._index[event_id] = where
+        self._order_ids.append(event_id)
+        self._order_minutes.append(minute)
         self._pending.setdefault(partition, []).append([event_id, minute, offset])
-        if len(self._order) > self.max_entries:
+        if len(self._index) > self.max_entries:
             self._forget_oldest()
         return Seen.NEW
+
+    def _minute(self, minute: int) -> int:
+        """The one int object of ``minute`` (ids of one minute share it)."""
+        shared = self._minutes.get(minute)
+        if shared is None:
+            if len(self._minutes) > 4 * self.horizon_minutes:
+                self._minutes.clear()  # old minutes: harmless to forget, another object next time
+            shared = self._minutes[minute] = minute
+        return shared
 
     def seal(self) -> None:
         """Turn the ids seen since the last call into one chunk per partition (one changelog
@@ -73,15 +95,15 @@ class Deduper:
         self._pending.clear()
 
     def _forget_oldest(self) -> None:
-        minute, event_id = self._order.popleft()
-        self._index.pop(event_id, None)
+        minute = self._order_minutes.popleft()
+        self._index.pop(self._order_ids.popleft(), None)
         floor = minute + 1
         if self.floor_minute is None or floor > self.floor_minute:
             self.floor_minute = floor
 
     def expire(self, watermark_ms: int) -> None:
         limit = watermark_ms // 60_000 - self.horizon_minutes
-        while self._order and self._order[0][0] < limit:
+        while self._order_minutes and self._order_minutes[0] < limit:
             self._forget_oldest()
         if self.floor_minute is None or limit > self.floor_minute:
             self.floor_minute = limit
@@ -97,17 +119,18 @@ class Deduper:
             partition = self.store.partition_of(key)
             chunks.append((max((i[1] for i in ids), default=0), key))
             for event_id, minute, offset in ids:
-                self._index[event_id] = (minute, partition, offset)
+                self._index[event_id] = _where(partition, offset)
                 entries.append((minute, event_id))
         entries.sort()
         chunks.sort()
-        self._order = deque(entries)
+        self._order_minutes = deque(self._minute(minute) for minute, _ in entries)
+        self._order_ids = deque(event_id for _, event_id in entries)
         self._chunks = deque(chunks)
         self.floor_minute = None
 
     @property
     def watermark_minute(self) -> int:
-        return max((m for m, _ in self._order), default=0) if self._order else 0
+        return max(self._order_minutes, default=0)
 
     def __len__(self) -> int:
         return len(self._index)

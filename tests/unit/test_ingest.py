@@ -39,6 +39,27 @@ def test_dedupe_classifies():
     assert e.process(ev, 1, 9) is Seen.DUPLICATE
 
 
+def test_dedupe_remembers_where_each_id_was_read_across_a_restart():
+    from streams.aggregate.store import Store
+    from streams.ingest.dedupe import Deduper
+
+    first = Deduper(Store("dedupe"), 60, 1000)
+    assert first.check("a", NOW_MS, 3, 70_000_000_000) is Seen.NEW  # a large offset, a high partition
+    assert first.check("b", NOW_MS + 60_000, 0, 0) is Seen.NEW
+    assert first.check("c", NOW_MS, 1, -1) is Seen.NEW  # no offset (a backtest)
+    first.seal()
+    restarted = Deduper(Store("dedupe"), 60, 1000)
+    restarted.store.load(first.store.changes())
+    restarted.rebuild_index()
+    for d in (first, restarted):
+        assert d.check("a", NOW_MS, 3, 70_000_000_000) is Seen.REDELIVERY
+        assert d.check("a", NOW_MS, 2, 70_000_000_000) is Seen.DUPLICATE  # same offset, other partition
+        assert d.check("a", NOW_MS, 3, 70_000_000_001) is Seen.DUPLICATE
+        assert d.check("b", NOW_MS, 0, 0) is Seen.REDELIVERY
+        assert d.check("c", NOW_MS, 1, -1) is Seen.DUPLICATE  # without an offset nothing is a redelivery
+        assert len(d) == 3 and d.watermark_minute == NOW_MS // 60_000 + 1
+
+
 def test_dedupe_memory_is_bounded_and_late_events_are_refused():
     from streams.engine import EngineConfig
 
