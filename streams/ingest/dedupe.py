@@ -9,15 +9,19 @@ a *redelivery* of the same message after a crash (its ClickHouse row is written 
 idempotently) from a *duplicate* sent twice by a producer (dropped and counted).
 
 Persistence is per batch, not per event: the ids first seen in one batch from one partition
-form one *chunk*, one changelog record (``chunk_key -> [[id, minute, offset], ...]``). A
-chunk is deleted (tombstoned) once every id in it is older than the floor.
+form one *chunk*, one changelog record (``chunk_key -> {"ids": [...], "minutes": [...],
+"offsets": [...]}``, three parallel lists: no list per id in memory; chunks written by
+earlier versions are ``[[id, minute, offset], ...]`` and still read). A chunk is deleted
+(tombstoned) once every id in it is older than the floor.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from enum import Enum
+from typing import Any
 
 from streams.aggregate.store import Store
 
@@ -30,6 +34,13 @@ class Seen(Enum):
     REDELIVERY = "redelivery"
     DUPLICATE = "duplicate"
     LATE = "late"
+
+
+def chunk_entries(chunk: Any) -> Iterable[tuple[str, int, int]]:
+    """(event_id, minute, offset) of each id in a persisted chunk, in either format."""
+    if isinstance(chunk, dict):
+        return zip(chunk["ids"], chunk["minutes"], chunk["offsets"], strict=True)
+    return (tuple(entry) for entry in chunk)  # earlier versions: [[id, minute, offset], ...]
 
 
 def _where(partition: int, offset: int) -> int:
@@ -51,7 +62,7 @@ class Deduper:
         self._order_ids: deque[str] = deque()
         self._order_minutes: deque[int] = deque()
         self._minutes: dict[int, int] = {}
-        self._pending: dict[int, list[list]] = {}  # partition -> ids not yet in a chunk
+        self._pending: dict[int, tuple[list, list, list]] = {}  # partition -> ids, minutes, offsets not yet sealed
         self._chunks: deque[tuple[int, str]] = deque()  # (newest minute in chunk, chunk key)
         self._prefix = uuid.uuid4().hex[:8]
         self._seq = 0
@@ -68,7 +79,10 @@ class Deduper:
         self._index[event_id] = where
         self._order_ids.append(event_id)
         self._order_minutes.append(minute)
-        self._pending.setdefault(partition, []).append([event_id, minute, offset])
+        pending = self._pending.get(partition) or self._pending.setdefault(partition, ([], [], []))
+        pending[0].append(event_id)
+        pending[1].append(minute)
+        pending[2].append(offset)
         if len(self._index) > self.max_entries:
             self._forget_oldest()
         return Seen.NEW
@@ -85,13 +99,14 @@ class Deduper:
     def seal(self) -> None:
         """Turn the ids seen since the last call into one chunk per partition (one changelog
         record each). The engine calls it once per batch."""
-        for partition, ids in self._pending.items():
+        for partition, (ids, minutes, offsets) in self._pending.items():
             for start in range(0, len(ids), CHUNK_MAX):  # bounded records: Kafka caps request size
-                chunk = ids[start:start + CHUNK_MAX]
+                end = start + CHUNK_MAX
                 self._seq += 1
                 key = f"{self._prefix}:{partition}:{self._seq}"
-                self.store.set(key, chunk, partition)
-                self._chunks.append((max(i[1] for i in chunk), key))
+                self.store.set(key, {"ids": ids[start:end], "minutes": minutes[start:end],
+                                     "offsets": offsets[start:end]}, partition)
+                self._chunks.append((max(minutes[start:end]), key))
         self._pending.clear()
 
     def _forget_oldest(self) -> None:
@@ -115,8 +130,9 @@ class Deduper:
         self._index.clear()
         self._pending.clear()
         entries, chunks = [], []
-        for key, ids in self.store.items():
+        for key, chunk in self.store.items():
             partition = self.store.partition_of(key)
+            ids = list(chunk_entries(chunk))
             chunks.append((max((i[1] for i in ids), default=0), key))
             for event_id, minute, offset in ids:
                 self._index[event_id] = _where(partition, offset)
