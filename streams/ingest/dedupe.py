@@ -51,7 +51,7 @@ def _where(partition: int, offset: int) -> int:
 
 class Deduper:
     def __init__(self, store: Store, horizon_minutes: int, max_entries: int) -> None:
-        self.store = store  # chunk_key -> [[event_id, minute, offset], ...]
+        self.store = store  # chunk_key -> {"ids": [...], "minutes": [...], "offsets": [...]}
         self.horizon_minutes = horizon_minutes
         self.max_entries = max_entries
         self.floor_minute: int | None = None
