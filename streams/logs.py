@@ -33,7 +33,9 @@ def logging_config(level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"kv": {"()": KeyValueFormatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "kv", "stream": "ext://sys.stderr"}},
+        "filters": {"repeats": {"()": RepeatFilter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "kv", "stream": "ext://sys.stderr",
+                                "filters": ["repeats"]}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         "loggers": {"aiokafka": {"level": "WARNING"}, "faust": {"level": "WARNING"}, "mode": {"level": "WARNING"}},
     }
@@ -76,3 +78,48 @@ class LogBudget:
     def take_suppressed(self) -> int:
         n, self._suppressed = self._suppressed, 0
         return n
+
+
+class RepeatFilter(logging.Filter):
+    """The libraries' loggers (aiokafka retrying a lost broker: about 90 lines a second) may
+    repeat one line many times a second: at most ``per_window`` lines per logger and message
+    template per ``window_s``; the first line let through afterwards carries
+    ``suppressed_similar=N``. Our own loggers are left alone (they budget their repeats with
+    :class:`LogBudget`).
+
+    >>> now = [0.0]
+    >>> repeats = RepeatFilter(per_window=2, window_s=60, clock=lambda: now[0])
+    >>> line = lambda: logging.LogRecord("aiokafka.consumer", 40, "", 0, "Failed fetch from %s", (1,), None)
+    >>> [repeats.filter(line()) for _ in range(5)]
+    [True, True, False, False, False]
+    >>> now[0] = 61.0
+    >>> record = line()
+    >>> repeats.filter(record), record.suppressed_similar
+    (True, 3)
+    >>> repeats.filter(logging.LogRecord("tokenbrake.worker", 40, "", 0, "ours", (), None))
+    True
+    """
+
+    LIBRARIES = ("aiokafka", "faust", "mode", "kafka")
+    MAX_KINDS = 1000  # message templates remembered (a library that formats its own lines has many)
+
+    def __init__(self, per_window: int = 5, window_s: float = 60.0, clock: Any = None) -> None:
+        super().__init__()
+        self.per_window, self.window_s, self.clock = per_window, window_s, clock
+        self._budgets: dict[tuple[str, str], LogBudget] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.LIBRARIES):
+            return True
+        kind = (record.name, str(record.msg))
+        budget = self._budgets.get(kind)
+        if budget is None:
+            if len(self._budgets) >= self.MAX_KINDS:
+                self._budgets.clear()
+            budget = self._budgets[kind] = LogBudget(self.per_window, self.window_s, self.clock)
+        if not budget.allow():
+            return False
+        suppressed = budget.take_suppressed()
+        if suppressed:
+            record.suppressed_similar = suppressed
+        return True
