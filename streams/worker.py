@@ -371,22 +371,22 @@ class Runtime:
         return taken
 
     async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
+        """To the dead-letter topic with reason, error and, when there is one, the source message."""
         self.stats["dead_lettered"] += 1
-        log.debug("dead-lettered", extra={"reason": rejected.reason, "partition": msg.partition,
-                                          "offset": msg.offset})
         headers = [("tokenbrake-reason", rejected.reason.encode()),
-                   ("tokenbrake-error", rejected.error.encode()[:4000]),
-                   ("tokenbrake-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
-        await self.dlq_topic.send(key=msg.key, value=rejected.payload, headers=headers)
+                   ("tokenbrake-error", rejected.error.encode()[:4000])]
+        if msg is not None:
+            log.debug("dead-lettered", extra={"reason": rejected.reason, "partition": msg.partition,
+                                              "offset": msg.offset})
+            headers.append(("tokenbrake-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()))
+        await self.dlq_topic.send(key=msg.key if msg is not None else None, value=rejected.payload, headers=headers)
 
     async def dead_letter_unstorable(self, refused: list[tuple[bytes, str]]) -> None:
         """Usage events ClickHouse refused to store: counted in the totals, not in usage_events."""
         log.error("%d usage events could not be stored in ClickHouse; dead-lettered (reason unstorable): %s",
                   len(refused), refused[0][1][:500])
         for event, error in refused:
-            self.stats["dead_lettered"] += 1
-            await self.dlq_topic.send(key=None, value=event, headers=[("tokenbrake-reason", b"unstorable"),
-                                                                      ("tokenbrake-error", error.encode()[:4000])])
+            await self.dead_letter(None, Rejected("unstorable", error, event))
 
     def stats_only(self) -> dict[str, Any]:
         engine, silent = self.engine, self.control_view.staleness_s

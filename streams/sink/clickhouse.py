@@ -242,9 +242,8 @@ class ClickHouseWriter:
     def _isolate(self, sources: list[UsageSource]) -> list[Unstorable]:
         """Write ``sources``' usage rows; on a data error, each half on its own (idempotent)."""
         try:
-            for body in bodies([row for source in sources for row in usage_rows(source)]):
-                self.client.raw_insert(f"{self.db}.usage_events", USAGE_INSERT_COLUMNS, body,
-                                       fmt="JSONCompactEachRow")
+            self._insert(self.client, "usage_events", USAGE_INSERT_COLUMNS,
+                         bodies([row for source in sources for row in usage_rows(source)]))
             return []
         except Exception as exc:
             if not is_data_error(exc):
@@ -264,14 +263,17 @@ class ClickHouseWriter:
         for table, key, columns in (("usage_events", "usage", USAGE_INSERT_COLUMNS),
                                     ("spend_minute", "minutes", MINUTE_COLUMNS),
                                     ("spend_user_day", "user_days", USER_DAY_COLUMNS)):
-            for body in message[key]:  # JSONCompactEachRow: ClickHouse parses it, no per-value Python
-                client.raw_insert(f"{self.db}.{table}", columns, body, fmt="JSONCompactEachRow")
+            self._insert(client, table, columns, message[key])
         if message["stale_minutes"]:
             self._rebuild_minutes(client, message["stale_minutes"])
         if message["controls"]:
             client.insert(f"{self.db}.control_events", message["controls"], column_names=CONTROL_COLUMNS)
         if message["alerts"]:
             client.insert(f"{self.db}.alerts", message["alerts"], column_names=ALERT_COLUMNS)
+
+    def _insert(self, client: Any, table: str, columns: list[str], payloads: list[bytes]) -> None:
+        for body in payloads:  # JSONCompactEachRow: ClickHouse parses it, no per-value Python
+            client.raw_insert(f"{self.db}.{table}", columns, body, fmt="JSONCompactEachRow")
 
     def _rebuild_minutes(self, client: Any, stale: list[tuple[str, int]]) -> None:
         """Recompute spend_minute from usage_events for minutes the core no longer holds (events
