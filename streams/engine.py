@@ -85,6 +85,9 @@ class Engine:
         self.watermark = 0
         self.counts: Counter[str] = Counter()
         self._last_expire = 0
+        # partition -> the highest position in its restored buckets: events up to it are re-read
+        # messages that may be counted in some buckets already (see SpendAggregator.add_missing)
+        self._reread: dict[int, int] = {}
         self._set_minute_floor()
 
     def _set_minute_floor(self) -> None:
@@ -96,10 +99,13 @@ class Engine:
     def now(self) -> int:
         return max(self.watermark, self.clock())
 
-    def process(self, ev: UsageEvent, partition: int = 0, offset: int = -1) -> PricedEvent | Seen:
-        """Count one event. Returns the priced event, or ``Seen.DUPLICATE`` / ``Seen.LATE``."""
+    def process(self, ev: UsageEvent, partition: int = 0, offset: int = -1, index: int = 0) -> PricedEvent | Seen:
+        """Count one event: element ``index`` of the message at ``offset`` in ``partition``
+        (offset -1: no position, as in a backtest). Returns the priced event, or
+        ``Seen.DUPLICATE`` / ``Seen.LATE``."""
         ts_ms = int(ev.ts.timestamp() * 1000)
-        seen = self.dedupe.check(ev.event_id, ts_ms, partition, offset)
+        pos = offset << 20 | index if offset >= 0 else -1
+        seen = self.dedupe.check(ev.event_id, ts_ms, partition, pos)
         self.counts[seen.value] += 1
         if seen is Seen.DUPLICATE or seen is Seen.LATE:
             return seen
@@ -109,7 +115,8 @@ class Engine:
             call = self.pricebook.price(ev.provider, ev.model, ts_ms, ev.input_tokens, ev.output_tokens,
                                         ev.cached_input_tokens, ev.cache_write_tokens, ev.model_version)
             cost, priced = call.cost_nanos, call.priced
-        if seen is Seen.REDELIVERY:
+        reread = 0 <= pos <= self._reread.get(partition, -1)
+        if seen is Seen.REDELIVERY and not reread:  # decided by this process: in every bucket already
             if ts_ms // 60_000 < self.agg.floor_minute:  # its minute's rollup may never have been stored
                 self.agg.stale_minutes.add((ev.tenant_id, ts_ms // 60_000))
             return PricedEvent(ev, ts_ms, cost, priced, fresh=False)
@@ -119,7 +126,11 @@ class Engine:
         tenant, feature, user, model = ev.tenant_id, ev.feature_id, ev.user_id, ev.model
         vector = (cost, 1, ev.input_tokens, ev.output_tokens, ev.cached_input_tokens, ev.reasoning_tokens,
                   ev.status != "ok", ev.attempt > 0)
-        self.agg.add(tenant, feature, user, model, ts_ms, partition, vector)
+        if reread:  # after a restart: only the buckets this event did not reach take it
+            self.agg.add_missing(tenant, feature, user, model, ts_ms, partition, vector, pos)
+            self.budgets.forget_rolling()  # rolling sums are re-read from the buckets
+        else:
+            self.agg.add(tenant, feature, user, model, ts_ms, partition, vector, pos)
         if not priced:
             self.counts["unpriced"] += 1
             self.unpriced.on_event(ev.provider, model, tenant, cost, ts_ms, partition)
@@ -128,7 +139,7 @@ class Engine:
         if self.detectors:
             self.detectors.observe(tenant, feature, user, model, ts_ms, cost, ev.input_tokens, ev.attempt > 0,
                                    ev.status != "ok")
-        return PricedEvent(ev, ts_ms, cost, priced, fresh=True)
+        return PricedEvent(ev, ts_ms, cost, priced, fresh=seen is Seen.NEW)
 
     def tick(self) -> None:
         """Period rollovers and rolling-window decay; expiry of old buckets once a minute."""
@@ -176,6 +187,10 @@ class Engine:
             self.stores[name].load(items)
         self.agg.rebuild_index()
         self.dedupe.rebuild_index()
+        # re-read window per partition: the highest position any restored record mentions
+        self._reread = self.agg.positions()
+        for part, top in self.dedupe.restored_positions.items():
+            self._reread[part] = max(top, self._reread.get(part, -1))
         self.board.clear()
         self.budgets.restore()
         self.operators.restore()

@@ -225,12 +225,12 @@ class Runtime:
             if good and not self.router.all_on(good, msg.partition):
                 good = await self._forward(msg, good, chunk)
             priced: list[tuple] = []  # this message's usage rows (see UsageSource)
-            for ev in good:
+            for index, ev in enumerate(good):
                 chunk.processed += 1
                 if chunk.processed % 1000 == 0:
                     await asyncio.sleep(0)  # let heartbeats, timers and the web endpoint run
                 try:
-                    result = engine.process(ev, msg.partition, msg.offset)
+                    result = engine.process(ev, msg.partition, msg.offset, index)
                 except Exception as exc:  # a bug must not stop enforcement for everyone else
                     if self._engine_errors.allow():  # a systematic bug must not flood the log either
                         log.exception("engine failed on an event; dead-lettered", extra={"event_id": ev.event_id})

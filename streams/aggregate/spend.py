@@ -16,10 +16,9 @@ from collections import deque
 from typing import Any
 
 from streams.aggregate.periods import MINUTE_MS, day_of, minute_of, month_of, month_of_day
-from streams.aggregate.store import Store, add_into
+from streams.aggregate.store import POS, WIDTH, Store, add_into
 
 COST, REQUESTS, INPUT, OUTPUT, CACHED, REASONING, ERRORS, RETRIES = range(8)
-WIDTH = 8
 FIELDS = ("cost_nanos", "requests", "input_tokens", "output_tokens", "cached_input_tokens",
           "reasoning_tokens", "errors", "retries")
 
@@ -69,8 +68,9 @@ class SpendAggregator:
         self._month_of_day: dict[int, int] = {}
 
     def add(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, partition: int,
-            vector: tuple[int, ...]) -> None:
-        """Add one priced call to its day, month and minute buckets in every scope.
+            vector: tuple[int, ...], pos: int = -1) -> None:
+        """Add one priced call to its day, month and minute buckets in every scope; ``pos`` is
+        its position in its partition (see :data:`streams.aggregate.store.POS`).
 
         The tenant, feature and model buckets of one (tenant, feature, model, minute) are
         shared by many events: their counter lists are looked up once (again only when
@@ -88,7 +88,7 @@ class SpendAggregator:
         elif entry[2] != store.marks:  # the last changes() took the marks: mark the keys again
             store.mark(entry[1], partition)
             entry[2] = store.marks
-        add_into(entry[0], vector)
+        add_into(entry[0], vector, pos)
         day = minute // 1440
         month = self._month_of_day.get(day)
         if month is None:
@@ -98,11 +98,44 @@ class SpendAggregator:
         with_minute = self.user_minutes and minute >= self.floor_minute
         if with_minute:
             keys.append(f"m{minute}|{user_scope}")
-        created = store.add_counters(keys, vector, partition)
+        created = store.add_counters(keys, vector, partition, pos)
         if created:
             self._index_created(created, day, month, minute)
         if minute < self.floor_minute:
             self.stale_minutes.add((tenant, minute))
+
+    def add_missing(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, partition: int,
+                    vector: tuple[int, ...], pos: int) -> None:
+        """:meth:`add` for an event re-read after a restart: each bucket takes it only if its
+        position is below ``pos`` (the event did not reach that bucket's persisted total).
+        Slower (every key looked up and compared), used only on the re-read window."""
+        minute = ts_ms // MINUTE_MS
+        day = minute // 1440
+        month = month_of_day(day)
+        scopes = [scope_tenant(tenant), scope_feature(tenant, feature), scope_model(tenant, model)]
+        user_scope = scope_user(tenant, user)
+        keys = [f"d{day}|{s}" for s in (*scopes, user_scope)] + [f"M{month}|{s}" for s in (*scopes, user_scope)]
+        if minute >= self.floor_minute:
+            keys += [f"m{minute}|{s}" for s in scopes]
+            if self.user_minutes:
+                keys.append(f"m{minute}|{user_scope}")
+        else:
+            self.stale_minutes.add((tenant, minute))
+        created = self.store.add_missing(keys, vector, partition, pos)
+        for key in created:
+            self._index_created([key], day, month, minute)
+
+    def positions(self) -> dict[int, int]:
+        """The highest position found in each partition's buckets: events at or below it may
+        already be counted (see :meth:`add_missing`)."""
+        top: dict[int, int] = {}
+        owner = self.store.partition_of
+        for key, vec in self.store.data.items():
+            if vec[POS] >= 0:
+                part = owner(key)
+                if vec[POS] > top.get(part, -1):
+                    top[part] = vec[POS]
+        return top
 
     def _shared(self, tenant: str, feature: str, model: str, minute: int, partition: int) -> list[Any]:
         """[counter lists, keys, marks] of the tenant, feature and model scopes for one minute
@@ -162,6 +195,8 @@ class SpendAggregator:
         """Recreate the bucket indexes after :meth:`Store.load` (or a restore)."""
         self._cache.clear()
         indexes: dict[str, list[tuple[int, str]]] = {"m": [], "d": [], "M": []}
-        for key in self.store.data:
+        for key, vec in self.store.data.items():
             indexes[key[0]].append((int(key[1:key.index("|")]), key))
+            if len(vec) == WIDTH:  # written before positions existed: position unknown
+                vec.append(-1)
         self._minutes, self._days, self._months = (deque(sorted(indexes[k])) for k in ("m", "d", "M"))

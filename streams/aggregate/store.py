@@ -14,11 +14,26 @@ from typing import Any
 DELETED = None
 
 
-def add_into(counters: list[list[int]], vector: tuple[int, ...]) -> None:
-    """Add an 8-counter ``vector`` to each of ``counters`` in place: the aggregation hot path
-    (every event, a dozen lists), so it is written out flat."""
+#: counters per aggregate value, then the position (see :data:`POS`)
+WIDTH = 8
+#: index of the *position* in a counter list: ``offset << 20 | element`` of the last event
+#: added into it, in its partition's order (-1 when unknown). A restarted worker re-reads the
+#: messages after the committed offset; an event at or below a list's position is already in
+#: it (its chunk's records reached the broker), so it is not added again. That makes every
+#: aggregate key exactly-once on its own, whichever records of a chunk a crash let through.
+POS = WIDTH
+
+
+def new_counters() -> list[int]:
+    return [0, 0, 0, 0, 0, 0, 0, 0, -1]
+
+
+def add_into(counters: list[list[int]], vector: tuple[int, ...], pos: int) -> None:
+    """Add an 8-counter ``vector`` to each of ``counters`` in place and set their position:
+    the aggregation hot path (every event, a dozen lists), so it is written out flat."""
     c0, c1, c2, c3, c4, c5, c6, c7 = vector
     for current in counters:
+        current[8] = pos
         current[0] += c0
         current[1] += c1
         current[2] += c2
@@ -77,7 +92,7 @@ class Store:
         for key in keys:
             current = data.get(key)
             if current is None:
-                current = data[key] = [0, 0, 0, 0, 0, 0, 0, 0]
+                current = data[key] = [0, 0, 0, 0, 0, 0, 0, 0, -1]
                 owners[key] = changed[key] = partition
                 created.append(key)
             else:
@@ -85,21 +100,29 @@ class Store:
             out.append(current)
         return out, created
 
-    def add_counters(self, keys: list[str], vector: tuple[int, ...], partition: int) -> list[str]:
+    def add_counters(self, keys: list[str], vector: tuple[int, ...], partition: int, pos: int) -> list[str]:
         """Add an 8-counter ``vector`` to each key's counters (created at ``vector`` when absent,
-        owned by ``partition``). Returns the keys created."""
+        owned by ``partition``) and set their position. Returns the keys created."""
         data, owners, changed = self.data, self._partition, self._changed
         created, existing = [], []
         for key in keys:
             current = data.get(key)
             if current is None:
-                data[key] = list(vector)
+                data[key] = [*vector, pos]
                 owners[key] = changed[key] = partition
                 created.append(key)
             else:
                 existing.append(current)
                 changed[key] = owners.get(key, partition)
-        add_into(existing, vector)
+        add_into(existing, vector, pos)
+        return created
+
+    def add_missing(self, keys: list[str], vector: tuple[int, ...], partition: int, pos: int) -> list[str]:
+        """:meth:`add_counters` for an event that may already be in some of the lists (a
+        re-read after a restart): only lists whose position is below ``pos`` take it.
+        Returns the keys created."""
+        lists, created = self.counters(keys, partition)
+        add_into([c for c in lists if (c[POS] if len(c) > WIDTH else -1) < pos], vector, pos)
         return created
 
     def mark(self, keys: list[str], partition: int) -> None:

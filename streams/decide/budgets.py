@@ -108,6 +108,11 @@ class BudgetEvaluator:
         # persisted; dropped on every tick (rollover, policy change) and on restore.
         self._bands: dict[tuple[str, str], tuple[int, str, int]] = {}
 
+    def forget_rolling(self) -> None:
+        """Drop the rolling sums (derived): the next evaluation re-reads them from the buckets.
+        For events re-read after a restart, which may already be in the buckets."""
+        self._rolling.clear()
+
     def _matching(self, tenant: str, feature: str, user: str, model: str, tier: str | None) -> list[_Compiled]:
         ckey = (tenant, feature, user if self._user_specific else "", model, tier)
         found = self._match_cache.get(ckey)

@@ -4,14 +4,17 @@ Memory is bounded two ways: ids are kept for ``horizon_minutes`` of event time b
 watermark, and never more than ``max_entries`` of them (oldest first out). Anything that
 falls out moves the *floor*: an event stamped before the floor can no longer be checked,
 so it is classified ``LATE`` and sent to the dead-letter topic instead of risking a double
-count. Each remembered id records the (partition, offset) it was first read at, which tells
-a *redelivery* of the same message after a crash (its ClickHouse row is written again,
-idempotently) from a *duplicate* sent twice by a producer (dropped and counted).
+count. Each remembered id records the partition and *position* it was first read at
+(``offset << 20 | element``: the element of a JSON array message), which tells a
+*redelivery* of the same element after a crash (its ClickHouse row is written again,
+idempotently; see the engine for what is counted again) from a *duplicate* sent twice by a
+producer, or twice in one message (dropped and counted).
 
 Persistence is per batch, not per event: the ids first seen in one batch from one partition
 form one *chunk*, one changelog record (``chunk_key -> {"ids": [...], "minutes": [...],
-"offsets": [...]}``, three parallel lists: no list per id in memory; chunks written by
-earlier versions are ``[[id, minute, offset], ...]`` and still read). A chunk is deleted
+"positions": [...]}``, three parallel lists: no list per id in memory). Chunks written by
+earlier versions hold message offsets (``"offsets"``, or ``[[id, minute, offset], ...]``);
+they are read as the position of the message's first element. A chunk is deleted
 (tombstoned) once every id in it is older than the floor.
 """
 
@@ -37,21 +40,24 @@ class Seen(Enum):
 
 
 def chunk_entries(chunk: Any) -> Iterable[tuple[str, int, int]]:
-    """(event_id, minute, offset) of each id in a persisted chunk, in either format."""
+    """(event_id, minute, position) of each id in a persisted chunk, in any format."""
     if isinstance(chunk, dict):
-        return zip(chunk["ids"], chunk["minutes"], chunk["offsets"], strict=True)
-    return (tuple(entry) for entry in chunk)  # earlier versions: [[id, minute, offset], ...]
+        if "positions" in chunk:
+            return zip(chunk["ids"], chunk["minutes"], chunk["positions"], strict=True)
+        return ((i, m, o << 20 if o >= 0 else o)
+                for i, m, o in zip(chunk["ids"], chunk["minutes"], chunk["offsets"], strict=True))
+    return ((i, m, o << 20 if o >= 0 else o) for i, m, o in chunk)  # earliest: [[id, minute, offset], ...]
 
 
-def _where(partition: int, offset: int) -> int:
+def _where(partition: int, pos: int) -> int:
     """Where an id was first read, as one int (a tuple costs 64 bytes more per id; partitions
-    below 2**20); -1 when there is no offset (a backtest), which no redelivery can match."""
-    return offset << 20 | partition if offset >= 0 else -1
+    below 2**20); -1 when there is no position (a backtest), which no redelivery can match."""
+    return pos << 20 | partition if pos >= 0 else -1
 
 
 class Deduper:
     def __init__(self, store: Store, horizon_minutes: int, max_entries: int) -> None:
-        self.store = store  # chunk_key -> {"ids": [...], "minutes": [...], "offsets": [...]}
+        self.store = store  # chunk_key -> {"ids": [...], "minutes": [...], "positions": [...]}
         self.horizon_minutes = horizon_minutes
         self.max_entries = max_entries
         self.floor_minute: int | None = None
@@ -62,13 +68,15 @@ class Deduper:
         self._order_ids: deque[str] = deque()
         self._order_minutes: deque[int] = deque()
         self._minutes: dict[int, int] = {}
-        self._pending: dict[int, tuple[list, list, list]] = {}  # partition -> ids, minutes, offsets not yet sealed
+        self._pending: dict[int, tuple[list, list, list]] = {}  # partition -> ids, minutes, positions not sealed
         self._chunks: deque[tuple[int, str]] = deque()  # (newest minute in chunk, chunk key)
         self._prefix = uuid.uuid4().hex[:8]
+        #: partition -> the highest position among the restored ids (see :meth:`rebuild_index`)
+        self.restored_positions: dict[int, int] = {}
         self._seq = 0
 
-    def check(self, event_id: str, ts_ms: int, partition: int, offset: int) -> Seen:
-        where = offset << 20 | partition if offset >= 0 else -1  # _where(), inlined: per event
+    def check(self, event_id: str, ts_ms: int, partition: int, pos: int) -> Seen:
+        where = pos << 20 | partition if pos >= 0 else -1  # _where(), inlined: per event
         seen = self._index.get(event_id)
         if seen is not None:
             return Seen.REDELIVERY if where >= 0 and seen == where else Seen.DUPLICATE
@@ -82,7 +90,7 @@ class Deduper:
         pending = self._pending.get(partition) or self._pending.setdefault(partition, ([], [], []))
         pending[0].append(event_id)
         pending[1].append(minute)
-        pending[2].append(offset)
+        pending[2].append(pos)
         if len(self._index) > self.max_entries:
             self._forget_oldest()
         return Seen.NEW
@@ -99,13 +107,13 @@ class Deduper:
     def seal(self) -> None:
         """Turn the ids seen since the last call into one chunk per partition (one changelog
         record each). The engine calls it once per batch."""
-        for partition, (ids, minutes, offsets) in self._pending.items():
+        for partition, (ids, minutes, positions) in self._pending.items():
             for start in range(0, len(ids), CHUNK_MAX):  # bounded records: Kafka caps request size
                 end = start + CHUNK_MAX
                 self._seq += 1
                 key = f"{self._prefix}:{partition}:{self._seq}"
                 self.store.set(key, {"ids": ids[start:end], "minutes": minutes[start:end],
-                                     "offsets": offsets[start:end]}, partition)
+                                     "positions": positions[start:end]}, partition)
                 self._chunks.append((max(minutes[start:end]), key))
         self._pending.clear()
 
@@ -130,13 +138,18 @@ class Deduper:
         self._index.clear()
         self._pending.clear()
         entries, chunks = [], []
+        self.restored_positions = {}
         for key, chunk in self.store.items():
             partition = self.store.partition_of(key)
             ids = list(chunk_entries(chunk))
             chunks.append((max((i[1] for i in ids), default=0), key))
-            for event_id, minute, offset in ids:
-                self._index[event_id] = _where(partition, offset)
+            top = self.restored_positions.get(partition, -1)
+            for event_id, minute, pos in ids:
+                self._index[event_id] = _where(partition, pos)
                 entries.append((minute, event_id))
+                if pos > top:
+                    top = pos
+            self.restored_positions[partition] = top
         entries.sort()
         chunks.sort()
         self._order_minutes = deque(self._minute(minute) for minute, _ in entries)

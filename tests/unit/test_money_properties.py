@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.aggregate.spend import COST
+from streams.aggregate.store import WIDTH
 from tests.helpers import NOW_MS, engine, event
 
 calls = st.lists(st.tuples(st.sampled_from(["acme", "globex"]), st.sampled_from(["chat", "search"]),
@@ -18,8 +19,8 @@ def _events(spec):
                   ts=NOW_MS + dt, model=m) for i, (t, f, inp, out, dt, m) in enumerate(spec)]
 
 
-def _totals(e):
-    return {k: list(v) for k, v in e.stores["aggregates"].items() if k[0] in "dM"}
+def _totals(e):  # the counters, without the position of the last event added (see store.POS)
+    return {k: v[:WIDTH] for k, v in e.stores["aggregates"].items() if k[0] in "dM"}
 
 
 @settings(max_examples=60, deadline=None)
