@@ -19,14 +19,21 @@ MIN_TS = datetime(2015, 1, 1, tzinfo=UTC)
 _MIN_TS_S = MIN_TS.timestamp()
 
 
+def _from_epoch_ms(value: int) -> datetime:
+    try:
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):  # beyond what a datetime holds (e.g. 10**30)
+        raise ValueError(f"epoch milliseconds {str(value)[:30]} out of range") from None
+
+
 def _parse_ts(value: Any) -> Any:
     # Epoch milliseconds (int) are accepted beside RFC 3339 strings with a zone.
     if value.__class__ is int:  # the common case first (this runs once per event)
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        return _from_epoch_ms(value)
     if isinstance(value, bool):
         raise ValueError("timestamp must be RFC 3339 with a zone or epoch milliseconds")
     if isinstance(value, int):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        return _from_epoch_ms(value)
     if isinstance(value, float):
         raise ValueError("epoch timestamps must be integer milliseconds")
     return value

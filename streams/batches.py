@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from streams.compat import FIRST_DELIVERED
+
 
 async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:
     """Yield lists of at most ``max_events`` events: everything queued when the first one
@@ -28,6 +30,8 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
     consumer = app.consumer
     acking = app.topics.acking_topics
     flow = app.flow_control
+    first_delivered = FIRST_DELIVERED  # see streams.compat (5.): commits never skip a pending message
+    seen_generation = None
     while not stream.should_stop:
         try:
             events = [await queue.get()]
@@ -38,11 +42,16 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
         except StopAsyncIteration:  # Faust throws it into the queue when the channel stops
             return
         generation = app.consumer_generation_id
+        if generation != seen_generation:  # a new assignment: its partitions were sought again
+            seen_generation = generation
+            first_delivered.clear()
         live = []
         for event in events:
             message = event.message
             if not flow.is_active() or message.generation_id != generation:
                 continue
+            if message.tp not in first_delivered:
+                first_delivered[message.tp] = message.offset
             if not message.tracked and message.topic in acking:
                 message.tracked = True
                 consumer.track_message(message)  # pending ack: a graceful stop waits for it

@@ -14,6 +14,14 @@
    100 us), so that a delivery blocked on a full stream buffer can be interrupted by a
    rebalance. When the delivery cannot block (flow control active, no stream buffer full),
    it is awaited directly; otherwise Faust's path is taken unchanged.
+5. Commits never skip an unacknowledged message. Faust commits up to the end of the first
+   run of consecutive acknowledged offsets; its guard against a hole at the head of that
+   run is off by one (it lets one unacknowledged message through) and is skipped when the
+   partition was never committed (committed offset None or 0). A message taken but not
+   acknowledged (a chunk dropped at a rebalance, a crash of its batch) would then be
+   committed past and lost. Here the run must start at the committed offset or, for a
+   partition never committed, at the first offset delivered since it was assigned
+   (``FIRST_DELIVERED``, kept by ``streams.batches.take_batches``).
 """
 
 from __future__ import annotations
@@ -67,6 +75,22 @@ async def _wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
     return await _original_wait_first(self, *coros, timeout=timeout)
 
 
+_original_new_offset = faust_consumer.Consumer._new_offset
+#: topic partition -> the first offset delivered since it was (re)assigned
+FIRST_DELIVERED: dict[Any, int] = {}
+
+
+def _new_offset(self: Any, tp: Any) -> int | None:
+    """Faust's commit offset for ``tp``, or None while the acknowledged offsets do not start
+    where the partition's committed position is (see 5. above)."""
+    acked = self._acked[tp]
+    if acked:
+        start = self._committed_offset[tp] or FIRST_DELIVERED.get(tp)
+        if start is not None and min(acked) > start:
+            return None  # a message before the acknowledged ones is still pending
+    return _original_new_offset(self, tp)
+
+
 def apply(fetch_max_wait_ms: int = 100, shutdown_timeout_s: float = 10.0) -> None:
     global FETCH_MAX_WAIT_MS
     FETCH_MAX_WAIT_MS = fetch_max_wait_ms
@@ -76,3 +100,4 @@ def apply(fetch_max_wait_ms: int = 100, shutdown_timeout_s: float = 10.0) -> Non
         thread._highwaters = _exact_highwaters  # type: ignore[method-assign]
         thread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
         faust_consumer.Consumer.wait_first = _wait_first  # type: ignore[method-assign]
+        faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]

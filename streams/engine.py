@@ -41,6 +41,9 @@ class EngineConfig:
     lateness_minutes: int = 10  # minute buckets kept this long past the longest rolling window
     expire_every_ms: int = 60_000
     baselines_every_ms: int = 300_000  # detector models written to the decisions store this often
+    #: how far ahead of the clock an event may be stamped (producer clock skew); an event
+    #: further ahead is refused (``Seen.FUTURE``): it could move its tenant's clock that far
+    max_future_ms: int = 300_000
 
 
 @dataclass(slots=True)
@@ -83,6 +86,7 @@ class Engine:
         self.baselines = BaselineKeeper(self.detectors, decisions, sealer) if sealer and self.detectors else None
         self._last_baselines = 0
         self.watermark = 0
+        self._tenant_time: dict[str, int] = {}  # tenant -> its latest event time (see now_for)
         self.counts: Counter[str] = Counter()
         self._last_expire = 0
         # partition -> the highest position in its restored buckets: events up to it are re-read
@@ -97,13 +101,27 @@ class Engine:
             self.agg.floor_minute = max(self.agg.floor_minute, minute_of(now) - self.agg.minute_retention)
 
     def now(self) -> int:
-        return max(self.watermark, self.clock())
+        """The engine's clock: the wall clock in the live worker; without one (a backtest),
+        the event time of the latest event."""
+        return self.clock() or self.watermark
+
+    def now_for(self, tenant: str) -> int:
+        """A tenant's clock: the engine's, or its own latest event when that is ahead (by at
+        most ``max_future_ms``). One tenant's future-dated event never moves another's
+        periods or rolling windows."""
+        own = self._tenant_time.get(tenant, 0)
+        now = self.clock() or self.watermark
+        return own if own > now else now
 
     def process(self, ev: UsageEvent, partition: int = 0, offset: int = -1, index: int = 0) -> PricedEvent | Seen:
         """Count one event: element ``index`` of the message at ``offset`` in ``partition``
         (offset -1: no position, as in a backtest). Returns the priced event, or
         ``Seen.DUPLICATE`` / ``Seen.LATE``."""
         ts_ms = int(ev.ts.timestamp() * 1000)
+        clock = self.clock()
+        if clock and ts_ms > clock + self.config.max_future_ms:
+            self.counts[Seen.FUTURE.value] += 1
+            return Seen.FUTURE
         pos = offset << 20 | index if offset >= 0 else -1
         seen = self.dedupe.check(ev.event_id, ts_ms, partition, pos)
         self.counts[seen.value] += 1
@@ -120,10 +138,12 @@ class Engine:
             if ts_ms // 60_000 < self.agg.floor_minute:  # its minute's rollup may never have been stored
                 self.agg.stale_minutes.add((ev.tenant_id, ts_ms // 60_000))
             return PricedEvent(ev, ts_ms, cost, priced, fresh=False)
+        tenant, feature, user, model = ev.tenant_id, ev.feature_id, ev.user_id, ev.model
         if ts_ms > self.watermark:
             self.watermark = ts_ms
-        now = self.now()
-        tenant, feature, user, model = ev.tenant_id, ev.feature_id, ev.user_id, ev.model
+        if ts_ms > self._tenant_time.get(tenant, 0):
+            self._tenant_time[tenant] = ts_ms
+        now = self.now_for(tenant)
         vector = (cost, 1, ev.input_tokens, ev.output_tokens, ev.cached_input_tokens, ev.reasoning_tokens,
                   ev.status != "ok", ev.attempt > 0)
         if reread:  # after a restart: only the buckets this event did not reach take it
@@ -146,10 +166,10 @@ class Engine:
         now = self.now()
         if now == 0:
             return
-        self.budgets.tick(now)
+        self.budgets.tick(self.now_for)
         self.operators.expire(now)
-        if self.detectors:
-            self.detectors.advance(self.watermark)  # event time only: live and backtest agree
+        if self.detectors:  # event time (live and backtest agree), never ahead of the clock
+            self.detectors.advance(min(self.watermark, now))
         if self.baselines is not None and now - self._last_baselines >= self.config.baselines_every_ms:
             self.save_baselines()
         if now - self._last_expire >= self.config.expire_every_ms:

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
                                "stored and acknowledged (controls are published at once regardless)")
     dedupe_horizon: str = "24h"
     dedupe_max_entries: int = Field(2_000_000, ge=1000)
+    max_future_s: int = Field(300, ge=0, le=3600, description="how far ahead of the clock an event may be stamped; "
+                              "further ahead is dead-lettered (reason future)")
     tick_interval_s: float = Field(1.0, gt=0)
     shutdown_timeout_s: float = Field(10.0, gt=0, description="longest wait, on stop, for the last changelog "
                                       "records and rows to be stored, and for the consumer thread (a dead broker)")

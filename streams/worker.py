@@ -53,7 +53,7 @@ def build_engine(settings: Settings, clock: Any = None, router: TenantRouter | N
     pricebook = PriceBook(Overrides.load(settings.price_overrides_path), settings.unpriced_fallback_model)
     pricebook.check_fallback()
     config = EngineConfig(dedupe_horizon_minutes=settings.dedupe_horizon_minutes,
-                          dedupe_max_entries=settings.dedupe_max_entries)
+                          dedupe_max_entries=settings.dedupe_max_entries, max_future_ms=settings.max_future_s * 1000)
     key_id, secret = settings.signing_key
     # sealed pickles are only as trustworthy as the key: with the public development key,
     # detector baselines stay in memory (anyone could forge a record the worker would unpickle)
@@ -242,6 +242,11 @@ class Runtime:
                     await self.dead_letter(msg, Rejected(
                         "late", f"event {ev.event_id} is older than the dedupe horizon "
                         f"({self.settings.dedupe_horizon}); it cannot be counted exactly once", dumps(ev)))
+                elif result is Seen.FUTURE:
+                    await self.dead_letter(msg, Rejected(
+                        "future", f"event {ev.event_id} is stamped more than {self.settings.max_future_s}s ahead "
+                        "of the worker's clock (TOKENBRAKE_MAX_FUTURE_S); fix the producer's clock and replay it",
+                        dumps(ev)))
             if priced:  # bad elements: the rows are built from the valid events only (see usage_rows)
                 chunk.rows.append((usage_source_bytes(good) if bad else msg.value, ingested, priced))
             if chunk.processed >= chunk_events:

@@ -11,6 +11,7 @@ Levels live in the ``decisions`` store, so a restarted worker does not re-fire.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -233,14 +234,16 @@ class BudgetEvaluator:
             return (day_of(now_ms) + 1) * DAY_MS
         return month_start_ms(month_of(now_ms) + 1)
 
-    def tick(self, now_ms: int) -> None:
-        """Close rolled-over periods, let rolling windows decay, retire changed policies."""
+    def tick(self, now_of: Callable[[str], int]) -> None:
+        """Close rolled-over periods, let rolling windows decay, retire changed policies, each
+        scope on its tenant's clock (``now_of(tenant)``)."""
         self._bands.clear()
         for skey, state in list(self.store.items()):
             if not skey.startswith("b|") or state[1] == 0:
                 continue
             _, policy_id, agg_scope = skey.split("|", 2)
             scope = Scope.model_validate(state[3])
+            now_ms = now_of(scope.tenant_id)
             c = self._compiled.get(policy_id)
             if c is None or c.fingerprint != state[2]:  # policy removed or edited: start over
                 self.store.delete(skey)

@@ -33,10 +33,14 @@ CHUNK_MAX = 2000
 
 
 class Seen(Enum):
+    """How the engine saw an event: new, read again, sent twice, or not countable (too old
+    to check against the remembered ids, or further ahead of the clock than allowed)."""
+
     NEW = "new"
     REDELIVERY = "redelivery"
     DUPLICATE = "duplicate"
     LATE = "late"
+    FUTURE = "future"
 
 
 def chunk_entries(chunk: Any) -> Iterable[tuple[str, int, int]]:

@@ -123,3 +123,31 @@ def test_a_reread_event_is_added_only_to_the_buckets_it_missed():
     assert _counters(restarted) == _counters(first)
     restarted.process(ev, 0, 7)  # and once more: nothing changes
     assert _counters(restarted) == _counters(first)
+
+
+def test_one_tenants_future_event_moves_only_its_own_clock():
+    """Issue 11 (4.): a rolling-budget block of one tenant is not lifted by another tenant's
+    event stamped an hour ahead; an event beyond the allowed skew is refused (Seen.FUTURE)."""
+    from streams.engine import EngineConfig
+    from streams.ingest.dedupe import Seen
+
+    clock = [NOW_MS]
+    e = engine("""
+budgets:
+  - id: hourly
+    scope: {tenant: "*"}
+    period: "rolling:1h"
+    limit_usd: "0.01"
+    action: {action: block}
+""", clock=lambda: clock[0], config=EngineConfig(max_future_ms=3_600_000))
+    for i in range(5):  # $0.0175 in the last hour: over the limit
+        e.process(event(tenant_id="acme", ts=NOW_MS - 60_000 * i), 0, i)
+    assert [c.action for c in e.drain().controls] == ["block"]
+    e.process(event(tenant_id="globex", ts=NOW_MS + 3_480_000), 0, 10)  # 58 minutes ahead: within the skew
+    assert e.now_for("globex") == NOW_MS + 3_480_000 and e.now_for("acme") == NOW_MS
+    assert e.process(event(tenant_id="globex", ts=NOW_MS + 3_660_000), 0, 11) is Seen.FUTURE
+    e.tick()
+    assert [c.action for c in e.drain().controls] == []  # acme's block holds
+    clock[0] += 3_600_000  # an hour later by the wall clock, acme's window has decayed
+    e.tick()
+    assert [c.action for c in e.drain().controls] == ["allow"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+from streams.compat import FIRST_DELIVERED
+
 from streams import compat
 from streams.batches import take_batches
 
@@ -21,7 +23,7 @@ class Flow:
 
 def _event(offset: int, generation: int = 1) -> SimpleNamespace:
     return SimpleNamespace(message=SimpleNamespace(offset=offset, generation_id=generation, tracked=False,
-                                                   topic="usage"))
+                                                   topic="usage", tp=("usage", 0)))
 
 
 def test_take_batches_drains_the_queue_skips_stale_events_and_tracks_the_rest():
@@ -44,6 +46,28 @@ def test_take_batches_drains_the_queue_skips_stale_events_and_tracks_the_rest():
     batches, tracked = asyncio.run(scenario())
     assert batches == [[0, 2], [3, 4]]  # at most 3 taken at a time; offset 1 is from an old generation
     assert tracked == [0, 2, 3, 4]
+    assert FIRST_DELIVERED == {("usage", 0): 0}  # where the commit guard expects the acks to start
+
+
+def test_commits_never_skip_a_pending_message():
+    """Faust commits up to the end of the first run of acknowledged offsets; a message taken
+    but not acknowledged before that run (a partition never committed, or one message past
+    the committed offset) must hold the commit back (streams.compat, 5.)."""
+    from collections import defaultdict
+
+    from streams.compat import _new_offset
+
+    def consumer(committed, acked):
+        return SimpleNamespace(_acked=defaultdict(list, {"tp": list(acked)}), _committed_offset=defaultdict(
+            lambda: None, {"tp": committed}), _gap=defaultdict(list), _acked_index=defaultdict(set))
+
+    FIRST_DELIVERED.clear()
+    FIRST_DELIVERED["tp"] = 0
+    assert _new_offset(consumer(None, [5, 6, 7]), "tp") is None  # 0-4 pending, never committed
+    assert _new_offset(consumer(None, [0, 1, 2]), "tp") == 3
+    assert _new_offset(consumer(100, [101, 102]), "tp") is None  # Faust's own guard lets this through
+    assert _new_offset(consumer(100, [100, 101, 103]), "tp") == 102
+    FIRST_DELIVERED.clear()
 
 
 def test_take_batches_ends_when_faust_stops_the_channel():
