@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     sink_flush_interval_s: float = Field(1.0, gt=0)
     sink_max_buffer_rows: int = Field(500_000, ge=1)
     sink_retry_max_s: float = Field(30.0, gt=0)
+    sink_write_timeout_s: float = Field(60.0, gt=0, description="a ClickHouse write taking longer is a failure: "
+                                        "the writer process is restarted and the batch retried")
 
     # web endpoint (status, metrics) and logs
     web_host: str = "127.0.0.1"

@@ -29,6 +29,7 @@ from schemas.signing import Sealer, sign
 from streams.app import RawBytes, build_app
 from streams.batches import Chunk, take_batches
 from streams.decide.policies import load_policies
+from streams.emit.dead_letter import dead_letter_record
 from streams.emit.events import Emitted
 from streams.emit.producer import send_packed
 from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
@@ -85,7 +86,8 @@ class Runtime:
                                           partitions=1)
         self.tables = {name: self.app.Table(name, default=None, partitions=n, key_type=str) for name in STORES}
         self.changelogs = {name: table.changelog_topic.get_topic_name() for name, table in self.tables.items()}
-        self.sink = SinkBuffer(SinkProcess(settings.resolved_clickhouse_dsn, settings.clickhouse_database),
+        self.sink = SinkBuffer(SinkProcess(settings.resolved_clickhouse_dsn, settings.clickhouse_database,
+                                           settings.sink_write_timeout_s),
                                settings.sink_flush_rows, settings.sink_flush_interval_s,
                                settings.sink_max_buffer_rows, settings.sink_retry_max_s,
                                on_fatal=lambda exc: asyncio.ensure_future(self.app.crash(exc)),
@@ -94,6 +96,7 @@ class Runtime:
         self.attached = -1
         self.heap = HeapAger(settings.gc_freeze_interval_s)  # see streams.heap
         self.started = time.time()
+        self.last_decided = time.monotonic()  # the last message taken (liveness: see stats_only)
         self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0, "forwarded": 0}
         self._misrouted_log = LogBudget(per_window=1, window_s=60.0)
         self._chunk = Chunk(-1)  # decided, not yet persisted nor handed to the sink
@@ -114,8 +117,16 @@ class Runtime:
 
         @app.agent(self.usage_topic, name="usage")
         async def usage(stream: faust.StreamT) -> None:
-            async for events in take_batches(stream, runtime.settings.batch_max, runtime.settings.batch_within_s):
-                await runtime.on_batch(events)
+            try:
+                async for events in take_batches(stream, runtime.settings.batch_max,
+                                                 runtime.settings.batch_within_s):
+                    await runtime.on_batch(events)
+            except Exception as exc:  # a live process that decides nothing is worse than a restart
+                log.critical("the usage agent failed; stopping the worker (exit 1) so a supervisor restarts it: "
+                             "unacknowledged messages will be read again", exc_info=True)
+                runtime._stopping = True
+                await runtime.app.crash(exc)
+                raise
 
         @app.task
         async def follow_controls() -> None:
@@ -219,7 +230,12 @@ class Runtime:
                 await self._publish_controls(chunk)
             msg = event.message
             chunk.taken.append(event)
-            good, bad = decode(msg.value)
+            self.last_decided = time.monotonic()
+            try:
+                good, bad = decode(msg.value)
+            except Exception as exc:  # a decoder bug: this message, not the stream, pays for it
+                good, bad = [], [Rejected("internal_error", f"decoding failed: {type(exc).__name__}: {exc}",
+                                          msg.value or b"")]
             for rejected in bad:
                 await self.dead_letter(msg, rejected)
             if good and not self.router.all_on(good, msg.partition):
@@ -376,15 +392,15 @@ class Runtime:
         return taken
 
     async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
-        """To the dead-letter topic with reason, error and, when there is one, the source message."""
+        """To the dead-letter topic (see streams.emit.dead_letter)."""
         self.stats["dead_lettered"] += 1
-        headers = [("tokenbrake-reason", rejected.reason.encode()),
-                   ("tokenbrake-error", rejected.error.encode()[:4000])]
+        source = None
         if msg is not None:
             log.debug("dead-lettered", extra={"reason": rejected.reason, "partition": msg.partition,
                                               "offset": msg.offset})
-            headers.append(("tokenbrake-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()))
-        await self.dlq_topic.send(key=msg.key if msg is not None else None, value=rejected.payload, headers=headers)
+            source = f"{msg.topic}/{msg.partition}/{msg.offset}"
+        value, headers = dead_letter_record(rejected.reason, rejected.error, rejected.payload, source)
+        await self.dlq_topic.send(key=msg.key if msg is not None else None, value=value, headers=headers)
 
     async def dead_letter_unstorable(self, refused: list[tuple[bytes, str]]) -> None:
         """Usage events ClickHouse refused to store: counted in the totals, not in usage_events."""
@@ -398,6 +414,7 @@ class Runtime:
         return {"ready": self.attached >= 0, "counts": dict(engine.counts), "watermark_ms": engine.watermark,
                 "controls": len(engine.board.active()),
                 "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1), "sink": self.sink.stats(),
+                           "last_message_age_s": round(time.monotonic() - self.last_decided, 1),
                            "broker_silent_s": None if silent == float("inf") else round(silent, 1)}}
 
     def status(self) -> dict[str, Any]:

@@ -10,7 +10,10 @@ encodes the rows, writes them and answers with the events ClickHouse refused (se
 ``ClickHouseWriter.write``) or the error. The
 :class:`~streams.sink.buffer.SinkBuffer` protocol is unchanged: ``write`` blocks (in the
 buffer's thread) until the rows are stored or raises, and nothing is acknowledged before.
-A child that dies is started again on the next write.
+A child that dies is started again on the next write; one that does not answer within
+``timeout_s`` (a hung ClickHouse client, a frozen server) is killed, the write fails with
+a timeout (counted and reported like any failure, the batch retried) and the next write
+starts a fresh child.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ def _serve(conn: Any, dsn: str, database: str) -> None:  # pragma: no cover - ru
 class SinkProcess:
     """Same interface as :class:`ClickHouseWriter` (``write``, ``close``); not thread-safe."""
 
-    def __init__(self, dsn: str, database: str) -> None:
-        self.dsn, self.db = dsn, database
+    def __init__(self, dsn: str, database: str, timeout_s: float = 60.0) -> None:
+        self.dsn, self.db, self.timeout_s = dsn, database, timeout_s
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._conn: Any = None
@@ -72,6 +75,10 @@ class SinkProcess:
         self._ensure()
         try:
             self._conn.send(batch)
+            if not self._conn.poll(self.timeout_s):
+                self._kill()
+                raise TimeoutError(f"clickhouse write took longer than {self.timeout_s:.0f}s; writer process "
+                                   "restarted, batch kept for the next try")
             answer = self._conn.recv()
         except (EOFError, OSError) as exc:
             self._proc.join(timeout=1)
@@ -79,6 +86,11 @@ class SinkProcess:
         if isinstance(answer, str):
             raise RuntimeError(answer)
         return answer
+
+    def _kill(self) -> None:
+        os.kill(self._proc.pid, signal.SIGKILL)
+        self._proc.join(timeout=5)
+        self._conn.close()
 
     def close(self) -> None:
         if self._proc is None:

@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from streams.compat import FIRST_DELIVERED
-
 from streams import compat
 from streams.batches import take_batches
+from streams.compat import FIRST_DELIVERED
 
 
 class Flow:
