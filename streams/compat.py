@@ -22,6 +22,13 @@
    committed past and lost. Here the run must start at the committed offset or, for a
    partition never committed, at the first offset delivered since it was assigned
    (``FIRST_DELIVERED``, kept by ``streams.batches.take_batches``).
+6. Re-reading after a rebalance. Faust seeks every assigned partition to its committed
+   offset after a rebalance, so that messages fetched but not yet decided (dropped with the
+   old generation) are read again; aiokafka's ``seek_to_committed`` leaves a partition
+   with no committed offset (None or 0) where its fetcher is, so they were never read again
+   (and, with 5., committed past). Such partitions are sought to their beginning, where
+   their reading started (``auto_offset_reset=earliest``): what was already decided is
+   recognised as read again and not counted twice.
 """
 
 from __future__ import annotations
@@ -91,6 +98,18 @@ def _new_offset(self: Any, tp: Any) -> int | None:
     return _original_new_offset(self, tp)
 
 
+_original_seek_to_committed = faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed
+
+
+async def _seek_to_committed(self: Any) -> Mapping[Any, int]:
+    """Faust's seek to the committed offsets, and to the beginning where none is (see 6. above)."""
+    committed = await _original_seek_to_committed(self)
+    never = [tp for tp, offset in committed.items() if not offset or offset < 0]
+    if never:
+        await self.call_thread(self._ensure_consumer().seek_to_beginning, *never)
+    return committed
+
+
 def apply(fetch_max_wait_ms: int = 100, shutdown_timeout_s: float = 10.0) -> None:
     global FETCH_MAX_WAIT_MS
     FETCH_MAX_WAIT_MS = fetch_max_wait_ms
@@ -101,3 +120,4 @@ def apply(fetch_max_wait_ms: int = 100, shutdown_timeout_s: float = 10.0) -> Non
         thread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
         faust_consumer.Consumer.wait_first = _wait_first  # type: ignore[method-assign]
         faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+        thread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
