@@ -185,6 +185,12 @@ class Engine:
         """An operator's control read back from the control topic (see decide.overrides)."""
         self.operators.apply(control, self.now())
 
+    def control_tombstone(self, scope_key: str, owned: Callable[[str], bool]) -> bool:
+        """A null record on the compacted control topic deleted ``scope_key``'s control (a kill
+        switch starting later would see none): its effective decision is emitted again when
+        it is not allow and its tenant is ``owned`` by this worker. Returns whether it was."""
+        return self.board.reissue_key(scope_key, self.now(), owned)
+
     def save_baselines(self) -> int:
         """Write the detector models that changed since the last save (also at shutdown)."""
         if self.baselines is None:

@@ -73,3 +73,27 @@ def test_an_allow_by_hand_with_a_deadline_overrides_the_rules_until_then():
     e.watermark = NOW_MS + 120_000
     e.tick()
     assert _actions(e) == ["block"]  # the override expired: the budget's block is back
+
+
+def test_a_tombstone_on_a_controlled_scope_gets_its_control_again():
+    """Issue 11 (6.): a null record on the compacted control topic deletes a scope's last
+    control; the worker owning the tenant publishes the effective decision again (never for a
+    scope it does not own, nor for one that is allowed)."""
+    from tests.helpers import NOW_MS, engine, event
+
+    e = engine("""
+budgets:
+  - id: tiny
+    scope: {tenant: "*"}
+    period: day
+    limit_usd: "0.001"
+    action: {action: block}
+""", clock=lambda: NOW_MS)
+    e.process(event(tenant_id="acme"), 0, 1)
+    assert [c.action for c in e.drain().controls] == ["block"]
+    key = "tenant=acme/feature=*/user=*/model=*"
+    assert e.control_tombstone(key, owned=lambda tenant: False) is False
+    assert e.control_tombstone("tenant=globex/feature=*/user=*/model=*", owned=lambda tenant: True) is False
+    assert e.control_tombstone(key, owned=lambda tenant: tenant == "acme") is True
+    again = e.drain().controls
+    assert [(c.action, c.scope.key()) for c in again] == [("block", key)]
