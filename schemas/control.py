@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import Deadline, Id
 
@@ -68,12 +68,18 @@ class Reason(BaseModel):
 
 
 class ControlEvent(BaseModel):
-    """The current decision for one scope. Latest per scope key wins (compacted topic)."""
+    """The current decision for one scope. The highest ``seq`` per scope key wins.
+
+    ``seq`` is the issuer's per-scope sequence (see :mod:`schemas.sequence`): a hybrid logical
+    clock in milliseconds, stamped when the control is signed and covered by the signature.
+    Records written before it existed have none (see ``schemas.sequence.order_key``).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     control_id: Id
     issued_at: Deadline
+    seq: int | None = Field(None, ge=0, description="per-scope sequence (ms hybrid logical clock), signed")
     scope: Scope
     action: Action
     max_rps: float | None = None

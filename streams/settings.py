@@ -8,7 +8,7 @@ a single event.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +47,10 @@ class Settings(BaseSettings):
 
     # control signing: "key_id:secret[,key_id:secret]"; the first key signs, all verify
     control_signing_keys: SecretStr = SecretStr(DEV_SIGNING_KEY)
+    control_max_future_skew_s: float = Field(300.0, gt=0, description="control events dated further ahead of "
+                                             "this host's clock are ignored (see schemas.sequence)")
+    control_accept_unsequenced: bool = Field(True, description="accept control events written before per-scope "
+                                             "sequences existed (ordered by issued_at); false once none remain")
 
     # processing
     batch_max: int = Field(2000, ge=1, description="messages taken from the stream at once")
@@ -113,6 +117,11 @@ class Settings(BaseSettings):
         key_id = self.control_signing_keys.get_secret_value().split(",")[0].partition(":")[0]
         ring = self.keyring
         return (key_id, ring[key_id]) if key_id in ring else next(iter(ring.items()))
+
+    def control_view_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for every ``clients.KillSwitch`` the worker and the CLI build."""
+        return {"keys": self.keyring, "max_future_skew_s": self.control_max_future_skew_s,
+                "accept_unsequenced": self.control_accept_unsequenced}
 
     @property
     def uses_dev_key(self) -> bool:

@@ -25,7 +25,8 @@ from faust.web import Request, Response, View
 from clients.killswitch import KillSwitch
 from schemas.codec import dumps
 from schemas.control import ControlEvent
-from schemas.signing import Sealer, sign
+from schemas.sequence import ControlSigner
+from schemas.signing import Sealer
 from streams.app import RawBytes, build_app
 from streams.batches import Chunk, take_batches
 from streams.decide.policies import load_policies
@@ -71,10 +72,12 @@ class Runtime:
         self.router = TenantRouter(settings.topic_partitions)
         self.engine = build_engine(settings, clock=wall_clock_ms, router=self.router)
         # operators' controls, read back from the control topic (see decide.overrides)
-        self.control_view = KillSwitch(bootstrap, settings.topic_control, keys=settings.keyring)
+        self.control_view = KillSwitch(bootstrap, settings.topic_control, **settings.control_view_kwargs())
         self.control_view.on_change.append(self._on_control)
         self._by_hand: dict[str, ControlEvent] = {}  # scope key -> an operator's latest control
         self.key_id, self.secret = settings.signing_key
+        # each control gets the next per-scope sequence after the highest read back (schemas.sequence)
+        self.signer = ControlSigner(self.key_id, self.secret, last_seen=self.control_view.last_seq)
         n = settings.topic_partitions
         self.usage_topic = self.app.topic(settings.topic_usage, schema=RawBytes(), partitions=n)
         self.dlq_topic = self.app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
@@ -337,7 +340,7 @@ class Runtime:
 
     async def publish(self, emitted: Emitted) -> None:
         for control in emitted.controls:
-            signed = sign(control, self.key_id, self.secret)
+            signed = self.signer.issue(control)
             await self.control_topic.send(key=control.scope.key().encode(), value=dumps(signed))
             log.info("control issued", extra={"scope": control.scope.key(), "action": control.action,
                                               "downgrade_to": control.downgrade_to, "rule": control.reason.rule})
@@ -392,9 +395,11 @@ class Runtime:
         engine, silent = self.engine, self.control_view.staleness_s
         return {"ready": self.attached >= 0, "counts": dict(engine.counts), "watermark_ms": engine.watermark,
                 "controls": len(engine.board.active()),
+                "control_view": {"applied": self.control_view.applied, "ignored": dict(self.control_view.ignored)},
                 "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1), "sink": self.sink.stats(),
                            "broker_silent_s": None if silent == float("inf") else round(silent, 1)}}
 
     def status(self) -> dict[str, Any]:
         stats = self.stats_only()
-        return {**self.engine.status(), "ready": stats["ready"], "worker": stats["worker"]}
+        return {**self.engine.status(), "ready": stats["ready"], "worker": stats["worker"],
+                "control_view": stats["control_view"]}

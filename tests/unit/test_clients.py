@@ -31,8 +31,8 @@ def test_most_specific_scope_wins_and_allow_clears():
     ks.apply(control("throttle", feature_id="chat", user_id="u1"))
     assert ks.decide("acme").action == "downgrade"
     assert ks.decide("acme", "chat").action == "block"
-    assert ks.decide("acme", "chat", "u1").action == "throttle"
-    assert ks.decide("acme", "search", "u2").action == "downgrade"
+    assert ks.decide("acme", "chat", user_hash="u1").action == "throttle"
+    assert ks.decide("acme", "search", user_hash="u2").action == "downgrade"
     assert ks.decide("globex", "chat").action == "allow"
     ks.apply(control("allow", feature_id="chat"))
     assert ks.decide("acme", "chat").action == "downgrade"
