@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from clients.control_gate import ControlGate, Ignored, expires_ms
 from clients.reporter import hash_user
+from clients.security import KafkaSecurity, connection_kwargs
 from schemas.control import ControlEvent, scope_key
 from schemas.sequence import wall_clock_ms
 from schemas.signing import parse_keyring
@@ -101,13 +102,16 @@ class KillSwitch:
     accept_unsequenced: order records written before sequences existed by ``issued_at``
         (True), or ignore them (False, once the topic holds none).
     wall_clock_ms: the clock expiry and skew are judged by (tests pass their own).
+    security: TLS/SASL for the broker (``clients.KafkaSecurity``); None: plaintext.
     """
 
     def __init__(self, bootstrap: str, topic: str = "tokenbrake.control", *, keys: str | dict[str, bytes] = DEV_KEYS,
                  fail_closed: bool = False, max_staleness_s: float = 30.0, user_id_salt: str | bytes | None = None,
                  user_hasher: Callable[[str], str] | None = None, max_future_skew_s: float = 300.0,
-                 accept_unsequenced: bool = True, wall_clock_ms: Callable[[], int] = wall_clock_ms) -> None:
+                 accept_unsequenced: bool = True, wall_clock_ms: Callable[[], int] = wall_clock_ms,
+                 security: KafkaSecurity | None = None) -> None:
         self.bootstrap, self.topic = bootstrap, topic
+        self.security = security
         self.keyring = parse_keyring(keys) if isinstance(keys, str) else dict(keys)
         self.fail_closed, self.max_staleness_s = fail_closed, max_staleness_s
         if user_hasher is None and user_id_salt:
@@ -134,7 +138,8 @@ class KillSwitch:
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, timeout_s: float = 30.0) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=50)
+                                          auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=50,
+                                          **connection_kwargs(self.security))
         await self._consumer.start()
         parts = None
         deadline = time.monotonic() + timeout_s

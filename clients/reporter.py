@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from clients.security import KafkaSecurity, connection_kwargs
 from schemas.codec import dumps
 from schemas.usage import UsageEvent
 
@@ -36,13 +37,15 @@ def hash_user(user_id: str, salt: bytes) -> str:
 class UsageReporter:
     def __init__(self, bootstrap: str, topic: str = "tokenbrake.usage", *, user_id_salt: str | bytes,
                  max_buffer: int = 10_000, batch_size: int = 200, linger_s: float = 0.2,
-                 enable_idempotence: bool | None = None, defaults: dict[str, Any] | None = None) -> None:
+                 enable_idempotence: bool | None = None, defaults: dict[str, Any] | None = None,
+                 security: KafkaSecurity | None = None) -> None:
         if not user_id_salt:
             raise ValueError("user_id_salt is required: raw user ids never leave the process")
         self.bootstrap, self.topic = bootstrap, topic
         self._salt = user_id_salt.encode() if isinstance(user_id_salt, str) else user_id_salt
         self.max_buffer, self.batch_size, self.linger_s = max_buffer, batch_size, linger_s
         self._idempotence = enable_idempotence
+        self._connection = connection_kwargs(security)  # TLS/SASL, see clients.security
         self._defaults = defaults or {}
         self._buffer: deque[UsageEvent] = deque()
         self._wakeup = asyncio.Event()
@@ -61,7 +64,7 @@ class UsageReporter:
     async def _start_producer(self) -> AIOKafkaProducer:
         want = True if self._idempotence is None else self._idempotence
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=want,
-                                    linger_ms=5, max_request_size=8 << 20)
+                                    linger_ms=5, max_request_size=8 << 20, **self._connection)
         try:
             await producer.start()
             return producer
@@ -73,7 +76,7 @@ class UsageReporter:
         # by event_id downstream, so plain acks=all loses nothing
         log.warning("broker refused an idempotent producer; continuing with acks=all only")
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                    max_request_size=8 << 20)
+                                    max_request_size=8 << 20, **self._connection)
         await producer.start()
         return producer
 

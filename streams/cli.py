@@ -68,11 +68,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.limit:
         events = events[: args.limit]
     pace = args.format != "jsonl" and not args.no_pace
-    asyncio.run(ensure_topics(bootstrap, topics_of(settings), {settings.topic_control}))
+    asyncio.run(ensure_topics(bootstrap, topics_of(settings), {settings.topic_control}, **settings.kafka_kwargs()))
     with Progress(transient=True) as progress:
         task = progress.add_task(f"replaying {args.file}", total=len(events))
         sent = asyncio.run(publish(bootstrap, settings.topic_usage, events, pace=pace, batch=args.batch,
-                                   on_sent=lambda n: progress.update(task, completed=n)))
+                                   on_sent=lambda n: progress.update(task, completed=n),
+                                   connection=settings.kafka_kwargs()))
     print(f"published {sent} events to {settings.topic_usage} at {bootstrap}")
     return 0
 

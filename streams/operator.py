@@ -45,7 +45,7 @@ async def publish_control(settings: Settings, bootstrap: str, control: ControlEv
         signed = ControlSigner(*settings.signing_key, last_seen=view.last_seq).issue(control)
     finally:
         await view.stop()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka_kwargs())
     await producer.start()
     try:
         await producer.send_and_wait(settings.topic_control, dumps(signed), key=control.scope.key().encode())
