@@ -133,7 +133,9 @@ class KillSwitch:
         self.ignored: Counter[str] = Counter()  # Ignored reason -> records
         self.on_change: list = []  # callables(ControlEvent), e.g. for logging or tests
         self._last_ignored_log: dict[Ignored, float] = {}
-        self.on_ignored: list = []  # callables(ControlEvent | None, Ignored), e.g. to re-assert a scope
+        # callables(record key | None, ControlEvent | None, Ignored): the worker re-asserts the
+        # scope a refused record was written under (on a compacting topic it would be the last)
+        self.on_ignored: list = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, timeout_s: float = 30.0) -> None:
@@ -213,15 +215,16 @@ class KillSwitch:
     def _apply_batch(self, batch: dict) -> None:
         for records in batch.values():
             for record in records:
-                self.apply(record.value)
+                self.apply(record.value, record.key)
 
-    def apply(self, value: bytes | None) -> bool:
-        """Take one record of the control topic; True when it changed the view."""
+    def apply(self, value: bytes | None, key: bytes | None = None) -> bool:
+        """Take one record of the control topic (``key``: its message key, the scope key it
+        was written under); True when it changed the view."""
         if not value:
             return False
         control, ignored = self.gate.judge(self.gate.parse(value), self._now_ms())
         if ignored is not None:
-            self._ignore(control, ignored)
+            self._ignore(control, ignored, key)
             return False
         assert control is not None
         key = control.scope.key()
@@ -243,7 +246,7 @@ class KillSwitch:
             callback(control)
         return True
 
-    def _ignore(self, control: ControlEvent | None, reason: Ignored) -> None:
+    def _ignore(self, control: ControlEvent | None, reason: Ignored, record_key: bytes | None) -> None:
         self.rejected += 1
         self.ignored[reason] += 1
         if reason is Ignored.EXPIRED:  # the scope's latest word, already past: nothing applies
@@ -258,8 +261,9 @@ class KillSwitch:
                 "reason": reason.value, "scope": control.scope.key() if control is not None else None,
                 "key_id": control.key_id if control is not None else None,
                 "seq": control.seq if control is not None else None})
+        written_under = record_key.decode("utf-8", "replace") if record_key else None
         for callback in self.on_ignored:
-            callback(control, reason)
+            callback(written_under, control, reason)
 
     def last_seq(self, scope: str) -> int | None:
         """The highest sequence accepted for the scope key (``ControlSigner``'s ``last_seen``)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Literal
+from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.common import Deadline, Id
 
@@ -45,6 +46,29 @@ def scope_key(tenant_id: str, feature_id: str | None = None, user_id: str | None
     (True, 'tenant=acme/feature=%2A/user=*/model=*')
     """
     return f"tenant={_part(tenant_id)}/feature={_part(feature_id)}/user={_part(user_id)}/model={_part(model)}"
+
+
+def parse_scope_key(key: str) -> Scope | None:
+    """The Scope a key names (the inverse of :func:`scope_key`); None when it names none.
+
+    >>> parse_scope_key(scope_key("a/feature=b", None, "h:1"))
+    Scope(tenant_id='a/feature=b', feature_id=None, user_id='h:1', model=None)
+    >>> parse_scope_key("tenant=*/feature=*/user=*/model=*"), parse_scope_key("garbage")
+    (None, None)
+    """
+    parts = key.split("/")
+    names = ("tenant", "feature", "user", "model")
+    if len(parts) != 4 or any(not p.startswith(f"{n}=") for p, n in zip(parts, names, strict=True)):
+        return None
+    values = [p.partition("=")[2] for p in parts]
+    if any("=" in v or not v for v in values):
+        return None
+    tenant, feature, user, model = (None if v == "*" else unquote(v) for v in values)
+    try:
+        scope = Scope(tenant_id=tenant, feature_id=feature, user_id=user, model=model)
+    except ValidationError:
+        return None
+    return scope if scope.key() == key else None  # only the canonical spelling names a scope
 
 
 def _part(value: str | None) -> str:

@@ -3,11 +3,13 @@
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clients import KillSwitch, hash_user
 from clients.control_gate import Ignored
 from schemas.codec import dumps, loads
-from schemas.control import ControlEvent, Reason, Scope
+from schemas.control import ControlEvent, Reason, Scope, parse_scope_key
 from schemas.sequence import ControlSigner, next_seq, order_key
 from schemas.signing import sign, verify
 
@@ -213,9 +215,42 @@ def test_the_ignored_callback_sees_every_refusal():
     clock = Clock()
     ks = switch(clock)
     seen = []
-    ks.on_ignored.append(lambda c, reason: seen.append(reason))
+    ks.on_ignored.append(lambda key, c, reason: seen.append((key, reason)))
     record = issue(clock, ks, control("block"))
-    ks.apply(record)
-    ks.apply(record)
+    ks.apply(record, ACME.encode())
+    ks.apply(record, ACME.encode())
+    ks.apply(b"junk", b"tenant=globex/feature=*/user=*/model=*")
     ks.apply(b"junk")
-    assert seen == [Ignored.STALE, Ignored.UNPARSABLE]
+    assert seen == [(ACME, Ignored.STALE), ("tenant=globex/feature=*/user=*/model=*", Ignored.UNPARSABLE),
+                    (None, Ignored.UNPARSABLE)]
+
+
+def test_the_worker_answers_a_refused_last_record_on_a_scope_it_holds_a_control_for():
+    from streams.emit.reassert import Reasserter
+
+    clock = Clock()
+    ks = switch(clock)
+    reasserter = Reasserter(holds=lambda key: ks.last_seq(key) is not None)
+    ks.on_ignored.append(reasserter.on_ignored)
+    ks.on_change.append(reasserter.on_accepted)
+    block = issue(clock, ks, control("block"))
+    ks.apply(block, ACME.encode())
+    ks.apply(b"garbage", ACME.encode())  # on a compacting topic, the last record under the key
+    ks.apply(b"garbage", b"tenant=never/feature=*/user=*/model=*")  # no valid control there to hide
+    ks.apply(block, b"tenant=globex/feature=*/user=*/model=*")  # an acme record replayed under another key
+    everyone = lambda tenant: True  # noqa: E731
+    assert [s.key() for s in reasserter.take(owns=everyone)] == [ACME]
+    ks.apply(b"garbage", ACME.encode())
+    clock.ms += 1
+    ks.apply(issue(clock, ks, control("allow", clock.ms)), ACME.encode())  # a valid record followed it
+    assert reasserter.take(owns=everyone) == []
+    ks.apply(block, ACME.encode())  # stale
+    assert reasserter.take(owns=lambda tenant: tenant != "acme") == []  # acme's owner answers, not us
+    assert reasserter.reasserted == 1
+
+
+@given(st.lists(st.one_of(st.none(), st.text(min_size=1, max_size=20).filter(lambda s: s.isprintable())),
+                min_size=4, max_size=4).filter(lambda parts: parts[0] is not None))
+def test_scope_keys_round_trip(parts):
+    scope = Scope(tenant_id=parts[0], feature_id=parts[1], user_id=parts[2], model=parts[3])
+    assert parse_scope_key(scope.key()) == scope
