@@ -142,7 +142,12 @@ class KillSwitch:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                           auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=50,
                                           **connection_kwargs(self.security))
-        await self._consumer.start()
+        try:
+            await self._consumer.start()
+        except BaseException:  # no broker, a refused certificate: leave nothing open behind
+            await self._consumer.stop()
+            self._consumer = None
+            raise
         parts = None
         deadline = time.monotonic() + timeout_s
         while not parts and time.monotonic() < deadline:

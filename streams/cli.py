@@ -135,8 +135,15 @@ def cmd_control(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    signed = run(publish_control(settings, bootstrap, control))
-    print(f"{signed.action} {signed.scope.key()} (control_id={signed.control_id}, key_id={signed.key_id})")
+    from aiokafka.errors import KafkaError
+
+    try:  # the topic is read first (the next sequence follows the highest on it), then written
+        signed = run(publish_control(settings, bootstrap, control))
+    except (KafkaError, RuntimeError, TimeoutError, OSError) as exc:
+        print(f"control not published: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{signed.action} {signed.scope.key()} (control_id={signed.control_id}, seq={signed.seq}, "
+          f"key_id={signed.key_id})")
     return 0
 
 
