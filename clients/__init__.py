@@ -2,7 +2,8 @@
 
 from clients.killswitch import Decision, KillSwitch, TokenBucket
 from clients.reporter import UsageReporter, hash_user
+from clients.security import KafkaSecurity
 from clients.usage import from_anthropic_usage, from_openai_usage
 
-__all__ = ["Decision", "KillSwitch", "TokenBucket", "UsageReporter", "from_anthropic_usage", "from_openai_usage",
-           "hash_user"]
+__all__ = ["Decision", "KafkaSecurity", "KillSwitch", "TokenBucket", "UsageReporter", "from_anthropic_usage",
+           "from_openai_usage", "hash_user"]

@@ -3,9 +3,14 @@
 ``start()`` reads the compacted control topic from the beginning (so it knows every
 scope's current state), then follows it in the background. ``decide()`` is a few dict
 lookups: the most specific unexpired control wins (user over feature over model over
-tenant); an ``allow`` clears its scope. Control events whose HMAC signature does not
-verify are ignored and counted, so a service that can write to the topic cannot block a
-tenant it does not own.
+tenant); an ``allow`` clears its scope.
+
+What it accepts is decided by :class:`clients.control_gate.ControlGate`: signed by a key of
+its keyring, not dated beyond ``max_future_skew_s`` ahead, and newer (per-scope sequence)
+than the control it holds for that scope. Everything else is ignored and counted
+(``ks.ignored[reason]``, ``ks.rejected`` in total), so whoever can write to the topic but
+holds no signing key can neither forge a control nor replay an old one. Expiry is enforced
+here: a control stops applying at its ``expires_at``, and an expired one never applies.
 
 Failure mode is explicit: while the view is stale (never loaded, or no contact with the
 broker for ``max_staleness_s``) decisions are ``allow`` (fail-open, the default) or
@@ -18,15 +23,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import ValidationError
 
-from schemas.codec import JSONDecodeError, loads
+from clients.control_gate import ControlGate, Ignored, expires_ms
+from clients.reporter import hash_user
+from clients.security import KafkaSecurity, connection_kwargs
 from schemas.control import ControlEvent, scope_key
-from schemas.signing import parse_keyring, verify
+from schemas.sequence import wall_clock_ms
+from schemas.signing import parse_keyring
 
 log = logging.getLogger("tokenbrake.killswitch")
 
@@ -83,11 +91,36 @@ ALLOW = Decision("allow", "no control applies")
 
 
 class KillSwitch:
+    """Parameters
+    ----------
+    keys: the keyring, ``"k1:secret,k2:secret"`` or ``{key_id: secret}``; revoking a key is
+        removing it from here.
+    user_id_salt, user_hasher: how the service's ``UsageReporter`` hashes user ids (its salt,
+        or a function); ``decide(..., user=raw_id)`` hashes the same way so user-scoped
+        controls match.
+    max_future_skew_s: records dated further ahead of this host's clock are ignored.
+    accept_unsequenced: order records written before sequences existed by ``issued_at``
+        (True), or ignore them (False, once the topic holds none).
+    wall_clock_ms: the clock expiry and skew are judged by (tests pass their own).
+    security: TLS/SASL for the broker (``clients.KafkaSecurity``); None: plaintext.
+    """
+
     def __init__(self, bootstrap: str, topic: str = "tokenbrake.control", *, keys: str | dict[str, bytes] = DEV_KEYS,
-                 fail_closed: bool = False, max_staleness_s: float = 30.0) -> None:
+                 fail_closed: bool = False, max_staleness_s: float = 30.0, user_id_salt: str | bytes | None = None,
+                 user_hasher: Callable[[str], str] | None = None, max_future_skew_s: float = 300.0,
+                 accept_unsequenced: bool = True, wall_clock_ms: Callable[[], int] = wall_clock_ms,
+                 security: KafkaSecurity | None = None) -> None:
         self.bootstrap, self.topic = bootstrap, topic
+        self.security = security
         self.keyring = parse_keyring(keys) if isinstance(keys, str) else dict(keys)
         self.fail_closed, self.max_staleness_s = fail_closed, max_staleness_s
+        if user_hasher is None and user_id_salt:
+            salt = user_id_salt.encode() if isinstance(user_id_salt, str) else user_id_salt
+            user_hasher = lambda raw: hash_user(raw, salt)  # noqa: E731 - the reporter's hash, salted
+        self._hash_user = user_hasher
+        self.gate = ControlGate(self.keyring, max_future_skew_ms=int(max_future_skew_s * 1000),
+                                accept_unsequenced=accept_unsequenced)
+        self._now_ms = wall_clock_ms
         self._controls: dict[str, ControlEvent] = {}
         self._overrides: dict[str, ControlEvent] = {}  # allows with a deadline (see overrides())
         self._buckets: dict[str, TokenBucket] = {}
@@ -96,14 +129,25 @@ class KillSwitch:
         self._loaded = False
         self._last_contact = 0.0
         self.applied = 0
-        self.rejected = 0  # bad signature, unparsable, or invalid
+        self.rejected = 0  # every record ignored, whatever the reason (see ignored)
+        self.ignored: Counter[str] = Counter()  # Ignored reason -> records
         self.on_change: list = []  # callables(ControlEvent), e.g. for logging or tests
+        self._last_ignored_log: dict[Ignored, float] = {}
+        # callables(record key | None, ControlEvent | None, Ignored): the worker re-asserts the
+        # scope a refused record was written under (on a compacting topic it would be the last)
+        self.on_ignored: list = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, timeout_s: float = 30.0) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=50)
-        await self._consumer.start()
+                                          auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=50,
+                                          **connection_kwargs(self.security))
+        try:
+            await self._consumer.start()
+        except BaseException:  # no broker, a refused certificate: leave nothing open behind
+            await self._consumer.stop()
+            self._consumer = None
+            raise
         parts = None
         deadline = time.monotonic() + timeout_s
         while not parts and time.monotonic() < deadline:
@@ -176,20 +220,21 @@ class KillSwitch:
     def _apply_batch(self, batch: dict) -> None:
         for records in batch.values():
             for record in records:
-                self.apply(record.value)
+                self.apply(record.value, record.key)
 
-    def apply(self, value: bytes | None) -> bool:
+    def apply(self, value: bytes | None, key: bytes | None = None) -> bool:
+        """Take one record of the control topic (``key``: its message key, the scope key it
+        was written under); True when it changed the view."""
+        if value is None and key:  # a tombstone: the view keeps what it holds (see Ignored.TOMBSTONE)
+            self._ignore(None, Ignored.TOMBSTONE, key)
+            return False
         if not value:
             return False
-        try:
-            control = ControlEvent.model_validate(loads(value))
-        except (JSONDecodeError, ValidationError, TypeError):
-            self.rejected += 1
+        control, ignored = self.gate.judge(self.gate.parse(value), self._now_ms())
+        if ignored is not None:
+            self._ignore(control, ignored, key)
             return False
-        if not verify(control, self.keyring):
-            self.rejected += 1
-            log.warning("ignored a control event with a bad signature", extra={"scope": control.scope.key()})
-            return False
+        assert control is not None
         key = control.scope.key()
         self._buckets.pop(key, None)
         if control.action == "allow":
@@ -209,14 +254,48 @@ class KillSwitch:
             callback(control)
         return True
 
+    def _ignore(self, control: ControlEvent | None, reason: Ignored, record_key: bytes | None) -> None:
+        self.rejected += 1
+        self.ignored[reason] += 1
+        if reason is Ignored.EXPIRED:  # the scope's latest word, already past: nothing applies
+            assert control is not None
+            key = control.scope.key()
+            self._controls.pop(key, None)
+            self._overrides.pop(key, None)
+            self._buckets.pop(key, None)
+        elif time.monotonic() - self._last_ignored_log.get(reason, -60.0) >= 60.0:  # a flood logs once a minute
+            self._last_ignored_log[reason] = time.monotonic()
+            log.warning("ignored a control event (%s; %d so far)", reason.value, self.ignored[reason], extra={
+                "reason": reason.value, "scope": control.scope.key() if control is not None else None,
+                "key_id": control.key_id if control is not None else None,
+                "seq": control.seq if control is not None else None})
+        written_under = record_key.decode("utf-8", "replace") if record_key else None
+        for callback in self.on_ignored:
+            callback(written_under, control, reason)
+
+    def last_seq(self, scope: str) -> int | None:
+        """The highest sequence accepted for the scope key (``ControlSigner``'s ``last_seen``)."""
+        return self.gate.last_seq(scope)
+
     # -- deciding -------------------------------------------------------------------------------
     @property
     def staleness_s(self) -> float:
         """Seconds since the view was last known to be current (inf before start())."""
         return time.monotonic() - self._last_contact if self._loaded else float("inf")
 
-    def decide(self, tenant_id: str, feature_id: str | None = None, user_id: str | None = None,
-               model: str | None = None) -> Decision:
+    def decide(self, tenant_id: str, feature_id: str | None = None, user: str | None = None,
+               model: str | None = None, *, user_hash: str | None = None) -> Decision:
+        """The decision for one call. ``user`` is the raw user id, hashed here as the reporter
+        hashes it (needs ``user_id_salt`` or ``user_hasher``); ``user_hash`` is an id already
+        hashed (or the id exactly as the controls name it). Raises ValueError only for a
+        ``user`` given to a KillSwitch that cannot hash it (a wiring mistake, not bad data)."""
+        if user is not None and user_hash is None:
+            if self._hash_user is None:
+                raise ValueError("KillSwitch.decide(user=...) needs the reporter's user_id_salt (or user_hasher) "
+                                 "to match user-scoped controls; or pass user_hash=")
+            if not isinstance(user, str):
+                raise TypeError(f"user must be the raw user id as a str (as given to the reporter), not {type(user)}")
+            user_hash = self._hash_user(user)
         if self.staleness_s > self.max_staleness_s:
             return Decision("block" if self.fail_closed else "allow",
                             f"control view stale ({self.staleness_s:.0f}s): failing "
@@ -224,31 +303,33 @@ class KillSwitch:
         if not self._controls:
             return ALLOW
         now = None
-        for u in (user_id, None) if user_id else (None,):
+        for u in (user_hash, None) if user_hash else (None,):
             for f in (feature_id, None) if feature_id else (None,):
                 for m in (model, None) if model else (None,):
                     key = scope_key(tenant_id, f, u, m)
                     control = self._controls.get(key)
                     if control is None:
                         continue
-                    if control.expires_at is not None:
-                        now = now or datetime.now(UTC)
-                        if control.expires_at <= now:
+                    deadline = expires_ms(control)
+                    if deadline is not None:
+                        now = now or self._now_ms()
+                        if deadline <= now:
                             continue
                     return Decision(control.action, _reason(control), key, control.max_rps,
                                     control.downgrade_to, self._buckets.get(key))
         return ALLOW
 
     def controls(self) -> dict[str, ControlEvent]:
-        """Current control per scope (what ``tokenbrake control list`` prints)."""
-        return dict(self._controls)
+        """Current unexpired control per scope (what ``tokenbrake control list`` prints)."""
+        now = self._now_ms()
+        return {key: c for key, c in self._controls.items() if (expires_ms(c) or now + 1) > now}
 
     def overrides(self) -> dict[str, ControlEvent]:
         """``allow`` controls with a deadline still ahead, per scope: an operator's override of
         every rule on the scope until then (``tokenbrake control allow --ttl``). They change
         no decision here (an allow is the absence of a control); ``control list`` shows them."""
-        now = datetime.now(UTC)
-        return {key: c for key, c in self._overrides.items() if c.expires_at is not None and c.expires_at > now}
+        now = self._now_ms()
+        return {key: c for key, c in self._overrides.items() if (expires_ms(c) or 0) > now}
 
 
 def _reason(c: ControlEvent) -> str:

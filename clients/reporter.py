@@ -15,13 +15,14 @@ import hmac
 import logging
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from clients.security import KafkaSecurity, connection_kwargs
 from schemas.codec import dumps
 from schemas.usage import UsageEvent
 
@@ -36,13 +37,15 @@ def hash_user(user_id: str, salt: bytes) -> str:
 class UsageReporter:
     def __init__(self, bootstrap: str, topic: str = "tokenbrake.usage", *, user_id_salt: str | bytes,
                  max_buffer: int = 10_000, batch_size: int = 200, linger_s: float = 0.2,
-                 enable_idempotence: bool | None = None, defaults: dict[str, Any] | None = None) -> None:
+                 enable_idempotence: bool | None = None, defaults: dict[str, Any] | None = None,
+                 security: KafkaSecurity | None = None) -> None:
         if not user_id_salt:
             raise ValueError("user_id_salt is required: raw user ids never leave the process")
         self.bootstrap, self.topic = bootstrap, topic
         self._salt = user_id_salt.encode() if isinstance(user_id_salt, str) else user_id_salt
         self.max_buffer, self.batch_size, self.linger_s = max_buffer, batch_size, linger_s
         self._idempotence = enable_idempotence
+        self._connection = connection_kwargs(security)  # TLS/SASL, see clients.security
         self._defaults = defaults or {}
         self._buffer: deque[UsageEvent] = deque()
         self._wakeup = asyncio.Event()
@@ -50,6 +53,7 @@ class UsageReporter:
         self._producer: AIOKafkaProducer | None = None
         self.dropped = 0  # buffer full
         self.invalid = 0  # record() called with data the contract rejects
+        self.invalid_fields: Counter[str] = Counter()  # ... by the first field at fault
         self.sent = 0
         self.failed = 0  # events in messages Kafka did not accept
 
@@ -60,7 +64,7 @@ class UsageReporter:
     async def _start_producer(self) -> AIOKafkaProducer:
         want = True if self._idempotence is None else self._idempotence
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=want,
-                                    linger_ms=5, max_request_size=8 << 20)
+                                    linger_ms=5, max_request_size=8 << 20, **self._connection)
         try:
             await producer.start()
             return producer
@@ -72,32 +76,46 @@ class UsageReporter:
         # by event_id downstream, so plain acks=all loses nothing
         log.warning("broker refused an idempotent producer; continuing with acks=all only")
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                    max_request_size=8 << 20)
+                                    max_request_size=8 << 20, **self._connection)
         await producer.start()
         return producer
 
-    def record(self, *, tenant_id: str, feature_id: str, user_id: str, provider: str, model: str,
-               input_tokens: int, output_tokens: int, **fields: Any) -> bool:
-        """Report one call attempt. Returns False (and counts why) when it was not queued."""
+    def record(self, *, tenant_id: str | None = None, feature_id: str | None = None, user_id: str | None = None,
+               provider: str | None = None, model: str | None = None, input_tokens: int | None = None,
+               output_tokens: int | None = None, **fields: Any) -> bool:
+        """Report one call attempt. Returns False (and counts why) when it was not queued; never
+        raises, whatever it is given (a missing field, a ``user_id`` that is not a str, ...):
+        ``reporter.invalid`` counts them, ``reporter.invalid_fields`` by the first field at fault."""
         try:
+            if not isinstance(user_id, str):
+                self._invalid("user_id")
+                return False
             data = {**self._defaults, **fields}
             data.setdefault("event_id", uuid.uuid4().hex)
             data.setdefault("ts", time.time_ns() // 1_000_000)
             event = UsageEvent(tenant_id=tenant_id, feature_id=feature_id, user_id=hash_user(user_id, self._salt),
                                provider=provider, model=model, input_tokens=input_tokens,
                                output_tokens=output_tokens, **data)
-        except (ValidationError, TypeError, ValueError) as exc:
-            self.invalid += 1
-            log.debug("usage event rejected: %s", exc)
+        except ValidationError as exc:
+            errors = exc.errors()
+            self._invalid(str(errors[0]["loc"][0]) if errors and errors[0].get("loc") else "event")
+            return False
+        except Exception as exc:  # noqa: BLE001 - never raise into the caller
+            self._invalid(type(exc).__name__)
             return False
         return self._enqueue(event)
+
+    def _invalid(self, field: str) -> None:
+        self.invalid += 1
+        self.invalid_fields[field] += 1
+        log.debug("usage event rejected", extra={"field": field})  # never the values: they may hold a raw id
 
     def record_event(self, event: UsageEvent) -> bool:
         """Report a ready-made event; its ``user_id`` is hashed here too."""
         try:
             event = event.model_copy(update={"user_id": hash_user(event.user_id, self._salt)})
         except Exception:  # noqa: BLE001 - never raise into the caller
-            self.invalid += 1
+            self._invalid("user_id" if isinstance(event, UsageEvent) else "event")
             return False
         return self._enqueue(event)
 

@@ -25,7 +25,8 @@ async def handle(ks: KillSwitch, reporter: UsageReporter, tenant: str, user: str
 
 async def main(bootstrap: str, calls: int = 100, **topics: str) -> list[str]:
     keys = os.environ.get("TOKENBRAKE_CONTROL_SIGNING_KEYS", "default:tokenbrake-dev-key-change-me")
-    ks = KillSwitch(bootstrap, topics.get("control", "tokenbrake.control"), keys=keys)
+    ks = KillSwitch(bootstrap, topics.get("control", "tokenbrake.control"), keys=keys,
+                    user_id_salt="example-salt")  # the reporter's salt: decide(user=raw id) matches user controls
     reporter = UsageReporter(bootstrap, topics.get("usage", "tokenbrake.usage"), user_id_salt="example-salt")
     await ks.start()
     await reporter.start()

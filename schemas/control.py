@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Literal
+from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.common import Deadline, Id
 
@@ -47,6 +48,29 @@ def scope_key(tenant_id: str, feature_id: str | None = None, user_id: str | None
     return f"tenant={_part(tenant_id)}/feature={_part(feature_id)}/user={_part(user_id)}/model={_part(model)}"
 
 
+def parse_scope_key(key: str) -> Scope | None:
+    """The Scope a key names (the inverse of :func:`scope_key`); None when it names none.
+
+    >>> parse_scope_key(scope_key("a/feature=b", None, "h:1"))
+    Scope(tenant_id='a/feature=b', feature_id=None, user_id='h:1', model=None)
+    >>> parse_scope_key("tenant=*/feature=*/user=*/model=*"), parse_scope_key("garbage")
+    (None, None)
+    """
+    parts = key.split("/")
+    names = ("tenant", "feature", "user", "model")
+    if len(parts) != 4 or any(not p.startswith(f"{n}=") for p, n in zip(parts, names, strict=True)):
+        return None
+    values = [p.partition("=")[2] for p in parts]
+    if any("=" in v or not v for v in values):
+        return None
+    tenant, feature, user, model = (None if v == "*" else unquote(v) for v in values)
+    try:
+        scope = Scope(tenant_id=tenant, feature_id=feature, user_id=user, model=model)
+    except ValidationError:
+        return None
+    return scope if scope.key() == key else None  # only the canonical spelling names a scope
+
+
 def _part(value: str | None) -> str:
     if not value:
         return "*"
@@ -68,12 +92,18 @@ class Reason(BaseModel):
 
 
 class ControlEvent(BaseModel):
-    """The current decision for one scope. Latest per scope key wins (compacted topic)."""
+    """The current decision for one scope. The highest ``seq`` per scope key wins.
+
+    ``seq`` is the issuer's per-scope sequence (see :mod:`schemas.sequence`): a hybrid logical
+    clock in milliseconds, stamped when the control is signed and covered by the signature.
+    Records written before it existed have none (see ``schemas.sequence.order_key``).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     control_id: Id
     issued_at: Deadline
+    seq: int | None = Field(None, ge=0, description="per-scope sequence (ms hybrid logical clock), signed")
     scope: Scope
     action: Action
     max_rps: float | None = None

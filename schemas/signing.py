@@ -19,7 +19,13 @@ from schemas.control import ControlEvent
 
 
 def _payload(event: ControlEvent) -> bytes:
-    return dumps_canonical(event.model_dump(mode="json", exclude={"signature"}))
+    """The signed bytes: every field but the signature. ``seq`` is left out only when it is
+    unset, so records signed before it existed still verify, and removing (or adding) the
+    sequence of a signed record breaks its signature."""
+    data = event.model_dump(mode="json", exclude={"signature"})
+    if data.get("seq") is None:
+        data.pop("seq", None)
+    return dumps_canonical(data)
 
 
 def sign(event: ControlEvent, key_id: str, secret: bytes) -> ControlEvent:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.auth import OAuthCredentials, SASLCredentials, SSLCredentials
 
+from clients.security import KafkaSecurity
 from streams import compat
 from streams.settings import Settings
 
@@ -22,12 +24,25 @@ class RawBytes(faust.Schema):
         return message.value
 
 
+def faust_credentials(security: KafkaSecurity) -> Any:
+    """The Faust form of ``security`` (its aiokafka driver turns it back into the same kwargs)."""
+    context = security.ssl_context()
+    if security.sasl_mechanism == "OAUTHBEARER":
+        return OAuthCredentials(oauth_cb=security.oauth_token_provider, ssl_context=context)
+    if security.sasl_mechanism is not None:
+        return SASLCredentials(username=security.username, password=security.password, ssl_context=context,
+                               mechanism=security.sasl_mechanism)
+    return SSLCredentials(context) if context is not None else None
+
+
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
-    compat.apply(settings.kafka_fetch_max_wait_ms, settings.shutdown_timeout_s)
+    security = settings.kafka_security()
+    compat.apply(settings.kafka_fetch_max_wait_ms, settings.shutdown_timeout_s, security.kwargs())
     brokers = ";".join(f"kafka://{hp.strip()}" for hp in bootstrap.split(","))
     return faust.App(
         settings.app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(security),
         store="memory://",
         datadir=str(settings.home / "faust"),  # not "<app id>-data" in whatever directory we started in
         autodiscover=False,

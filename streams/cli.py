@@ -68,11 +68,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.limit:
         events = events[: args.limit]
     pace = args.format != "jsonl" and not args.no_pace
-    asyncio.run(ensure_topics(bootstrap, topics_of(settings), {settings.topic_control}))
+    asyncio.run(ensure_topics(bootstrap, topics_of(settings), {settings.topic_control}, **settings.kafka_kwargs()))
     with Progress(transient=True) as progress:
         task = progress.add_task(f"replaying {args.file}", total=len(events))
         sent = asyncio.run(publish(bootstrap, settings.topic_usage, events, pace=pace, batch=args.batch,
-                                   on_sent=lambda n: progress.update(task, completed=n)))
+                                   on_sent=lambda n: progress.update(task, completed=n),
+                                   connection=settings.kafka_kwargs()))
     print(f"published {sent} events to {settings.topic_usage} at {bootstrap}")
     return 0
 
@@ -134,8 +135,15 @@ def cmd_control(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    signed = run(publish_control(settings, bootstrap, control))
-    print(f"{signed.action} {signed.scope.key()} (control_id={signed.control_id}, key_id={signed.key_id})")
+    from aiokafka.errors import KafkaError
+
+    try:  # the topic is read first (the next sequence follows the highest on it), then written
+        signed = run(publish_control(settings, bootstrap, control))
+    except (KafkaError, RuntimeError, TimeoutError, OSError) as exc:
+        print(f"control not published: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{signed.action} {signed.scope.key()} (control_id={signed.control_id}, seq={signed.seq}, "
+          f"key_id={signed.key_id})")
     return 0
 
 

@@ -50,11 +50,12 @@ async def _exact_highwaters(self: Any, partitions: list[Any]) -> Mapping[Any, in
     if self.consumer.in_transaction:
         return reported
     bootstrap = self._ensure_consumer()._client._bootstrap_servers
-    return await exact_end_offsets(bootstrap, reported)
+    return await exact_end_offsets(bootstrap, reported, **CONNECTION)
 
 
 _original_create = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
 FETCH_MAX_WAIT_MS = 100
+CONNECTION: dict[str, Any] = {}  # TLS/SASL keyword arguments of the app's clients (see apply)
 
 
 def _create_worker_consumer(self: Any, transport: Any) -> Any:
@@ -110,9 +111,12 @@ async def _seek_to_committed(self: Any) -> Mapping[Any, int]:
     return committed
 
 
-def apply(fetch_max_wait_ms: int = 100, shutdown_timeout_s: float = 10.0) -> None:
+def apply(fetch_max_wait_ms: int = 100, shutdown_timeout_s: float = 10.0,
+          connection: dict[str, Any] | None = None) -> None:
     global FETCH_MAX_WAIT_MS
     FETCH_MAX_WAIT_MS = fetch_max_wait_ms
+    CONNECTION.clear()
+    CONNECTION.update(connection or {})
     thread = faust_aiokafka.AIOKafkaConsumerThread
     thread.shutdown_timeout = shutdown_timeout_s
     if thread._highwaters is not _exact_highwaters:

@@ -109,7 +109,7 @@ def _cents(value: Decimal) -> str:
 async def _replay(settings: Settings, bootstrap: str, web: str, speed: float, console: Console) -> Service:
     start_ms = int(time.time() * 1000) + 500
     events = list(trace_events(_trace_path(), "azure", speed, start_ms))
-    ks = KillSwitch(bootstrap, settings.topic_control, keys=settings.keyring)
+    ks = KillSwitch(bootstrap, settings.topic_control, **settings.control_view_kwargs())
     await ks.start()
     service = Service(ks)
     sent = 0

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.control import ControlEvent
+from schemas.control import ControlEvent, Scope
 from schemas.signing import Sealer
 from schemas.usage import UsageEvent
 from streams.aggregate.periods import day_of, minute_of, month_of
@@ -185,11 +185,10 @@ class Engine:
         """An operator's control read back from the control topic (see decide.overrides)."""
         self.operators.apply(control, self.now())
 
-    def control_tombstone(self, scope_key: str, owned: Callable[[str], bool]) -> bool:
-        """A null record on the compacted control topic deleted ``scope_key``'s control (a kill
-        switch starting later would see none): its effective decision is emitted again when
-        it is not allow and its tenant is ``owned`` by this worker. Returns whether it was."""
-        return self.board.reissue_key(scope_key, self.now(), owned)
+    def reassert(self, scope: Scope) -> None:
+        """Emit the scope's effective decision again: the control topic's last record under its
+        key is one no view accepts (see streams.emit.reassert)."""
+        self.board.reissue(scope, self.now())
 
     def save_baselines(self) -> int:
         """Write the detector models that changed since the last save (also at shutdown)."""

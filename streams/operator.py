@@ -14,7 +14,7 @@ from rich.table import Table
 from clients.killswitch import KillSwitch
 from schemas.codec import dumps
 from schemas.control import ControlEvent, Reason, Scope
-from schemas.signing import sign
+from schemas.sequence import ControlSigner
 from streams.aggregate.periods import parse_ttl_seconds
 from streams.settings import Settings
 
@@ -37,9 +37,15 @@ def build_control(action: str, tenant: str, feature: str | None, user: str | Non
 
 
 async def publish_control(settings: Settings, bootstrap: str, control: ControlEvent) -> ControlEvent:
-    key_id, secret = settings.signing_key
-    signed = sign(control, key_id, secret)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    """Sign with the next sequence for the scope: the control topic is read first, so the
+    sequence follows the highest one on it (schemas.sequence) with no state kept here."""
+    view = KillSwitch(bootstrap, settings.topic_control, **settings.control_view_kwargs())
+    await view.start()
+    try:
+        signed = ControlSigner(*settings.signing_key, last_seen=view.last_seq).issue(control)
+    finally:
+        await view.stop()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka_kwargs())
     await producer.start()
     try:
         await producer.send_and_wait(settings.topic_control, dumps(signed), key=control.scope.key().encode())
@@ -49,7 +55,7 @@ async def publish_control(settings: Settings, bootstrap: str, control: ControlEv
 
 
 async def list_controls(settings: Settings, bootstrap: str) -> dict[str, ControlEvent]:
-    ks = KillSwitch(bootstrap, settings.topic_control, keys=settings.keyring)
+    ks = KillSwitch(bootstrap, settings.topic_control, **settings.control_view_kwargs())
     await ks.start()
     try:
         return {**ks.overrides(), **ks.controls()}

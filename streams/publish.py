@@ -14,12 +14,14 @@ from schemas.codec import dumps
 
 async def publish(bootstrap: str, topic: str, events: Iterable[dict[str, Any]], *, pace: bool = False,
                   batch: int = 1, on_sent: Callable[[int], None] | None = None,
-                  skip: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None) -> int:
+                  skip: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+                  connection: dict[str, Any] | None = None) -> int:
     """Send events keyed by tenant; ``batch`` > 1 packs consecutive same-tenant events into one
     JSON array message (as the reporter does). With ``pace``, wait until each event's ``ts``.
-    ``skip`` may rewrite an event or drop it (return None): the demo's kill switch does that."""
+    ``skip`` may rewrite an event or drop it (return None): the demo's kill switch does that.
+    ``connection``: TLS/SASL keyword arguments (``Settings.kafka_kwargs()``)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                max_batch_size=1 << 20, max_request_size=8 << 20)
+                                max_batch_size=1 << 20, max_request_size=8 << 20, **(connection or {}))
     await producer.start()
     sent = 0
     pending: dict[str, list[dict[str, Any]]] = {}

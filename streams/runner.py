@@ -42,13 +42,18 @@ def run_worker(settings: Settings) -> int:
     configure(settings.log_level)
     broker = None
     bootstrap = settings.kafka_bootstrap
+    if not bootstrap and settings.kafka_security_protocol != "PLAINTEXT":
+        log.error("the embedded broker speaks PLAINTEXT only: set TOKENBRAKE_KAFKA_BOOTSTRAP for %s",
+                  settings.kafka_security_protocol)
+        return 2
     if not bootstrap:
         broker = EmbeddedBroker(log_path=settings.home / "broker.log")
         bootstrap = broker.start()
         print(f"bootstrap={bootstrap}", flush=True)
     try:
-        asyncio.run(ensure_topics(bootstrap, *worker_topics(settings)))
-        found = asyncio.run(partition_counts(bootstrap, [settings.topic_usage])).get(settings.topic_usage)
+        asyncio.run(ensure_topics(bootstrap, *worker_topics(settings), **settings.kafka_kwargs()))
+        found = asyncio.run(partition_counts(bootstrap, [settings.topic_usage],
+                                             **settings.kafka_kwargs())).get(settings.topic_usage)
         if found != settings.topic_partitions:  # changelogs and tenant routing assume the usage topic's count
             log.error("%s has %s partitions but TOKENBRAKE_TOPIC_PARTITIONS is %d: make them equal",
                       settings.topic_usage, found, settings.topic_partitions)

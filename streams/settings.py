@@ -7,12 +7,15 @@ a single event.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clients.security import KafkaSecurity
 from schemas.signing import parse_keyring
 from streams.aggregate.periods import parse_duration_minutes
 
@@ -28,6 +31,9 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".tokenbrake"), description="local state: chdb directory, broker logs")
     clickhouse_dsn: str | None = Field(None, description="http://host:8123 or chdb:///abs/path; unset = chdb in home")
     clickhouse_database: str = Field("tokenbrake", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    clickhouse_username: str | None = None
+    clickhouse_password: SecretStr | None = None
+    clickhouse_ca_cert: Path | None = Field(None, description="CA bundle for an https:// ClickHouse; unset = system")
     app_id: str = "tokenbrake"
     topic_usage: str = "tokenbrake.usage"
     topic_dlq: str = "tokenbrake.usage.dlq"
@@ -38,6 +44,17 @@ class Settings(BaseSettings):
     kafka_rebalance_timeout_s: float = Field(4.0, gt=0)
     kafka_session_timeout_s: float = Field(10.0, gt=0)
     kafka_fetch_max_wait_ms: int = Field(100, ge=1, le=5000)
+    # TLS and SASL for every Kafka client (worker, CLI, and what services build from these): see clients.security
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_oauth_token_provider: str | None = Field(
+        None, description="module:attribute of an aiokafka AbstractTokenProvider (or a callable returning one)")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for the broker's certificate; unset: system")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
 
     # policies and prices
     policies_path: Path | None = None
@@ -47,6 +64,10 @@ class Settings(BaseSettings):
 
     # control signing: "key_id:secret[,key_id:secret]"; the first key signs, all verify
     control_signing_keys: SecretStr = SecretStr(DEV_SIGNING_KEY)
+    control_max_future_skew_s: float = Field(300.0, gt=0, description="control events dated further ahead of "
+                                             "this host's clock are ignored (see schemas.sequence)")
+    control_accept_unsequenced: bool = Field(True, description="accept control events written before per-scope "
+                                             "sequences existed (ordered by issued_at); false once none remain")
 
     # processing
     batch_max: int = Field(2000, ge=1, description="messages taken from the stream at once")
@@ -102,11 +123,54 @@ class Settings(BaseSettings):
             problems.append("control_signing_keys: give at least one key_id:secret")
         if self.clickhouse_dsn and not self.clickhouse_dsn.startswith(("chdb://", "http://", "https://")):
             problems.append("clickhouse_dsn must start with chdb://, http:// or https://")
+        problems += self._security_problems()
         if len({self.topic_usage, self.topic_dlq, self.topic_control, self.topic_alerts}) != 4:
             problems.append("the four topics must be distinct")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _security_problems(self) -> list[str]:
+        problems = []
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "clickhouse_ca_cert"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                problems.append(f"{name}: no such file {path}")
+        if self.kafka_sasl_mechanism == "OAUTHBEARER" and not self.kafka_sasl_oauth_token_provider:
+            problems.append("kafka_sasl_oauth_token_provider: OAUTHBEARER needs module:attribute of a token provider")
+        try:  # the rest: what clients.security itself checks (a provider is imported only when used)
+            self._kafka_security(oauth_token_provider=object())
+        except ValueError as exc:
+            problems += [f"kafka security: {p}" for p in str(exc).split("; ") if "token provider" not in p]
+        if (self.clickhouse_username or self.clickhouse_password) and not (self.clickhouse_dsn or "").startswith(
+                ("http://", "https://")):
+            problems.append("clickhouse_username/password need an http:// or https:// clickhouse_dsn")
+        return problems
+
+    def kafka_security(self) -> KafkaSecurity:
+        """TLS/SASL for every aiokafka client and the Faust app (see clients.security)."""
+        provider = None
+        if self.kafka_sasl_mechanism == "OAUTHBEARER" and self.kafka_sasl_oauth_token_provider:
+            provider = _load_object(self.kafka_sasl_oauth_token_provider)
+        return self._kafka_security(oauth_token_provider=provider)
+
+    def _kafka_security(self, oauth_token_provider: Any) -> KafkaSecurity:
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        def path(value: Path | None) -> str | None:
+            return str(value) if value is not None else None
+
+        return KafkaSecurity(
+            self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,
+            secret(self.kafka_sasl_password),
+            oauth_token_provider if self.kafka_sasl_mechanism == "OAUTHBEARER" else None,
+            path(self.kafka_ssl_cafile), path(self.kafka_ssl_certfile), path(self.kafka_ssl_keyfile),
+            secret(self.kafka_ssl_key_password))
+
+    def kafka_kwargs(self) -> dict[str, Any]:
+        """Security keyword arguments for an aiokafka client the worker or the CLI builds."""
+        return self.kafka_security().kwargs()
 
     @property
     def keyring(self) -> dict[str, bytes]:
@@ -118,6 +182,11 @@ class Settings(BaseSettings):
         ring = self.keyring
         return (key_id, ring[key_id]) if key_id in ring else next(iter(ring.items()))
 
+    def control_view_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for every ``clients.KillSwitch`` the worker and the CLI build."""
+        return {"keys": self.keyring, "max_future_skew_s": self.control_max_future_skew_s,
+                "accept_unsequenced": self.control_accept_unsequenced, "security": self.kafka_security()}
+
     @property
     def uses_dev_key(self) -> bool:
         return self.control_signing_keys.get_secret_value() == DEV_SIGNING_KEY
@@ -128,8 +197,42 @@ class Settings(BaseSettings):
 
     @property
     def resolved_clickhouse_dsn(self) -> str:
-        return self.clickhouse_dsn or f"chdb://{self.chdb_path}"
+        """The DSN clickhouse-connect opens, with the credentials and CA of an http(s) server
+        (so it holds a secret: pass it on, never log it)."""
+        if not self.clickhouse_dsn:
+            return f"chdb://{self.chdb_path}"
+        return with_credentials(self.clickhouse_dsn, self.clickhouse_username,
+                                self.clickhouse_password.get_secret_value() if self.clickhouse_password else None,
+                                self.clickhouse_ca_cert)
 
     @property
     def dedupe_horizon_minutes(self) -> int:
         return parse_duration_minutes(self.dedupe_horizon)
+
+
+def with_credentials(dsn: str, username: str | None, password: str | None, ca_cert: Path | None) -> str:
+    """An http(s) DSN with the user, password and CA bundle clickhouse-connect reads from it.
+
+    >>> with_credentials("https://ch.example:8443/db", "svc", "p@ss/word", None)
+    'https://svc:p%40ss%2Fword@ch.example:8443/db'
+    >>> with_credentials("http://h:8123", None, None, Path("/ca.pem"))
+    'http://h:8123?ca_cert=%2Fca.pem'
+    """
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("http", "https"):
+        return dsn
+    netloc = parts.netloc
+    if username or password:
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{quote(username or 'default', safe='')}:{quote(password or '', safe='')}@{host}"
+    query = parts.query
+    if ca_cert is not None:
+        query = "&".join(filter(None, (query, urlencode({"ca_cert": str(ca_cert)}))))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _load_object(spec: str) -> Any:
+    """``package.module:attribute``; a callable attribute (a class, a factory) is called once."""
+    module, _, attribute = spec.partition(":")
+    obj = getattr(importlib.import_module(module), attribute)
+    return obj() if callable(obj) and not hasattr(obj, "token") else obj

@@ -25,13 +25,15 @@ from faust.web import Request, Response, View
 from clients.killswitch import KillSwitch
 from schemas.codec import dumps
 from schemas.control import ControlEvent
-from schemas.signing import Sealer, sign
+from schemas.sequence import ControlSigner
+from schemas.signing import Sealer
 from streams.app import RawBytes, build_app
 from streams.batches import Chunk, take_batches
 from streams.decide.policies import load_policies
 from streams.emit.dead_letter import dead_letter_record
 from streams.emit.events import Emitted
 from streams.emit.producer import send_packed
+from streams.emit.reassert import Reasserter
 from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
 from streams.heap import HeapAger
 from streams.ingest.decode import Rejected, decode
@@ -72,10 +74,16 @@ class Runtime:
         self.router = TenantRouter(settings.topic_partitions)
         self.engine = build_engine(settings, clock=wall_clock_ms, router=self.router)
         # operators' controls, read back from the control topic (see decide.overrides)
-        self.control_view = KillSwitch(bootstrap, settings.topic_control, keys=settings.keyring)
+        self.control_view = KillSwitch(bootstrap, settings.topic_control, **settings.control_view_kwargs())
         self.control_view.on_change.append(self._on_control)
+        # refused records on scopes this worker owns are answered by their effective control
+        self.reasserter = Reasserter(holds=lambda key: self.control_view.last_seq(key) is not None)
+        self.control_view.on_ignored.append(self.reasserter.on_ignored)
+        self.control_view.on_change.append(self.reasserter.on_accepted)
         self._by_hand: dict[str, ControlEvent] = {}  # scope key -> an operator's latest control
         self.key_id, self.secret = settings.signing_key
+        # each control gets the next per-scope sequence after the highest read back (schemas.sequence)
+        self.signer = ControlSigner(self.key_id, self.secret, last_seen=self.control_view.last_seq)
         n = settings.topic_partitions
         self.usage_topic = self.app.topic(settings.topic_usage, schema=RawBytes(), partitions=n)
         self.dlq_topic = self.app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
@@ -197,6 +205,11 @@ class Runtime:
         if self.attached == self.generation and TP(self.settings.topic_usage, partition) in \
                 self.app.assignor.assigned_actives():
             self.engine.operator_control(control)
+
+    def _owns(self, tenant: str) -> bool:
+        """The tenant's partition is assigned here (and the state attached)."""
+        return self.attached == self.generation and TP(self.settings.topic_usage, self.router.partition(tenant)) \
+            in self.app.assignor.assigned_actives()
 
     # -- the flow ------------------------------------------------------------------------------
     async def on_batch(self, events: list[faust.EventT]) -> None:
@@ -328,6 +341,8 @@ class Runtime:
                       suppressed)
         if self._chunk_due():
             await self._end_chunk()  # a quiet stream: do not hold the last messages any longer
+        for scope in self.reasserter.take(owns=self._owns):
+            self.engine.reassert(scope)
         try:
             self.engine.tick()
         except Exception:  # keep the worker alive; the next tick retries
@@ -358,7 +373,7 @@ class Runtime:
 
     async def publish(self, emitted: Emitted) -> None:
         for control in emitted.controls:
-            signed = sign(control, self.key_id, self.secret)
+            signed = self.signer.issue(control)
             await self.control_topic.send(key=control.scope.key().encode(), value=dumps(signed))
             log.info("control issued", extra={"scope": control.scope.key(), "action": control.action,
                                               "downgrade_to": control.downgrade_to, "rule": control.reason.rule})
@@ -413,10 +428,13 @@ class Runtime:
         engine, silent = self.engine, self.control_view.staleness_s
         return {"ready": self.attached >= 0, "counts": dict(engine.counts), "watermark_ms": engine.watermark,
                 "controls": len(engine.board.active()),
+                "control_view": {"applied": self.control_view.applied, "ignored": dict(self.control_view.ignored),
+                                 "reasserted": self.reasserter.reasserted},
                 "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1), "sink": self.sink.stats(),
                            "last_message_age_s": round(time.monotonic() - self.last_decided, 1),
                            "broker_silent_s": None if silent == float("inf") else round(silent, 1)}}
 
     def status(self) -> dict[str, Any]:
         stats = self.stats_only()
-        return {**self.engine.status(), "ready": stats["ready"], "worker": stats["worker"]}
+        return {**self.engine.status(), "ready": stats["ready"], "worker": stats["worker"],
+                "control_view": stats["control_view"]}

@@ -10,7 +10,6 @@ content, so a backtest and a live run produce the same events.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -115,15 +114,6 @@ class ControlBoard:
         """Emit the scope's effective decision again (the topic's latest message differs)."""
         best = _strongest(self._wishes.get(scope.key(), {}))
         self.out.controls.append(self._control(scope, best, None, at_ms))
-
-    def reissue_key(self, key: str, at_ms: int, owned: Callable[[str], bool]) -> bool:
-        """Emit the effective decision of the scope ``key`` again if it is not allow and its
-        tenant is ``owned``: a tombstone deleted its record on the compacted control topic."""
-        scope = self._scopes.get(key)
-        if key not in self._effective or scope is None or not owned(scope.tenant_id):
-            return False
-        self.reissue(scope, at_ms)
-        return True
 
     def active(self) -> dict[str, tuple[str, str | None, float | None]]:
         """Effective non-allow decision per scope key."""

@@ -34,7 +34,7 @@ USAGE = {"prompt_tokens": 20_000, "completion_tokens": 800, "prompt_tokens_detai
 
 
 async def service_loop(bootstrap: str, usage_topic: str, control_topic: str, keys: str) -> dict:
-    ks = KillSwitch(bootstrap, control_topic, keys=keys)
+    ks = KillSwitch(bootstrap, control_topic, keys=keys, user_id_salt="s")
     reporter = UsageReporter(bootstrap, usage_topic, user_id_salt="s", linger_s=0.02, batch_size=50)
     seen: dict[str, float] = {}
     ks.on_change.append(lambda c: seen.setdefault(c.action, time.monotonic()))

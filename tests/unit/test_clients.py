@@ -31,8 +31,8 @@ def test_most_specific_scope_wins_and_allow_clears():
     ks.apply(control("throttle", feature_id="chat", user_id="u1"))
     assert ks.decide("acme").action == "downgrade"
     assert ks.decide("acme", "chat").action == "block"
-    assert ks.decide("acme", "chat", "u1").action == "throttle"
-    assert ks.decide("acme", "search", "u2").action == "downgrade"
+    assert ks.decide("acme", "chat", user_hash="u1").action == "throttle"
+    assert ks.decide("acme", "search", user_hash="u2").action == "downgrade"
     assert ks.decide("globex", "chat").action == "allow"
     ks.apply(control("allow", feature_id="chat"))
     assert ks.decide("acme", "chat").action == "downgrade"
@@ -125,3 +125,26 @@ def test_clients_never_import_faust():
     code = "import clients, examples.service, sys; assert not any(m.split('.')[0] == 'faust' for m in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_record_never_raises_and_counts_what_it_refuses():
+    reporter = UsageReporter("unused:9092", user_id_salt="salt")
+    ok = {"tenant_id": "acme", "feature_id": "chat", "provider": "openai", "model": "gpt-4o",
+          "input_tokens": 10, "output_tokens": 1}
+
+    class Weird:  # str() and hashing of it blow up
+        def __str__(self) -> str:
+            raise RuntimeError("boom")
+
+    bad_users = [42, None, b"alice", 3.5, ["a"], Weird()]
+    for user in bad_users:
+        assert reporter.record(user_id=user, **ok) is False
+    assert reporter.record(**ok) is False  # no user at all
+    assert reporter.record(user_id="u", **{**ok, "tenant_id": None}) is False
+    assert reporter.record(user_id="u", **{**ok, "ts": 10**30}) is False
+    assert reporter.record(user_id="u", **{**ok, "input_tokens": "many"}) is False
+    assert reporter.record() is False
+    assert reporter.invalid == len(bad_users) + 5 and not reporter._buffer
+    assert reporter.invalid_fields["user_id"] == len(bad_users) + 2
+    assert reporter.invalid_fields["tenant_id"] == 1 and reporter.invalid_fields["input_tokens"] == 1
+    assert reporter.record_event("not an event") is False and reporter.invalid_fields["event"] == 1

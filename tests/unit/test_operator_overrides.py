@@ -75,10 +75,13 @@ def test_an_allow_by_hand_with_a_deadline_overrides_the_rules_until_then():
     assert _actions(e) == ["block"]  # the override expired: the budget's block is back
 
 
+
 def test_a_tombstone_on_a_controlled_scope_gets_its_control_again():
     """Issue 11 (6.): a null record on the compacted control topic deletes a scope's last
     control; the worker owning the tenant publishes the effective decision again (never for a
-    scope it does not own, nor for one that is allowed)."""
+    scope it does not own, nor for a key that never held a control)."""
+    from clients.killswitch import KillSwitch
+    from streams.emit.reassert import Reasserter
     from tests.helpers import NOW_MS, engine, event
 
     e = engine("""
@@ -92,8 +95,15 @@ budgets:
     e.process(event(tenant_id="acme"), 0, 1)
     assert [c.action for c in e.drain().controls] == ["block"]
     key = "tenant=acme/feature=*/user=*/model=*"
-    assert e.control_tombstone(key, owned=lambda tenant: False) is False
-    assert e.control_tombstone("tenant=globex/feature=*/user=*/model=*", owned=lambda tenant: True) is False
-    assert e.control_tombstone(key, owned=lambda tenant: tenant == "acme") is True
-    again = e.drain().controls
-    assert [(c.action, c.scope.key()) for c in again] == [("block", key)]
+    view = KillSwitch("127.0.0.1:1", "control", keys={})  # fed by hand: never started
+    reasserter = Reasserter(holds=lambda k: k == key)
+    view.on_ignored.append(reasserter.on_ignored)
+    for written_under in (key, "tenant=globex/feature=*/user=*/model=*"):
+        view.apply(None, written_under.encode())
+    assert view.ignored["tombstone"] == 2
+    assert reasserter.take(owns=lambda tenant: False) == []  # another worker's tenant
+    view.apply(None, key.encode())
+    scopes = reasserter.take(owns=lambda tenant: tenant == "acme")
+    for scope in scopes:
+        e.reassert(scope)
+    assert [(c.action, c.scope.key()) for c in e.drain().controls] == [("block", key)]
