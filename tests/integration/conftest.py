@@ -159,8 +159,15 @@ async def consume_all(bootstrap: str, topic: str, expect: int = 0, timeout_s: fl
         await consumer.stop()
 
 
+def recent_ms() -> int:
+    """A minute ago, but never before today's UTC midnight: tests read "today" totals back,
+    and in the first minute of a UTC day "a minute ago" is yesterday (a host-clock dependence)."""
+    now = int(time.time() * 1000)
+    return max(now - 60_000, now - now % 86_400_000)
+
+
 def event_json(**kw: Any) -> dict[str, Any]:
-    base = {"event_id": uuid.uuid4().hex, "ts": int(time.time() * 1000) - 60_000, "tenant_id": "acme",
+    base = {"event_id": uuid.uuid4().hex, "ts": recent_ms(), "tenant_id": "acme",
             "feature_id": "chat", "user_id": "u1", "provider": "openai", "model": "gpt-4o",
             "input_tokens": 1000, "output_tokens": 100}
     base.update(kw)
