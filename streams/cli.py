@@ -218,6 +218,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streams.extras import missing_extra_message
+
+    if (missing := missing_extra_message()) is not None:  # a service's base install: say which extra
+        print(missing, file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="tokenbrake", description="Real-time LLM spend control.")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -33,6 +33,17 @@ def worker_topics(settings: Settings) -> tuple[dict[str, int], set[str]]:
     return topics, {settings.topic_control, *changelogs}
 
 
+def prepare_home(settings: Settings) -> None:
+    """Create ``TOKENBRAKE_HOME`` (with its parents): Faust's data directory, chdb and the broker
+    log live there, and a fresh container's ``/var/lib/tokenbrake`` does not exist yet."""
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"cannot create TOKENBRAKE_HOME {settings.home}: {exc.strerror}; "
+              "point TOKENBRAKE_HOME at a writable directory", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def run_worker(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. Returns the exit code."""
     import faust
@@ -40,6 +51,7 @@ def run_worker(settings: Settings) -> int:
     from streams.worker import Runtime
 
     configure(settings.log_level)
+    prepare_home(settings)
     broker = None
     bootstrap = settings.kafka_bootstrap
     if not bootstrap:
@@ -76,6 +88,7 @@ def run_worker(settings: Settings) -> int:
 
 def run_broker(settings: Settings, port: int | None = None) -> int:
     configure(settings.log_level)
+    prepare_home(settings)
     broker = EmbeddedBroker(port=port, log_path=settings.home / "broker.log")
     bootstrap = broker.start()
     asyncio.run(ensure_topics(bootstrap, topics_of(settings), {settings.topic_control}))
