@@ -12,8 +12,12 @@ from pydantic import ValidationError
 
 
 def _settings():  # noqa: ANN202 - validated as a whole, errors printed plainly
-    from streams.settings import Settings
+    import os
 
+    from streams.settings import Settings, unknown_variables
+
+    for warning in unknown_variables(dict(os.environ)):
+        print(warning, file=sys.stderr)
     try:
         return Settings()
     except ValidationError as exc:

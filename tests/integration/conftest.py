@@ -112,7 +112,7 @@ def worker_env(broker: EmbeddedBroker, tmp_path: Path):  # noqa: ANN201
             "TOKENBRAKE_TOPIC_DLQ": f"dlq-{run_id}", "TOKENBRAKE_TOPIC_CONTROL": f"control-{run_id}",
             "TOKENBRAKE_TOPIC_ALERTS": f"alerts-{run_id}", "TOKENBRAKE_POLICIES_PATH": str(home / "policies.yaml"),
             "TOKENBRAKE_WEB_PORT": "0", "TOKENBRAKE_LOG_LEVEL": "info", "TOKENBRAKE_TOPIC_PARTITIONS": "2",
-            "TOKENBRAKE_SINK_FLUSH_INTERVAL_S": "0.3", "TOKENBRAKE_CONTROL_SIGNING_KEYS": "k1:test-secret",
+            "TOKENBRAKE_SINK_FLUSH_INTERVAL_S": "0.3", "TOKENBRAKE_CONTROL_SIGNING_KEYS": "k1:test-secret-of-16-chars",
         })
         env.update({f"TOKENBRAKE_{k.upper()}": str(v) for k, v in overrides.items()})
         proc = WorkerProc(env, home)
