@@ -36,6 +36,18 @@ def _bootstrap(args: argparse.Namespace, settings, command: str) -> str:  # noqa
     return bootstrap
 
 
+def _check_named_models(settings) -> bool:  # noqa: ANN001
+    """Models and tiers the policies name (see decide.named_models): warnings printed, False on errors."""
+    from streams.decide.named_models import check_policies_file
+
+    check = check_policies_file(settings.policies_path, settings.price_overrides_path)
+    for warning in check.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if check.errors:
+        print("invalid policies file:\n  " + "\n  ".join(check.errors), file=sys.stderr)
+    return not check.errors
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from streams.decide.policies import PolicyError
     from streams.runner import run_worker
@@ -47,6 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         build_engine(settings)  # policies, overrides and fallback checked before anything starts
     except (PolicyError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
+        return 2
+    if not _check_named_models(settings):
         return 2
     return run_worker(settings)
 
@@ -112,6 +126,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         engine = build_engine(settings)
     except (PolicyError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
+        return 2
+    if not _check_named_models(settings):
         return 2
     events, errors = load_events(Path(args.input))
     for lineno, error in errors[:20]:

@@ -8,6 +8,7 @@ it says which one to install instead of failing on an import deep inside a subco
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 #: import name -> distribution, for everything in the ``worker`` extra the command line imports
 WORKER_MODULES = {"faust": "faust-streaming", "river": "river", "clickhouse_connect": "clickhouse-connect",
@@ -19,7 +20,16 @@ INSTALL_HINT = "pip install 'tokenbrake[worker]'"
 
 def missing_worker_modules() -> list[str]:
     """Distributions of the worker extra that are not importable here."""
-    return [dist for module, dist in WORKER_MODULES.items() if importlib.util.find_spec(module) is None]
+    return [dist for module, dist in WORKER_MODULES.items() if not _importable(module)]
+
+
+def _importable(module: str) -> bool:
+    if module in sys.modules:  # imported already (faust's module object has no __spec__)
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def missing_extra_message() -> str | None:

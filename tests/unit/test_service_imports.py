@@ -24,6 +24,7 @@ def test_the_command_line_names_the_extra_when_it_is_missing(monkeypatch, capsys
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faust" else real(name, *a))
+    monkeypatch.delitem(sys.modules, "faust", raising=False)
     assert cli.main(["status"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "faust-streaming" in err and "tokenbrake[worker]" in err
