@@ -33,7 +33,17 @@ def _bootstrap(args: argparse.Namespace, settings, command: str) -> str:  # noqa
     if not bootstrap:
         print(f"{command} needs a broker: --bootstrap HOST:PORT or TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
         raise SystemExit(2)
+    _require_broker(bootstrap, command)
     return bootstrap
+
+
+def _require_broker(bootstrap: str, command: str) -> None:
+    from streams.reach import broker_problem
+
+    if (problem := broker_problem(bootstrap)) is not None:
+        print(f"{command}: no Kafka broker answered at {bootstrap} ({problem}); start one (`tokenbrake broker`) "
+              "or give its address with --bootstrap HOST:PORT / TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def _check_named_models(settings) -> bool:  # noqa: ANN001
@@ -62,6 +72,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if not _check_named_models(settings):
         return 2
+    from streams.reach import port_problem
+
+    if (problem := port_problem(settings.web_host, settings.web_port)) is not None:
+        print(f"run: the web port {settings.web_host}:{settings.web_port} is not free ({problem}; another worker?); "
+              "set TOKENBRAKE_WEB_PORT to a free port", file=sys.stderr)
+        return 1
+    if settings.kafka_bootstrap:
+        _require_broker(settings.kafka_bootstrap, "run")
     return run_worker(settings)
 
 
@@ -76,13 +94,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from streams.broker import ensure_topics
     from streams.publish import publish
-    from streams.replay import trace_events
+    from streams.replay import TraceFormatError, check_format, trace_events
     from streams.runner import topics_of
 
     settings = _settings()
+    try:
+        check_format(Path(args.file), args.format)
+    except TraceFormatError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
     bootstrap = _bootstrap(args, settings, "replay")
     start_ms = int(time.time() * 1000)
-    events = list(trace_events(Path(args.file), args.format, args.speed, start_ms, args.seed))
+    seed = args.seed
+    if seed is None and args.format != "jsonl":  # new event ids on every replay, unless told to repeat one
+        import random
+
+        seed = random.SystemRandom().randrange(1 << 31)
+        print(f"seed={seed} (--seed {seed} repeats this replay, event ids included)", file=sys.stderr)
+    events = list(trace_events(Path(args.file), args.format, args.speed, start_ms, seed or 0))
     if args.limit:
         events = events[: args.limit]
     pace = args.format != "jsonl" and not args.no_pace
@@ -117,9 +146,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from streams.backtest import load_events, run, write_decisions
     from streams.decide.policies import PolicyError
+    from streams.replay import TraceFormatError, check_format
     from streams.worker import build_engine
 
     settings = _settings()
+    if not Path(args.input).is_file():
+        print(f"backtest: no such input file {args.input}", file=sys.stderr)
+        return 2
+    try:
+        check_format(Path(args.input), args.format)
+    except TraceFormatError as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return 2
     if args.policies:
         settings = settings.model_copy(update={"policies_path": Path(args.policies)})
     try:
@@ -129,9 +167,13 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return 2
     if not _check_named_models(settings):
         return 2
-    events, errors = load_events(Path(args.input))
+    events, errors = load_events(Path(args.input), args.format, args.seed)
     for lineno, error in errors[:20]:
         print(f"{args.input}:{lineno}: skipped invalid event: {error}", file=sys.stderr)
+    if not events:
+        print(f"backtest: no valid event in {args.input} ({len(errors)} invalid; the first reasons are above); "
+              "a CSV trace needs --format azure|burstgpt", file=sys.stderr)
+        return 1
     n = write_decisions(run(engine, events), Path(args.output))
     print(f"{len(events)} events ({len(errors)} invalid) -> {n} decisions in {args.output}")
     return 0
@@ -260,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float, default=60.0, help="trace seconds per wall second (azure, burstgpt)")
     p.add_argument("--no-pace", action="store_true", help="send as fast as possible")
     p.add_argument("--batch", type=int, default=1, help="events per message (JSON array)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--limit", type=int)
+    p.add_argument("--seed", type=int, help="azure/burstgpt: attribute tenants, users and event ids with this "
+                   "seed (default: a new one each run, printed; the same seed repeats the same events, which "
+                   "the worker then counts as duplicates)")
+    p.add_argument("--limit", type=int, help="publish at most N events")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("status", help="spend per scope and active controls, from the running worker")
@@ -269,10 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("backtest", help="run the engine over a JSONL file of events, offline")
-    p.add_argument("--input", required=True)
-    p.add_argument("--policies")
-    p.add_argument("--output", required=True)
+    p = sub.add_parser("backtest", help="run the engine over a JSONL file of events (or a trace), offline")
+    p.add_argument("--input", required=True, help="JSONL of usage events, or a CSV trace with --format")
+    p.add_argument("--format", choices=["jsonl", "azure", "burstgpt"], default="jsonl",
+                   help="as replay's; a trace is stamped from 2026-01-05T00:00Z at its own pace (default jsonl)")
+    p.add_argument("--seed", type=int, default=7, help="azure/burstgpt: attribution seed (default 7)")
+    p.add_argument("--policies", help="policies file (default TOKENBRAKE_POLICIES_PATH)")
+    p.add_argument("--output", required=True, help="where to write one JSON decision per line")
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("control", help="issue a signed control by hand, or list current controls")
