@@ -125,14 +125,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from streams.status import fetch_status, render_status
+    import os
+
+    from streams.status import fetch_status, recorded_worker_url, render_status, status_url
 
     settings = _settings()
-    url = args.url or f"http://{settings.web_host}:{settings.web_port}/tokenbrake/status"
+    if args.url:
+        url = status_url(args.url)
+    elif "TOKENBRAKE_WEB_PORT" not in os.environ and (found := recorded_worker_url(settings.home)):
+        url = found  # the worker running with this TOKENBRAKE_HOME said where it listens
+    else:
+        url = f"http://{settings.web_host}:{settings.web_port}/tokenbrake/status"
+    if args.limit is not None:
+        url += ("&" if "?" in url else "?") + f"limit={args.limit}"
     try:
         status = fetch_status(url)
     except OSError as exc:
-        print(f"no worker answered at {url} ({exc}); start one with `tokenbrake run`", file=sys.stderr)
+        reason = getattr(exc, "reason", None) or exc
+        print(f"status: no worker answered at {url} ({reason}); start one with `tokenbrake run`, or give "
+              "its address with --url http://HOST:PORT", file=sys.stderr)
+        return 1
+    except ValueError:
+        print(f"status: {url} answered, but not with a tokenbrake status (JSON); give the worker's address "
+              "with --url http://HOST:PORT", file=sys.stderr)
+        return 1
+    if not isinstance(status, dict) or "spend" not in status:
+        print(f"status: {url} answered, but not with a tokenbrake status; give the worker's address "
+              "with --url http://HOST:PORT", file=sys.stderr)
         return 1
     if args.json:
         from schemas.codec import dumps
@@ -185,7 +204,14 @@ def cmd_control(args: argparse.Namespace) -> int:
     settings = _settings()
     bootstrap = _bootstrap(args, settings, "control")
     if args.action == "list":
-        print_controls(run(list_controls(settings, bootstrap)))
+        controls = run(list_controls(settings, bootstrap))
+        if args.json:
+            from schemas.codec import dumps
+            from streams.operator import control_rows
+
+            sys.stdout.write(dumps(control_rows(controls)).decode() + "\n")
+        else:
+            print_controls(controls)
         return 0
     if not args.tenant or not args.reason:
         print("--tenant and --reason are required", file=sys.stderr)
@@ -309,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("status", help="spend per scope and active controls, from the running worker")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--url")
+    p.add_argument("--json", action="store_true", help="print the worker's status as JSON")
+    p.add_argument("--url", help="the worker's address, http://HOST:PORT (default: the worker started with "
+                   "this TOKENBRAKE_HOME, else TOKENBRAKE_WEB_HOST:TOKENBRAKE_WEB_PORT)")
+    p.add_argument("--limit", type=int, help="scopes to show, the most spent today first (default 50; 0: all)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("backtest", help="run the engine over a JSONL file of events (or a trace), offline")
@@ -324,15 +352,16 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("control", help="issue a signed control by hand, or list current controls")
     p.add_argument("action", choices=["block", "throttle", "downgrade", "allow", "list"])
-    p.add_argument("--tenant")
-    p.add_argument("--feature")
-    p.add_argument("--user")
-    p.add_argument("--model")
-    p.add_argument("--max-rps", type=float)
-    p.add_argument("--to-model")
-    p.add_argument("--ttl", help="e.g. 30m, 1h, 7d")
-    p.add_argument("--reason")
-    p.add_argument("--bootstrap")
+    p.add_argument("--tenant", help="the tenant the control is for (required, except for list)")
+    p.add_argument("--feature", help="narrow the scope to one feature of the tenant")
+    p.add_argument("--user", help="narrow the scope to one user (the pseudonym the reporter sends)")
+    p.add_argument("--model", help="narrow the scope to one model")
+    p.add_argument("--max-rps", type=float, help="throttle: calls per second admitted")
+    p.add_argument("--to-model", help="downgrade: the model services call instead")
+    p.add_argument("--ttl", help="how long it holds, e.g. 30m, 1h, 7d (default: until `control allow`)")
+    p.add_argument("--reason", help="why, for the audit trail (required, except for list)")
+    p.add_argument("--bootstrap", help="HOST:PORT of the broker (default TOKENBRAKE_KAFKA_BOOTSTRAP)")
+    p.add_argument("--json", action="store_true", help="list: print the controls as JSON")
     p.set_defaults(func=cmd_control)
 
     p = sub.add_parser("scenarios", help="write seeded, labelled detector scenarios (JSONL)")

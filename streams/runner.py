@@ -13,6 +13,7 @@ import threading
 from streams.broker import EmbeddedBroker, ensure_topics, partition_counts
 from streams.logs import configure, logging_config
 from streams.settings import Settings
+from streams.status import remove_worker_file, write_worker_file
 
 log = logging.getLogger("tokenbrake")
 
@@ -73,13 +74,16 @@ def run_worker(settings: Settings) -> int:
         gc.set_threshold(20_000, 20, 1_000)  # young collections rarer; full ones left to Runtime._age_heap
         worker = faust.Worker(runtime.app, loglevel=settings.log_level, redirect_stdouts=False,
                               logging_config=logging_config(settings.log_level), quiet=True)
-        print(f"worker web=http://{settings.web_host}:{settings.web_port}/tokenbrake/status", flush=True)
+        url = f"http://{settings.web_host}:{settings.web_port}/tokenbrake/status"
+        print(f"worker web={url}", flush=True)
+        write_worker_file(settings.home, url)  # `tokenbrake status` finds us on any port
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
             return int(exc.code or 0)
         finally:
             runtime.sink.close()
+            remove_worker_file(settings.home)
         return 0
     finally:
         if broker is not None:

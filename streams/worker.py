@@ -128,7 +128,8 @@ class Runtime:
         @app.page("/tokenbrake/status")
         class Status(View):
             async def get(self, request: Request) -> Response:
-                return self.json(runtime.status())
+                limit = request.query.get("limit", "50")
+                return self.json(runtime.status(int(limit) if limit.isdigit() else 50))
 
         @app.page("/tokenbrake/stats")
         class Stats(View):  # cheap: no scan of the spend state, fine to poll often
@@ -395,6 +396,6 @@ class Runtime:
                 "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1), "sink": self.sink.stats(),
                            "broker_silent_s": None if silent == float("inf") else round(silent, 1)}}
 
-    def status(self) -> dict[str, Any]:
+    def status(self, limit: int = 50) -> dict[str, Any]:
         stats = self.stats_only()
-        return {**self.engine.status(), "ready": stats["ready"], "worker": stats["worker"]}
+        return {**self.engine.status(limit), "ready": stats["ready"], "worker": stats["worker"]}
