@@ -66,7 +66,7 @@ def test_control_list_reads_at_80_columns_and_as_json():
                             "1h", "runaway agent loop")
     text = at_80(lambda c: print_controls({control.scope.key(): control}, c))
     assert "controls: tenant / feature" in text and "…" not in text
-    assert "operator: runaway" in text and "to gpt-4o-mini" in text
+    assert "operator:" in text and "runaway" in text and "to gpt-4o-mini" in text
     rows = loads(dumps(control_rows({control.scope.key(): control})))  # what --json prints
     assert rows[0]["scope"] == control.scope.key() and rows[0]["downgrade_to"] == "gpt-4o-mini"
     assert rows[0]["expires_at"] is not None and rows[0]["reason"] == "runaway agent loop"
