@@ -187,6 +187,9 @@ class Runtime:
         if self.attached == self.generation and TP(self.settings.topic_usage, partition) in \
                 self.app.assignor.assigned_actives():
             self.engine.operator_control(control)
+            # the audit trail: the owning worker stores it like its own controls; seen again after a
+            # restart (the control topic is read from the start), the same row replaces itself
+            self.sink.add([], [control_row(control)], [], lambda: None)
 
     # -- the flow ------------------------------------------------------------------------------
     async def on_batch(self, events: list[faust.EventT]) -> None:
