@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from schemas.codec import JSONDecodeError, loads
+from schemas.common import dollars
 from schemas.control import ControlEvent, scope_key
 from schemas.signing import parse_keyring, verify
 
@@ -252,5 +253,9 @@ class KillSwitch:
 
 
 def _reason(c: ControlEvent) -> str:
+    """For people: rounded dollars and which rule (the event carries the exact amounts)."""
     r = c.reason
-    return f"{r.rule} {r.period}: ${r.observed} of ${r.threshold}" + (f" ({r.detail})" if r.detail else "")
+    if r.rule == "operator":
+        return f"operator ({r.period}): {r.detail}" if r.detail else f"operator ({r.period})"
+    detail = f" ({r.detail})" if r.detail else ""
+    return f"{r.rule} {r.period}: {dollars(r.observed)} of {dollars(r.threshold)}{detail}"

@@ -17,7 +17,6 @@ from schemas.codec import dumps, loads
 from schemas.usage import UsageEvent
 from streams.engine import Engine
 
-
 #: a CSV trace is stamped from this instant (a Monday, 00:00 UTC), so the same trace always
 #: gives the same decisions (the live ``replay`` stamps it in the present instead)
 TRACE_START_MS = 1_767_571_200_000  # 2026-01-05T00:00:00Z

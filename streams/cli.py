@@ -271,7 +271,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       str(m["median_delay_min"]), str(m["worst_delay_min"]), str(m["false_alerts_per_clean_day"]))
     console.print(table)
     console.print(f"alerts on the clean replay of the Azure trace: {report['azure_clean_replay_alerts']}")
-    console.print(dumps(report["rules"]).decode())
     return 0
 
 
@@ -318,13 +317,15 @@ def main(argv: list[str] | None = None) -> int:
         .set_defaults(func=cmd_run)
 
     p = sub.add_parser("broker", help="run only the embedded broker, in the foreground")
-    p.add_argument("--port", type=int)
+    p.add_argument("--port", type=int, help="port to listen on (default: a free one, printed as bootstrap=)")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("replay", help="publish usage events from a file")
-    p.add_argument("file")
-    p.add_argument("--format", choices=["jsonl", "azure", "burstgpt"], default="jsonl")
-    p.add_argument("--bootstrap")
+    p.add_argument("file", help="JSONL of usage events, or a CSV trace (Azure LLM inference, BurstGPT)")
+    p.add_argument("--format", choices=["jsonl", "azure", "burstgpt"], default="jsonl",
+                   help="jsonl: events as they are; azure/burstgpt: a trace turned into tenants, features, users "
+                   "and models, stamped from now (default jsonl)")
+    p.add_argument("--bootstrap", help="HOST:PORT of the broker (default TOKENBRAKE_KAFKA_BOOTSTRAP)")
     p.add_argument("--speed", type=float, default=60.0, help="trace seconds per wall second (azure, burstgpt)")
     p.add_argument("--no-pace", action="store_true", help="send as fast as possible")
     p.add_argument("--batch", type=int, default=1, help="events per message (JSON array)")
@@ -365,27 +366,28 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_control)
 
     p = sub.add_parser("scenarios", help="write seeded, labelled detector scenarios (JSONL)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seeds", default="1,2,3")
-    p.add_argument("--days", type=int, default=9)
-    p.add_argument("--scale", type=float, default=1.0, help="traffic multiplier")
+    p.add_argument("--out", required=True, help="directory for <name>.jsonl, <name>.labels.json and policies.yaml")
+    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds: one pair of scenarios per seed")
+    p.add_argument("--days", type=int, default=9, help="days of traffic (7 of warm-up, then incidents)")
+    p.add_argument("--scale", type=float, default=1.0, help="traffic multiplier: 2 doubles the calls per minute")
     p.set_defaults(func=cmd_scenarios)
 
     p = sub.add_parser("evaluate", help="precision, recall and delay per detector rule on scenarios")
-    p.add_argument("--scenarios", required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--scenarios", required=True, help="the directory `tokenbrake scenarios --out` wrote")
+    p.add_argument("--json", action="store_true", help="print the report as JSON only (progress on stderr)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="throughput, floor, control latency and memory, on the embedded broker")
-    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--events", type=int, default=200_000, help="events for the throughput runs")
     p.add_argument("--single-events", type=int, help="events for the one-per-message run (default min(N, 50000))")
-    p.add_argument("--probes", type=int, default=40)
+    p.add_argument("--probes", type=int, default=40, help="control-latency probes")
     p.add_argument("--load", type=int, default=5000, help="background events/s during the latency probes")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (progress on stderr)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the whole loop on the embedded stack, in under 3 minutes")
-    p.add_argument("--speed", type=float, default=60.0)
+    p.add_argument("--speed", type=float, default=60.0,
+                   help="trace seconds per wall second (default 60: the 58-minute trace in about a minute)")
     p.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)

@@ -16,6 +16,8 @@ from urllib.parse import unquote
 from rich.console import Console
 from rich.table import Table
 
+from schemas.common import dollars
+
 KINDS = ("tenant", "feature", "user", "model")
 TITLES = {"tenant": "tenants", "feature": "tenant / feature", "user": "tenant / user", "model": "tenant / model"}
 _SPEND_PARTS = {"t": "tenant", "f": "feature", "u": "user", "m": "model"}
@@ -70,11 +72,8 @@ def spend_tables(status: dict[str, Any]) -> list[Table]:
 
 
 def usd(exact: str) -> str:
-    """Dollars for people: cents, or four decimals below a cent (``--json`` has the exact value)."""
-    amount = Decimal(exact)
-    if amount == 0:
-        return "0"
-    return f"{amount:,.4f}" if abs(amount) < Decimal("0.01") else f"{amount:,.2f}"
+    """Dollars for people (``--json`` has the exact value)."""
+    return dollars(Decimal(exact)).replace("$", "", 1)
 
 
 def _detail(c: dict[str, Any]) -> str:

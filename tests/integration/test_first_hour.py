@@ -12,11 +12,11 @@ from streams import cli
 from streams.sink.clickhouse import ClickHouseWriter
 
 
-def _operator_rows(home: Path, db: str = "tokenbrake") -> list[tuple]:
-    writer = ClickHouseWriter(f"chdb://{home / 'chdb'}", db)
+def _operator_rows(home: Path) -> list[tuple]:
+    writer = ClickHouseWriter(f"chdb://{home / 'chdb'}", "tokenbrake")
     try:
-        return writer.client.query(f"SELECT scope_key, action, issued_by, detail FROM {db}.control_events FINAL "
-                                   "WHERE issued_by = 'operator'").result_rows
+        return writer.client.query("SELECT scope_key, action, issued_by, detail FROM tokenbrake.control_events "
+                                   "FINAL WHERE issued_by = 'operator'").result_rows
     finally:
         writer.close()
 
