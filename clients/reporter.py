@@ -90,6 +90,10 @@ class UsageReporter:
             self.invalid += 1
             log.debug("usage event rejected: %s", exc)
             return False
+        if event.model_extra:  # the service's own code: a misspelled field is its mistake, not a new version
+            self.invalid += 1
+            log.debug("usage event rejected: unknown fields %s", sorted(event.model_extra))
+            return False
         return self._enqueue(event)
 
     def record_event(self, event: UsageEvent) -> bool:

@@ -33,7 +33,7 @@ from streams.emit.events import Emitted
 from streams.emit.producer import send_packed
 from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
 from streams.heap import HeapAger
-from streams.ingest.decode import Rejected, decode
+from streams.ingest.decode import Rejected, decode, note_unknown_fields
 from streams.ingest.dedupe import Seen
 from streams.ingest.routing import TenantRouter
 from streams.logs import LogBudget
@@ -224,6 +224,7 @@ class Runtime:
             msg = event.message
             chunk.taken.append(event)
             good, bad = decode(msg.value)
+            note_unknown_fields(good, engine.counts)
             for rejected in bad:
                 await self.dead_letter(msg, rejected)
             if good and not self.router.all_on(good, msg.partition):

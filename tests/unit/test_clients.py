@@ -125,3 +125,12 @@ def test_clients_never_import_faust():
     code = "import clients, examples.service, sys; assert not any(m.split('.')[0] == 'faust' for m in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_reporter_rejects_a_misspelled_field():
+    from clients.reporter import UsageReporter
+
+    reporter = UsageReporter("127.0.0.1:1", user_id_salt="s")
+    assert reporter.record(tenant_id="acme", feature_id="chat", user_id="u", provider="openai", model="gpt-4o",
+                           input_tokens=10, output_tokens=1, cached_tokens=4) is False
+    assert reporter.invalid == 1
