@@ -186,8 +186,8 @@ class Settings(BaseSettings):
         return parse_duration_minutes(self.dedupe_horizon)
 
 
-#: TOKENBRAKE_* variables read elsewhere, not settings (the demo's trace file)
-OTHER_VARIABLES = {"TOKENBRAKE_DEMO_TRACE"}
+#: TOKENBRAKE_* variables read elsewhere, not settings
+OTHER_VARIABLES = {"TOKENBRAKE_DEMO_TRACE", "TOKENBRAKE_POLICIES_FILE"}  # demo trace; docker-compose mount
 
 
 def unknown_variables(environ: dict[str, str]) -> list[str]:

@@ -53,3 +53,23 @@ def test_first_hour_home_status_and_the_operator_audit_trail(worker_env, broker,
     worker.stop()
     assert _operator_rows(home) == [(scope, "block", "operator", "on-call: runaway")]
     assert not (home / "worker.json").exists()  # a stopped worker is not "found"
+
+
+def test_docker_compose_mounts_the_example_policies_or_yours(tmp_path):
+    import shutil
+    import subprocess
+
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose (Debian package) is installed by `make test`"
+    root = Path(__file__).resolve().parents[2]
+
+    def mounts(env: str) -> list[str]:
+        (tmp_path / ".env").write_text("TOKENBRAKE_CONTROL_SIGNING_KEYS=k1:a-long-random-secret\n" + env)
+        out = subprocess.run([binary, "--env-file", str(tmp_path / ".env"), "-f", str(root / "docker-compose.yml"),
+                              "config"], capture_output=True, text=True, cwd=root, check=False)
+        assert out.returncode == 0, out.stderr
+        return [line.strip() for line in out.stdout.splitlines() if "/etc/tokenbrake/policies.yaml:ro" in line]
+
+    assert mounts("") == [f"- {root / 'examples' / 'policies.yaml'}:/etc/tokenbrake/policies.yaml:ro"]
+    assert mounts("TOKENBRAKE_POLICIES_FILE=./my-policies.yaml\n") == [
+        f"- {root / 'my-policies.yaml'}:/etc/tokenbrake/policies.yaml:ro"]
