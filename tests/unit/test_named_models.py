@@ -56,7 +56,7 @@ def test_the_worker_and_the_backtest_refuse_to_start(files, monkeypatch, capsys,
     monkeypatch.setenv("TOKENBRAKE_POLICIES_PATH", str(policies))
     monkeypatch.setenv("TOKENBRAKE_PRICE_OVERRIDES_PATH", str(prices))
     events = tmp_path / "events.jsonl"
-    events.write_text("")
+    events.write_text('{"event_id": "x"}\n')
     assert cli.main(["backtest", "--input", str(events), "--output", str(tmp_path / "out.jsonl")]) == 2
     assert cli.main(["run"]) == 2  # before any broker is started
     err = capsys.readouterr().err
