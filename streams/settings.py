@@ -20,8 +20,7 @@ from streams.aggregate.periods import parse_duration_minutes
 DEV_SIGNING_KEY = "default:tokenbrake-dev-key-change-me"
 #: A shorter HMAC secret is guessable; "nocolon" was once accepted as a 7-character secret.
 MIN_SECRET_CHARS = 16
-_TOPICS = {"topic_usage": "tokenbrake.usage", "topic_dlq": "tokenbrake.usage.dlq",
-           "topic_control": "tokenbrake.control", "topic_alerts": "tokenbrake.alerts"}
+_TOPICS = ("topic_usage", "topic_dlq", "topic_control", "topic_alerts")
 
 
 def signing_keys_problem(spec: str) -> str | None:
@@ -40,13 +39,14 @@ def signing_keys_problem(spec: str) -> str | None:
 
 def cross_field_problems(values: dict[str, Any]) -> list[str]:
     """Problems between fields, on validated values or (best effort) on raw ones."""
+    values = {**{name: f.default for name, f in Settings.model_fields.items()}, **values}
     problems = []
     try:
-        if int(values.get("sink_flush_rows", 10_000)) > int(values.get("sink_max_buffer_rows", 500_000)):
+        if int(values["sink_flush_rows"]) > int(values["sink_max_buffer_rows"]):
             problems.append("sink_flush_rows must not exceed sink_max_buffer_rows")
     except (TypeError, ValueError):
         pass  # reported as a field error
-    if len({str(values.get(name) or default) for name, default in _TOPICS.items()}) != 4:
+    if len({str(values[name]) for name in _TOPICS}) != 4:
         problems.append("the four topics (topic_usage, topic_dlq, topic_control, topic_alerts) must be distinct")
     return problems
 
