@@ -111,7 +111,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         seed = random.SystemRandom().randrange(1 << 31)
         print(f"seed={seed} (--seed {seed} repeats this replay, event ids included)", file=sys.stderr)
-    events = list(trace_events(Path(args.file), args.format, args.speed, start_ms, seed or 0))
+    try:
+        events = list(trace_events(Path(args.file), args.format, args.speed, start_ms, seed or 0))
+    except (ValueError, KeyError) as exc:  # a bad line past the first
+        print(f"replay: {args.file}: {exc}", file=sys.stderr)
+        return 2
     if args.limit:
         events = events[: args.limit]
     pace = args.format != "jsonl" and not args.no_pace
@@ -391,7 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    from aiokafka.errors import KafkaError
+
+    try:
+        return int(args.func(args) or 0)
+    except KafkaError as exc:  # the broker went away mid-command (one that is not there is checked first)
+        print(f"{args.command}: Kafka failed: {exc}; is the broker up?", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -96,9 +96,12 @@ def _retry(call: str, ts: int, tenant: str, feature: str, user: str, provider: s
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as fh:
-        for line in fh:
+        for lineno, line in enumerate(fh, 1):
             if line.strip():
-                yield loads(line)
+                try:
+                    yield loads(line)
+                except ValueError:
+                    raise TraceFormatError(f"line {lineno} is not JSON") from None
 
 
 #: the columns each CSV trace format reads

@@ -98,3 +98,14 @@ def test_backtest_of_a_trace_needs_its_format_and_fails_when_nothing_is_valid(tr
     assert capsys.readouterr().err.splitlines()[-1].startswith("backtest: no valid event in")
     assert main(["backtest", "--input", str(traces / "azure.csv"), "--format", "azure", "--output", str(out)]) == 0
     assert capsys.readouterr().out.startswith("1 events (0 invalid)")
+
+
+def test_replay_of_a_jsonl_file_with_a_bad_line_further_down(tmp_path, capsys):
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"event_id": "a"}\n{"event_id": "b"}\nnot json\n')
+    with socket.socket() as listening:  # something answers at the bootstrap, so the file is read
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        bootstrap = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert main(["replay", str(path), "--bootstrap", bootstrap]) == 2
+    assert f"replay: {path}: line 3 is not JSON" in one_line(capsys)
