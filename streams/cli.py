@@ -33,29 +33,10 @@ def _bootstrap(args: argparse.Namespace, settings, command: str) -> str:  # noqa
     if not bootstrap:
         print(f"{command} needs a broker: --bootstrap HOST:PORT or TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
         raise SystemExit(2)
-    _require_broker(bootstrap, command)
+    from streams.reach import require_broker
+
+    require_broker(bootstrap, command)
     return bootstrap
-
-
-def _require_broker(bootstrap: str, command: str) -> None:
-    from streams.reach import broker_problem
-
-    if (problem := broker_problem(bootstrap)) is not None:
-        print(f"{command}: no Kafka broker answered at {bootstrap} ({problem}); start one (`tokenbrake broker`) "
-              "or give its address with --bootstrap HOST:PORT / TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
-        raise SystemExit(1)
-
-
-def _check_named_models(settings) -> bool:  # noqa: ANN001
-    """Models and tiers the policies name (see decide.named_models): warnings printed, False on errors."""
-    from streams.decide.named_models import check_policies_file
-
-    check = check_policies_file(settings.policies_path, settings.price_overrides_path)
-    for warning in check.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if check.errors:
-        print("invalid policies file:\n  " + "\n  ".join(check.errors), file=sys.stderr)
-    return not check.errors
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -70,16 +51,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (PolicyError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    if not _check_named_models(settings):
-        return 2
-    from streams.reach import port_problem
+    from streams.decide.named_models import report_named_models
+    from streams.reach import require_broker, require_free_port
 
-    if (problem := port_problem(settings.web_host, settings.web_port)) is not None:
-        print(f"run: the web port {settings.web_host}:{settings.web_port} is not free ({problem}; another worker?); "
-              "set TOKENBRAKE_WEB_PORT to a free port", file=sys.stderr)
-        return 1
+    if not report_named_models(settings.policies_path, settings.price_overrides_path):
+        return 2
+    require_free_port(settings.web_host, settings.web_port, "run")
     if settings.kafka_bootstrap:
-        _require_broker(settings.kafka_bootstrap, "run")
+        require_broker(settings.kafka_bootstrap, "run")
     return run_worker(settings)
 
 
@@ -188,7 +167,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except (PolicyError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    if not _check_named_models(settings):
+    from streams.decide.named_models import report_named_models
+
+    if not report_named_models(settings.policies_path, settings.price_overrides_path):
         return 2
     events, errors = load_events(Path(args.input), args.format, args.seed)
     for lineno, error in errors[:20]:

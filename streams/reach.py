@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 
 
 def broker_problem(bootstrap: str, timeout_s: float = 3.0) -> str | None:
@@ -34,3 +35,19 @@ def port_problem(host: str, port: int) -> str | None:
     finally:
         sock.close()
     return None
+
+
+def require_broker(bootstrap: str, command: str) -> None:
+    """One line and exit code 1 when no broker answers at ``bootstrap``."""
+    if (problem := broker_problem(bootstrap)) is not None:
+        print(f"{command}: no Kafka broker answered at {bootstrap} ({problem}); start one (`tokenbrake broker`) "
+              "or give its address with --bootstrap HOST:PORT / TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def require_free_port(host: str, port: int, command: str) -> None:
+    """One line and exit code 1 when the worker's web endpoint could not listen."""
+    if (problem := port_problem(host, port)) is not None:
+        print(f"{command}: the web port {host}:{port} is not free ({problem}; another worker?); "
+              "set TOKENBRAKE_WEB_PORT to a free port", file=sys.stderr)
+        raise SystemExit(1)

@@ -97,3 +97,15 @@ def check_policies_file(policies_path: Any, overrides_path: Any = None) -> Named
     book = PriceBook(Overrides.load(overrides_path))
     return check_named_models(policies, Path(policies_path).read_text(), str(policies_path), book.knows_model,
                               book.model_names)
+
+
+def report_named_models(policies_path: Any, overrides_path: Any = None) -> bool:
+    """Start-up: print the warnings, and the errors in one block; False when there were errors."""
+    import sys
+
+    check = check_policies_file(policies_path, overrides_path)
+    for warning in check.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if check.errors:
+        print("invalid policies file:\n  " + "\n  ".join(check.errors), file=sys.stderr)
+    return not check.errors
