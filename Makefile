@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	@echo "installing tokenbrake with its worker and test dependencies into $(VENV)"
+	@echo "(first run only: ~1.2 GB, Faust, River, chdb, pyarrow...; usually 2-5 minutes; pip's progress follows)"
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -e '.[worker,dev]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from clients.control_gate import ControlGate, Ignored, expires_ms
 from clients.reporter import hash_user
 from clients.security import KafkaSecurity, connection_kwargs
+from schemas.common import dollars
 from schemas.control import ControlEvent, scope_key
 from schemas.sequence import wall_clock_ms
 from schemas.signing import parse_keyring
@@ -333,5 +334,9 @@ class KillSwitch:
 
 
 def _reason(c: ControlEvent) -> str:
+    """For people: rounded dollars and which rule (the event carries the exact amounts)."""
     r = c.reason
-    return f"{r.rule} {r.period}: ${r.observed} of ${r.threshold}" + (f" ({r.detail})" if r.detail else "")
+    if r.rule == "operator":
+        return f"operator ({r.period}): {r.detail}" if r.detail else f"operator ({r.period})"
+    detail = f" ({r.detail})" if r.detail else ""
+    return f"{r.rule} {r.period}: {dollars(r.observed)} of {dollars(r.threshold)}{detail}"

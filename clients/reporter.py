@@ -103,6 +103,10 @@ class UsageReporter:
         except Exception as exc:  # noqa: BLE001 - never raise into the caller
             self._invalid(type(exc).__name__)
             return False
+        if event.model_extra:  # the service's own code: a misspelled field is its mistake, not a new version
+            self.invalid += 1
+            log.debug("usage event rejected: unknown fields %s", sorted(event.model_extra))
+            return False
         return self._enqueue(event)
 
     def _invalid(self, field: str) -> None:

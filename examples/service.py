@@ -1,4 +1,9 @@
-"""A service wired to tokenbrake: report every call, obey the kill switch."""
+"""A service wired to tokenbrake: report every call, obey the kill switch.
+
+Run it from the repository's root, beside a running worker::
+
+    TOKENBRAKE_KAFKA_BOOTSTRAP=127.0.0.1:PORT python -m examples.service
+"""
 import asyncio
 import os
 
@@ -37,5 +42,11 @@ async def main(bootstrap: str, calls: int = 100, **topics: str) -> list[str]:
         await ks.stop()
 
 
-if __name__ == "__main__":
-    print(asyncio.run(main(os.environ["TOKENBRAKE_KAFKA_BOOTSTRAP"])))
+if __name__ == "__main__":  # TOKENBRAKE_KAFKA_BOOTSTRAP=127.0.0.1:PORT python -m examples.service
+    import sys
+
+    bootstrap = os.environ.get("TOKENBRAKE_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        sys.exit("set TOKENBRAKE_KAFKA_BOOTSTRAP=HOST:PORT (the broker `tokenbrake run` or `tokenbrake broker` "
+                 "printed as bootstrap=...), then run: python -m examples.service")
+    print(asyncio.run(main(bootstrap)))

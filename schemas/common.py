@@ -81,3 +81,18 @@ def _non_negative(value: Decimal) -> Decimal:
 
 #: A USD amount: a decimal string (or integer), never a float.
 Usd = Annotated[Decimal, BeforeValidator(no_float), AfterValidator(_non_negative)]
+
+
+def dollars(amount: Decimal) -> str:
+    """Money for people: cents from ten cents up (``$1,234.57``, ``$0.80``), up to four decimals
+    below (``$0.035``). The events keep the exact value; this is only for reasons and summaries.
+
+    >>> dollars(Decimal("75.001155400")), dollars(Decimal("0.7952")), dollars(Decimal("0.035")), dollars(Decimal(0))
+    ('$75.00', '$0.80', '$0.035', '$0')
+    """
+    if amount == 0:
+        return "$0"
+    if abs(amount) >= Decimal("0.1"):
+        return f"${amount:,.2f}"
+    text = f"{amount:.4f}".rstrip("0")
+    return "$" + (text + "0" * (2 - len(text.partition(".")[2])))

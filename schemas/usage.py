@@ -34,7 +34,11 @@ class UsageEvent(BaseModel):
     ``reasoning_tokens``. Each token is priced exactly once.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A field this contract does not know is accepted and ignored (kept in ``model_extra``, never
+    # stored or priced); the worker counts such events (``unknown_fields``) and names the fields in a
+    # warning. A producer rolling out a new field before the worker knows it must not have its
+    # spend dead-lettered: uncounted spend is the failure a spend control cannot afford.
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     event_id: Id
     ts: Timestamp

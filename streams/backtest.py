@@ -17,9 +17,19 @@ from schemas.codec import dumps, loads
 from schemas.usage import UsageEvent
 from streams.engine import Engine
 
+#: a CSV trace is stamped from this instant (a Monday, 00:00 UTC), so the same trace always
+#: gives the same decisions (the live ``replay`` stamps it in the present instead)
+TRACE_START_MS = 1_767_571_200_000  # 2026-01-05T00:00:00Z
 
-def load_events(path: Path) -> tuple[list[UsageEvent], list[tuple[int, str]]]:
-    """Valid events sorted by ts (stable), and (line, error) for the invalid ones."""
+
+def load_events(path: Path, fmt: str = "jsonl", seed: int = 7,
+                speed: float = 1.0) -> tuple[list[UsageEvent], list[tuple[int, str]]]:
+    """Valid events sorted by ts (stable), and (line, error) for the invalid ones. ``fmt``
+    ``azure`` or ``burstgpt``: a trace attributed to tenants as ``replay`` does (seeded)."""
+    if fmt != "jsonl":
+        from streams.replay import trace_events
+
+        return _validated(enumerate(trace_events(path, fmt, speed, TRACE_START_MS, seed), 2))
     events, errors = [], []
     with open(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -29,6 +39,17 @@ def load_events(path: Path) -> tuple[list[UsageEvent], list[tuple[int, str]]]:
                 events.append(UsageEvent.model_validate(_strip(loads(line))))
             except (ValidationError, ValueError) as exc:
                 errors.append((lineno, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+    events.sort(key=lambda e: e.ts)
+    return events, errors
+
+
+def _validated(numbered: Iterable[tuple[int, dict[str, Any]]]) -> tuple[list[UsageEvent], list[tuple[int, str]]]:
+    events, errors = [], []
+    for lineno, obj in numbered:
+        try:
+            events.append(UsageEvent.model_validate(_strip(obj)))
+        except ValidationError as exc:
+            errors.append((lineno, str(exc).splitlines()[0]))
     events.sort(key=lambda e: e.ts)
     return events, errors
 

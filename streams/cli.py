@@ -12,8 +12,12 @@ from pydantic import ValidationError
 
 
 def _settings():  # noqa: ANN202 - validated as a whole, errors printed plainly
-    from streams.settings import Settings
+    import os
 
+    from streams.settings import Settings, unknown_variables
+
+    for warning in unknown_variables(dict(os.environ)):
+        print(warning, file=sys.stderr)
     try:
         return Settings()
     except ValidationError as exc:
@@ -29,6 +33,9 @@ def _bootstrap(args: argparse.Namespace, settings, command: str) -> str:  # noqa
     if not bootstrap:
         print(f"{command} needs a broker: --bootstrap HOST:PORT or TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
         raise SystemExit(2)
+    from streams.reach import require_broker
+
+    require_broker(bootstrap, command)
     return bootstrap
 
 
@@ -44,6 +51,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (PolicyError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    from streams.decide.named_models import report_named_models
+    from streams.reach import require_broker, require_free_port
+
+    if not report_named_models(settings.policies_path, settings.price_overrides_path):
+        return 2
+    require_free_port(settings.web_host, settings.web_port, "run")
+    if settings.kafka_bootstrap:
+        require_broker(settings.kafka_bootstrap, "run")
     return run_worker(settings)
 
 
@@ -58,13 +73,28 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from streams.broker import ensure_topics
     from streams.publish import publish
-    from streams.replay import trace_events
+    from streams.replay import TraceFormatError, check_format, trace_events
     from streams.runner import topics_of
 
     settings = _settings()
+    try:
+        check_format(Path(args.file), args.format)
+    except TraceFormatError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
     bootstrap = _bootstrap(args, settings, "replay")
     start_ms = int(time.time() * 1000)
-    events = list(trace_events(Path(args.file), args.format, args.speed, start_ms, args.seed))
+    seed = args.seed
+    if seed is None and args.format != "jsonl":  # new event ids on every replay, unless told to repeat one
+        import random
+
+        seed = random.SystemRandom().randrange(1 << 31)
+        print(f"seed={seed} (--seed {seed} repeats this replay, event ids included)", file=sys.stderr)
+    try:
+        events = list(trace_events(Path(args.file), args.format, args.speed, start_ms, seed or 0))
+    except (ValueError, KeyError) as exc:  # a bad line past the first
+        print(f"replay: {args.file}: {exc}", file=sys.stderr)
+        return 2
     if args.limit:
         events = events[: args.limit]
     pace = args.format != "jsonl" and not args.no_pace
@@ -79,14 +109,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from streams.status import fetch_status, render_status
+    import os
+
+    from streams.status import fetch_status, recorded_worker_url, render_status, status_url
 
     settings = _settings()
-    url = args.url or f"http://{settings.web_host}:{settings.web_port}/tokenbrake/status"
+    if args.url:
+        url = status_url(args.url)
+    elif "TOKENBRAKE_WEB_PORT" not in os.environ and (found := recorded_worker_url(settings.home)):
+        url = found  # the worker running with this TOKENBRAKE_HOME said where it listens
+    else:
+        url = f"http://{settings.web_host}:{settings.web_port}/tokenbrake/status"
+    if args.limit is not None:
+        url += ("&" if "?" in url else "?") + f"limit={args.limit}"
     try:
         status = fetch_status(url)
     except OSError as exc:
-        print(f"no worker answered at {url} ({exc}); start one with `tokenbrake run`", file=sys.stderr)
+        reason = getattr(exc, "reason", None) or exc
+        print(f"status: no worker answered at {url} ({reason}); start one with `tokenbrake run`, or give "
+              "its address with --url http://HOST:PORT", file=sys.stderr)
+        return 1
+    except ValueError:
+        print(f"status: {url} answered, but not with a tokenbrake status (JSON); give the worker's address "
+              "with --url http://HOST:PORT", file=sys.stderr)
+        return 1
+    if not isinstance(status, dict) or "spend" not in status:
+        print(f"status: {url} answered, but not with a tokenbrake status; give the worker's address "
+              "with --url http://HOST:PORT", file=sys.stderr)
         return 1
     if args.json:
         from schemas.codec import dumps
@@ -100,9 +149,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from streams.backtest import load_events, run, write_decisions
     from streams.decide.policies import PolicyError
+    from streams.replay import TraceFormatError, check_format
     from streams.worker import build_engine
 
     settings = _settings()
+    if not Path(args.input).is_file():
+        print(f"backtest: no such input file {args.input}", file=sys.stderr)
+        return 2
+    try:
+        check_format(Path(args.input), args.format)
+    except TraceFormatError as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return 2
     if args.policies:
         settings = settings.model_copy(update={"policies_path": Path(args.policies)})
     try:
@@ -110,9 +168,17 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except (PolicyError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    events, errors = load_events(Path(args.input))
+    from streams.decide.named_models import report_named_models
+
+    if not report_named_models(settings.policies_path, settings.price_overrides_path):
+        return 2
+    events, errors = load_events(Path(args.input), args.format, args.seed)
     for lineno, error in errors[:20]:
         print(f"{args.input}:{lineno}: skipped invalid event: {error}", file=sys.stderr)
+    if not events:
+        print(f"backtest: no valid event in {args.input} ({len(errors)} invalid; the first reasons are above); "
+              "a CSV trace needs --format azure|burstgpt", file=sys.stderr)
+        return 1
     n = write_decisions(run(engine, events), Path(args.output))
     print(f"{len(events)} events ({len(errors)} invalid) -> {n} decisions in {args.output}")
     return 0
@@ -124,7 +190,14 @@ def cmd_control(args: argparse.Namespace) -> int:
     settings = _settings()
     bootstrap = _bootstrap(args, settings, "control")
     if args.action == "list":
-        print_controls(run(list_controls(settings, bootstrap)))
+        controls = run(list_controls(settings, bootstrap))
+        if args.json:
+            from schemas.codec import dumps
+            from streams.operator import control_rows
+
+            sys.stdout.write(dumps(control_rows(controls)).decode() + "\n")
+        else:
+            print_controls(controls)
         return 0
     if not args.tenant or not args.reason:
         print("--tenant and --reason are required", file=sys.stderr)
@@ -191,7 +264,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       str(m["median_delay_min"]), str(m["worst_delay_min"]), str(m["false_alerts_per_clean_day"]))
     console.print(table)
     console.print(f"alerts on the clean replay of the Azure trace: {report['azure_clean_replay_alerts']}")
-    console.print(dumps(report["rules"]).decode())
     return 0
 
 
@@ -226,6 +298,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streams.extras import missing_extra_message
+
+    if (missing := missing_extra_message()) is not None:  # a service's base install: say which extra
+        print(missing, file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="tokenbrake", description="Real-time LLM spend control.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -233,70 +310,87 @@ def main(argv: list[str] | None = None) -> int:
         .set_defaults(func=cmd_run)
 
     p = sub.add_parser("broker", help="run only the embedded broker, in the foreground")
-    p.add_argument("--port", type=int)
+    p.add_argument("--port", type=int, help="port to listen on (default: a free one, printed as bootstrap=)")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("replay", help="publish usage events from a file")
-    p.add_argument("file")
-    p.add_argument("--format", choices=["jsonl", "azure", "burstgpt"], default="jsonl")
-    p.add_argument("--bootstrap")
+    p.add_argument("file", help="JSONL of usage events, or a CSV trace (Azure LLM inference, BurstGPT)")
+    p.add_argument("--format", choices=["jsonl", "azure", "burstgpt"], default="jsonl",
+                   help="jsonl: events as they are; azure/burstgpt: a trace turned into tenants, features, users "
+                   "and models, stamped from now (default jsonl)")
+    p.add_argument("--bootstrap", help="HOST:PORT of the broker (default TOKENBRAKE_KAFKA_BOOTSTRAP)")
     p.add_argument("--speed", type=float, default=60.0, help="trace seconds per wall second (azure, burstgpt)")
     p.add_argument("--no-pace", action="store_true", help="send as fast as possible")
     p.add_argument("--batch", type=int, default=1, help="events per message (JSON array)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--limit", type=int)
+    p.add_argument("--seed", type=int, help="azure/burstgpt: attribute tenants, users and event ids with this "
+                   "seed (default: a new one each run, printed; the same seed repeats the same events, which "
+                   "the worker then counts as duplicates)")
+    p.add_argument("--limit", type=int, help="publish at most N events")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("status", help="spend per scope and active controls, from the running worker")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--url")
+    p.add_argument("--json", action="store_true", help="print the worker's status as JSON")
+    p.add_argument("--url", help="the worker's address, http://HOST:PORT (default: the worker started with "
+                   "this TOKENBRAKE_HOME, else TOKENBRAKE_WEB_HOST:TOKENBRAKE_WEB_PORT)")
+    p.add_argument("--limit", type=int, help="scopes to show, the most spent today first (default 50; 0: all)")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("backtest", help="run the engine over a JSONL file of events, offline")
-    p.add_argument("--input", required=True)
-    p.add_argument("--policies")
-    p.add_argument("--output", required=True)
+    p = sub.add_parser("backtest", help="run the engine over a JSONL file of events (or a trace), offline")
+    p.add_argument("--input", required=True, help="JSONL of usage events, or a CSV trace with --format")
+    p.add_argument("--format", choices=["jsonl", "azure", "burstgpt"], default="jsonl",
+                   help="as replay's; a trace is stamped from 2026-01-05T00:00Z at its own pace (default jsonl)")
+    p.add_argument("--seed", type=int, default=7, help="azure/burstgpt: attribution seed (default 7)")
+    p.add_argument("--policies", help="policies file (default TOKENBRAKE_POLICIES_PATH)")
+    p.add_argument("--output", required=True, help="where to write one JSON decision per line")
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("control", help="issue a signed control by hand, or list current controls")
     p.add_argument("action", choices=["block", "throttle", "downgrade", "allow", "list"])
-    p.add_argument("--tenant")
-    p.add_argument("--feature")
-    p.add_argument("--user")
-    p.add_argument("--model")
-    p.add_argument("--max-rps", type=float)
-    p.add_argument("--to-model")
-    p.add_argument("--ttl", help="e.g. 30m, 1h, 7d")
-    p.add_argument("--reason")
-    p.add_argument("--bootstrap")
+    p.add_argument("--tenant", help="the tenant the control is for (required, except for list)")
+    p.add_argument("--feature", help="narrow the scope to one feature of the tenant")
+    p.add_argument("--user", help="narrow the scope to one user (the pseudonym the reporter sends)")
+    p.add_argument("--model", help="narrow the scope to one model")
+    p.add_argument("--max-rps", type=float, help="throttle: calls per second admitted")
+    p.add_argument("--to-model", help="downgrade: the model services call instead")
+    p.add_argument("--ttl", help="how long it holds, e.g. 30m, 1h, 7d (default: until `control allow`)")
+    p.add_argument("--reason", help="why, for the audit trail (required, except for list)")
+    p.add_argument("--bootstrap", help="HOST:PORT of the broker (default TOKENBRAKE_KAFKA_BOOTSTRAP)")
+    p.add_argument("--json", action="store_true", help="list: print the controls as JSON")
     p.set_defaults(func=cmd_control)
 
     p = sub.add_parser("scenarios", help="write seeded, labelled detector scenarios (JSONL)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seeds", default="1,2,3")
-    p.add_argument("--days", type=int, default=9)
-    p.add_argument("--scale", type=float, default=1.0, help="traffic multiplier")
+    p.add_argument("--out", required=True, help="directory for <name>.jsonl, <name>.labels.json and policies.yaml")
+    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds: one pair of scenarios per seed")
+    p.add_argument("--days", type=int, default=9, help="days of traffic (7 of warm-up, then incidents)")
+    p.add_argument("--scale", type=float, default=1.0, help="traffic multiplier: 2 doubles the calls per minute")
     p.set_defaults(func=cmd_scenarios)
 
     p = sub.add_parser("evaluate", help="precision, recall and delay per detector rule on scenarios")
-    p.add_argument("--scenarios", required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--scenarios", required=True, help="the directory `tokenbrake scenarios --out` wrote")
+    p.add_argument("--json", action="store_true", help="print the report as JSON only (progress on stderr)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="throughput, floor, control latency and memory, on the embedded broker")
-    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--events", type=int, default=200_000, help="events for the throughput runs")
     p.add_argument("--single-events", type=int, help="events for the one-per-message run (default min(N, 50000))")
-    p.add_argument("--probes", type=int, default=40)
+    p.add_argument("--probes", type=int, default=40, help="control-latency probes")
     p.add_argument("--load", type=int, default=5000, help="background events/s during the latency probes")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (progress on stderr)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the whole loop on the embedded stack, in under 3 minutes")
-    p.add_argument("--speed", type=float, default=60.0)
+    p.add_argument("--speed", type=float, default=60.0,
+                   help="trace seconds per wall second (default 60: the 58-minute trace in about a minute)")
     p.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    from aiokafka.errors import KafkaError
+
+    try:
+        return int(args.func(args) or 0)
+    except KafkaError as exc:  # the broker went away mid-command (one that is not there is checked first)
+        print(f"{args.command}: Kafka failed: {exc}; is the broker up?", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

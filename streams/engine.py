@@ -241,6 +241,7 @@ class Engine:
         rows.sort(key=lambda r: -(self.agg.get(day_key(day, r["scope"])) or [0])[COST])
         controls = [{"scope": k, "action": a, "downgrade_to": m, "max_rps": r}
                     for k, (a, m, r) in sorted(self.board.active().items())]
-        return {"now_ms": now, "watermark_ms": self.watermark, "spend": rows[:limit], "controls": controls,
+        return {"now_ms": now, "watermark_ms": self.watermark, "spend": rows[:limit] if limit else rows,
+                "spend_scopes": len(rows), "controls": controls,
                 "counts": dict(self.counts), "dedupe_entries": len(self.dedupe),
                 "detector_models": len(self.detectors.models) if self.detectors else 0}

@@ -16,12 +16,12 @@ class HeapAger:
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
-        self._frozen_at = 0.0
+        self._frozen_at: float | None = None  # never aged yet: the first call ages, whatever the clock reads
 
     def maybe_age(self) -> bool:
         """Collect and freeze if ``interval_s`` has passed since the last time."""
-        now = time.monotonic()
-        if now - self._frozen_at < self.interval_s:
+        now = time.monotonic()  # an arbitrary origin (boot, on Linux): only differences mean anything
+        if self._frozen_at is not None and now - self._frozen_at < self.interval_s:
             return False
         self._frozen_at = now
         gc.collect(1)

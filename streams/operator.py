@@ -9,7 +9,6 @@ from decimal import Decimal
 
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
-from rich.table import Table
 
 from clients.killswitch import KillSwitch
 from schemas.codec import dumps
@@ -17,6 +16,7 @@ from schemas.control import ControlEvent, Reason, Scope
 from schemas.sequence import ControlSigner
 from streams.aggregate.periods import parse_ttl_seconds
 from streams.settings import Settings
+from streams.tables import controls_tables
 
 
 def build_control(action: str, tenant: str, feature: str | None, user: str | None, model: str | None,
@@ -63,18 +63,26 @@ async def list_controls(settings: Settings, bootstrap: str) -> dict[str, Control
         await ks.stop()
 
 
-def print_controls(controls: dict[str, ControlEvent]) -> None:
-    table = Table(title="current controls and allow overrides (compacted control topic)")
-    for col in ("scope", "action", "detail", "reason", "issued", "expires", "by"):
-        table.add_column(col)
+def control_rows(controls: dict[str, ControlEvent]) -> list[dict[str, object]]:
+    """One JSON-ready row per scope (``control list --json``; the table reads the same rows)."""
+    rows = []
     for key, c in sorted(controls.items()):
-        detail = c.downgrade_to or (f"{c.max_rps} rps" if c.max_rps else "")
-        if c.action == "allow":
-            detail = "overrides every rule on the scope until it expires"
-        table.add_row(key, c.action, detail, f"{c.reason.rule}: {c.reason.detail or c.reason.period}",
-                      c.issued_at.isoformat(timespec="seconds"),
-                      c.expires_at.isoformat(timespec="seconds") if c.expires_at else "-", c.issued_by)
-    Console().print(table)
+        rows.append({"scope": key, "action": c.action, "downgrade_to": c.downgrade_to, "max_rps": c.max_rps,
+                     "rule": c.reason.rule, "reason": c.reason.detail or c.reason.period,
+                     "issued_at": c.issued_at.isoformat(timespec="seconds"),
+                     "expires_at": c.expires_at.isoformat(timespec="seconds") if c.expires_at else None,
+                     "issued_by": c.issued_by, "control_id": c.control_id})
+    return rows
+
+
+def print_controls(controls: dict[str, ControlEvent], console: Console | None = None) -> None:
+    console = console or Console()
+    tables = controls_tables(control_rows(controls), full=True)
+    console.print("current controls and allow overrides (compacted control topic)")
+    for table in tables:
+        console.print(table)
+    if not tables:
+        console.print("none")
 
 
 def run(coro):  # noqa: ANN001, ANN201

@@ -96,9 +96,49 @@ def _retry(call: str, ts: int, tenant: str, feature: str, user: str, provider: s
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as fh:
-        for line in fh:
+        for lineno, line in enumerate(fh, 1):
             if line.strip():
-                yield loads(line)
+                try:
+                    yield loads(line)
+                except ValueError:
+                    raise TraceFormatError(f"line {lineno} is not JSON") from None
+
+
+#: the columns each CSV trace format reads
+COLUMNS = {"azure": ("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
+           "burstgpt": ("Timestamp", "Model", "Request tokens", "Response tokens")}
+
+
+class TraceFormatError(ValueError):
+    """The file is not in the format given (one line: what was found, and the flag that fits)."""
+
+
+def check_format(path: Path, fmt: str) -> None:
+    """Read the first line and fail with a one-line error when it does not fit ``fmt``
+    (rather than a ``KeyError`` or ``JSONDecodeError`` mid-replay)."""
+    try:
+        with open(path, newline="") as fh:
+            first = next((line for line in fh if line.strip()), "")
+    except OSError as exc:
+        raise TraceFormatError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TraceFormatError(f"{path} is not a text file") from None
+    if not first:
+        raise TraceFormatError(f"{path} is empty")
+    header = [c.strip() for c in next(csv.reader([first]))]
+    fits = [name for name, cols in COLUMNS.items() if all(c in header for c in cols)]
+    if fmt == "jsonl":
+        try:
+            loads(first.encode())
+        except ValueError:
+            hint = f"; it looks like a CSV trace: add --format {fits[0]}" if fits else ""
+            raise TraceFormatError(f"{path}: line 1 is not JSON (--format jsonl){hint}") from None
+        return
+    if fmt not in fits:
+        missing = [c for c in COLUMNS[fmt] if c not in header]
+        hint = (f"; it looks like --format {fits[0]}" if fits else
+                "; a JSONL file of events needs --format jsonl" if first.lstrip().startswith(("{", "[")) else "")
+        raise TraceFormatError(f"{path}: not --format {fmt} (no column {', '.join(missing)}){hint}")
 
 
 def trace_events(path: Path, fmt: str, speed: float, start_ms: int, seed: int = 7) -> Iterator[dict[str, Any]]:

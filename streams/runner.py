@@ -13,6 +13,7 @@ import threading
 from streams.broker import EmbeddedBroker, ensure_topics, partition_counts
 from streams.logs import configure, logging_config
 from streams.settings import Settings
+from streams.status import remove_worker_file, write_worker_file
 
 log = logging.getLogger("tokenbrake")
 
@@ -33,6 +34,17 @@ def worker_topics(settings: Settings) -> tuple[dict[str, int], set[str]]:
     return topics, {settings.topic_control, *changelogs}
 
 
+def prepare_home(settings: Settings) -> None:
+    """Create ``TOKENBRAKE_HOME`` (with its parents): Faust's data directory, chdb and the broker
+    log live there, and a fresh container's ``/var/lib/tokenbrake`` does not exist yet."""
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"cannot create TOKENBRAKE_HOME {settings.home}: {exc.strerror}; "
+              "point TOKENBRAKE_HOME at a writable directory", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def run_worker(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. Returns the exit code."""
     import faust
@@ -40,6 +52,7 @@ def run_worker(settings: Settings) -> int:
     from streams.worker import Runtime
 
     configure(settings.log_level)
+    prepare_home(settings)
     broker = None
     bootstrap = settings.kafka_bootstrap
     if not bootstrap and settings.kafka_security_protocol != "PLAINTEXT":
@@ -66,13 +79,16 @@ def run_worker(settings: Settings) -> int:
         gc.set_threshold(20_000, 20, 1_000)  # young collections rarer; full ones left to Runtime._age_heap
         worker = faust.Worker(runtime.app, loglevel=settings.log_level, redirect_stdouts=False,
                               logging_config=logging_config(settings.log_level), quiet=True)
-        print(f"worker web=http://{settings.web_host}:{settings.web_port}/tokenbrake/status", flush=True)
+        url = f"http://{settings.web_host}:{settings.web_port}/tokenbrake/status"
+        print(f"worker web={url}", flush=True)
+        write_worker_file(settings.home, url)  # `tokenbrake status` finds us on any port
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
             return int(exc.code or 0)
         finally:
             runtime.sink.close()
+            remove_worker_file(settings.home)
         return 0
     finally:
         if broker is not None:
@@ -81,6 +97,7 @@ def run_worker(settings: Settings) -> int:
 
 def run_broker(settings: Settings, port: int | None = None) -> int:
     configure(settings.log_level)
+    prepare_home(settings)
     broker = EmbeddedBroker(port=port, log_path=settings.home / "broker.log")
     bootstrap = broker.start()
     asyncio.run(ensure_topics(bootstrap, topics_of(settings), {settings.topic_control}))

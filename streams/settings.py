@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clients.security import KafkaSecurity
@@ -21,6 +21,37 @@ from streams.aggregate.periods import parse_duration_minutes
 
 #: Used only when no key is configured; the worker logs a warning at start-up.
 DEV_SIGNING_KEY = "default:tokenbrake-dev-key-change-me"
+#: A shorter HMAC secret is guessable; "nocolon" was once accepted as a 7-character secret.
+MIN_SECRET_CHARS = 16
+_TOPICS = ("topic_usage", "topic_dlq", "topic_control", "topic_alerts")
+
+
+def signing_keys_problem(spec: str) -> str | None:
+    """Why ``key_id:secret[,key_id:secret]`` is not acceptable, or None."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not parts:
+        return "give at least one key_id:secret"
+    for part in parts:
+        key_id, sep, secret = part.partition(":")
+        if not sep or not key_id:
+            return f"each key is key_id:secret (got one without a key id, {len(part)} characters)"
+        if len(secret) < MIN_SECRET_CHARS:
+            return f"key {key_id!r}: the secret must be at least {MIN_SECRET_CHARS} characters (got {len(secret)})"
+    return None
+
+
+def cross_field_problems(values: dict[str, Any]) -> list[str]:
+    """Problems between fields, on validated values or (best effort) on raw ones."""
+    values = {**{name: f.default for name, f in Settings.model_fields.items()}, **values}
+    problems = []
+    try:
+        if int(values["sink_flush_rows"]) > int(values["sink_max_buffer_rows"]):
+            problems.append("sink_flush_rows must not exceed sink_max_buffer_rows")
+    except (TypeError, ValueError):
+        pass  # reported as a field error
+    if len({str(values[name]) for name in _TOPICS}) != 4:
+        problems.append("the four topics (topic_usage, topic_dlq, topic_control, topic_alerts) must be distinct")
+    return problems
 
 
 class Settings(BaseSettings):
@@ -104,31 +135,54 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @model_validator(mode="after")
-    def _whole(self) -> Settings:
-        problems = []
+    @field_validator("dedupe_horizon")
+    @classmethod
+    def _dedupe_horizon(cls, v: str) -> str:
+        if parse_duration_minutes(v) > 24 * 60:  # a bad duration raises its own ValueError
+            raise ValueError("at most 24h (day totals are kept for today and yesterday: an event accepted "
+                             "later than that would reopen an expired day with a partial total)")
+        return v
+
+    @field_validator("policies_path", "price_overrides_path")
+    @classmethod
+    def _existing_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"no such file {v}")
+        return v
+
+    @field_validator("control_signing_keys")
+    @classmethod
+    def _signing_keys(cls, v: SecretStr) -> SecretStr:
+        problem = signing_keys_problem(v.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _dsn(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return v
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _whole(cls, data: Any, handler: Any) -> Settings:
+        """Field errors and cross-field problems are reported together, in one error."""
         try:
-            if parse_duration_minutes(self.dedupe_horizon) > 24 * 60:
-                problems.append("dedupe_horizon: at most 24h (day totals are kept for today and yesterday: an "
-                                "event accepted later than that would reopen an expired day with a partial total)")
-        except ValueError as exc:
-            problems.append(f"dedupe_horizon: {exc}")
-        if self.sink_flush_rows > self.sink_max_buffer_rows:
-            problems.append("sink_flush_rows must not exceed sink_max_buffer_rows")
-        for name in ("policies_path", "price_overrides_path"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                problems.append(f"{name}: no such file {path}")
-        if not self.keyring:
-            problems.append("control_signing_keys: give at least one key_id:secret")
-        if self.clickhouse_dsn and not self.clickhouse_dsn.startswith(("chdb://", "http://", "https://")):
-            problems.append("clickhouse_dsn must start with chdb://, http:// or https://")
-        problems += self._security_problems()
-        if len({self.topic_usage, self.topic_dlq, self.topic_control, self.topic_alerts}) != 4:
-            problems.append("the four topics must be distinct")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+            settings = handler(data)
+        except ValidationError as exc:
+            extra = cross_field_problems(data if isinstance(data, dict) else {})
+            if not extra:
+                raise
+            raise ValidationError.from_exception_data(cls.__name__, [
+                *({k: v for k, v in e.items() if k in ("type", "loc", "input", "ctx")} for e in exc.errors()),
+                *({"type": "value_error", "loc": (), "input": data, "ctx": {"error": ValueError(p)}}
+                  for p in extra)]) from None
+        extra = cross_field_problems(settings.model_dump()) + settings._security_problems()
+        if extra:
+            raise ValueError("; ".join(extra))
+        return settings
 
     def _security_problems(self) -> list[str]:
         problems = []
@@ -236,3 +290,24 @@ def _load_object(spec: str) -> Any:
     module, _, attribute = spec.partition(":")
     obj = getattr(importlib.import_module(module), attribute)
     return obj() if callable(obj) and not hasattr(obj, "token") else obj
+
+
+#: TOKENBRAKE_* variables read elsewhere, not settings
+OTHER_VARIABLES = {"TOKENBRAKE_DEMO_TRACE", "TOKENBRAKE_POLICIES_FILE"}  # demo trace; docker-compose mount
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """One warning per ``TOKENBRAKE_*`` variable that is no setting, with the closest name:
+    a misspelled ``TOKENBRAKE_POLICY_PATH`` would otherwise leave the worker with no budgets."""
+    import difflib
+
+    known = {f"TOKENBRAKE_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    warnings = []
+    for var in sorted(environ):
+        upper = var.upper()
+        if upper.startswith("TOKENBRAKE_") and upper not in known:
+            names = {k.removeprefix("TOKENBRAKE_"): k for k in known}  # compare what follows the prefix
+            close = difflib.get_close_matches(upper.removeprefix("TOKENBRAKE_"), sorted(names), n=1, cutoff=0.6)
+            hint = f"; did you mean {names[close[0]]}?" if close else ""
+            warnings.append(f"warning: {var} is not a tokenbrake setting, ignored{hint}")
+    return warnings

@@ -3,17 +3,26 @@
 Only one process may open a chdb directory, and the worker holds it; so readers
 (``tokenbrake status``, the demo) ask the worker at ``/tokenbrake/status``, and read
 ClickHouse directly only when it is a server (http DSN) or the worker has stopped.
+
+A worker writes where it listens to ``<TOKENBRAKE_HOME>/worker.json`` while it runs, so
+``tokenbrake status`` in the same directory finds it on any port without
+``TOKENBRAKE_WEB_PORT`` being set in that shell too.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import urllib.request
+from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from urllib.parse import urlsplit, urlunsplit
 
 from schemas.codec import loads
+from streams.tables import render_status  # noqa: F401 - the CLI's renderer
+
+STATUS_PATH = "/tokenbrake/status"
+WORKER_FILE = "worker.json"
 
 
 def fetch_status(url: str, timeout: float = 3.0) -> dict[str, Any]:
@@ -21,29 +30,34 @@ def fetch_status(url: str, timeout: float = 3.0) -> dict[str, Any]:
         return loads(resp.read())
 
 
-def spend_table(status: dict[str, Any], title: str = "spend today") -> Table:
-    table = Table(title=title)
-    for col in ("scope", "today $", "month $", "requests", "errors", "retries"):
-        table.add_column(col, justify="left" if col == "scope" else "right")
-    for row in status.get("spend", []):
-        table.add_row(row["scope"], row["today_usd"], row["month_usd"], str(row["today_requests"]),
-                      str(row["today_errors"]), str(row["today_retries"]))
-    return table
+def status_url(given: str) -> str:
+    """``host:port``, ``http://host:port`` or ``http://host:port/`` -> the status endpoint's URL;
+    a URL with a path is kept as given."""
+    parts = urlsplit(given if "://" in given else f"http://{given}")
+    path = parts.path.rstrip("/") or STATUS_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
-def controls_table(status: dict[str, Any]) -> Table:
-    table = Table(title="active controls")
-    for col in ("scope", "action", "detail"):
-        table.add_column(col)
-    for c in status.get("controls", []):
-        detail = c.get("downgrade_to") or (f"{c['max_rps']} rps" if c.get("max_rps") else "")
-        table.add_row(c["scope"], c["action"], detail or "")
-    return table
+def write_worker_file(home: Path, url: str) -> Path:
+    path = home / WORKER_FILE
+    path.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    return path
 
 
-def render_status(status: dict[str, Any]) -> None:
-    console = Console()
-    console.print(spend_table(status))
-    console.print(controls_table(status))
-    worker = status.get("worker", {})
-    console.print(f"counts={status.get('counts')} sink={worker.get('sink')}")
+def remove_worker_file(home: Path) -> None:
+    path = home / WORKER_FILE
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def recorded_worker_url(home: Path) -> str | None:
+    """The URL a worker running with this home recorded, if that process still lives."""
+    try:
+        record = json.loads((home / WORKER_FILE).read_text())
+        os.kill(int(record["pid"]), 0)
+        return str(record["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -36,7 +36,7 @@ from streams.emit.producer import send_packed
 from streams.emit.reassert import Reasserter
 from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
 from streams.heap import HeapAger
-from streams.ingest.decode import Rejected, decode
+from streams.ingest.decode import Rejected, decode, note_unknown_fields
 from streams.ingest.dedupe import Seen
 from streams.ingest.routing import TenantRouter
 from streams.logs import LogBudget
@@ -147,7 +147,8 @@ class Runtime:
         @app.page("/tokenbrake/status")
         class Status(View):
             async def get(self, request: Request) -> Response:
-                return self.json(runtime.status())
+                limit = request.query.get("limit", "50")
+                return self.json(runtime.status(int(limit) if limit.isdigit() else 50))
 
         @app.page("/tokenbrake/stats")
         class Stats(View):  # cheap: no scan of the spend state, fine to poll often
@@ -205,6 +206,9 @@ class Runtime:
         if self.attached == self.generation and TP(self.settings.topic_usage, partition) in \
                 self.app.assignor.assigned_actives():
             self.engine.operator_control(control)
+            # the audit trail: the owning worker stores it like its own controls; seen again after a
+            # restart (the control topic is read from the start), the same row replaces itself
+            self.sink.add([], [control_row(control)], [], lambda: None)
 
     def _owns(self, tenant: str) -> bool:
         """The tenant's partition is assigned here (and the state attached)."""
@@ -249,6 +253,7 @@ class Runtime:
             except Exception as exc:  # a decoder bug: this message, not the stream, pays for it
                 good, bad = [], [Rejected("internal_error", f"decoding failed: {type(exc).__name__}: {exc}",
                                           msg.value or b"")]
+            note_unknown_fields(good, engine.counts)
             for rejected in bad:
                 await self.dead_letter(msg, rejected)
             if good and not self.router.all_on(good, msg.partition):
@@ -434,7 +439,7 @@ class Runtime:
                            "last_message_age_s": round(time.monotonic() - self.last_decided, 1),
                            "broker_silent_s": None if silent == float("inf") else round(silent, 1)}}
 
-    def status(self) -> dict[str, Any]:
+    def status(self, limit: int = 50) -> dict[str, Any]:
         stats = self.stats_only()
-        return {**self.engine.status(), "ready": stats["ready"], "worker": stats["worker"],
+        return {**self.engine.status(limit), "ready": stats["ready"], "worker": stats["worker"],
                 "control_view": stats["control_view"]}

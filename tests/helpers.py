@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.usage import UsageEvent
@@ -12,7 +12,20 @@ from streams.engine import Engine
 from streams.price import PriceBook
 
 _ids = itertools.count()
-NOW_MS = int(time.time() * 1000) - 6 * 3600 * 1000  # safely in the past, never "in the future"
+
+
+def _mid_month_noon_ms() -> int:
+    """Noon UTC on the 15th of this month, or of the previous one while that is under 6 h away: in the
+    past (never "in the future"), and a day or more from any day or month boundary, so a test that
+    moves event time by minutes or a day never crosses midnight or a month end by the host's date."""
+    now = datetime.now(UTC)
+    noon = now.replace(day=15, hour=12, minute=0, second=0, microsecond=0)
+    if now - noon < timedelta(hours=6):
+        noon = (noon.replace(day=1) - timedelta(days=1)).replace(day=15)
+    return int(noon.timestamp() * 1000)
+
+
+NOW_MS = _mid_month_noon_ms()
 
 
 def event(**kw: Any) -> UsageEvent:

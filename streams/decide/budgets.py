@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from schemas.common import dollars
 from schemas.control import Reason, Scope
 from streams.aggregate.periods import (
     DAY_MS,
@@ -203,17 +204,38 @@ class BudgetEvaluator:
             exceeded = new > c.n_warn
             pct = (spend * 100 // max(c.thresholds[c.n_warn], 1)) if c.thresholds else 0
             alert(self.out, rule="budget", scope=scope, severity="critical" if exceeded else "warning",
-                  state="firing", summary=f"{scope.key()} at {pct}% of {p.id} (${observed} of ${p.limit_usd}, {label})",
+                  state="firing", summary=f"{scope.key()} at {pct}% of {p.id} ({dollars(observed)} of "
+                                          f"{dollars(p.limit_usd)}, {label})",
                   observed=observed, threshold=threshold, dedup_key=dedup, at_ms=at_ms, policy_id=p.id)
         step = self._step(c, new)
         wish = None
         if step is not None:
             wish = Contribution(step.action, Reason(rule="budget", observed=observed, threshold=threshold,
-                                                    period=label, detail=f"policy {p.id} level {new}"),
+                                                    period=label, detail=self._detail(c, new)),
                                 p.id, step.to_model, step.max_rps, self._period_end(c, now_ms))
         resolved = Reason(rule="budget", observed=observed, threshold=threshold, period=label,
-                          detail=f"policy {p.id} level {new}")
+                          detail=self._detail(c, new))
         self.board.put(scope, f"budget:{p.id}", wish, at_ms, reason=resolved)
+
+    @staticmethod
+    def _detail(c: _Compiled, level: int) -> str:
+        """Which step of which budget, in rounded dollars: ``budget acme-daily ($50.00 a day): step 2
+        of 2, block at 1.5x ($75.00)`` (the event's observed and threshold stay exact)."""
+        p = c.policy
+        per = {"day": "a day", "month": "a month"}.get(p.period, f"per {p.period.removeprefix('rolling:')}")
+        head = f"budget {p.id} ({dollars(p.limit_usd)} {per})"
+        idx = level - c.n_warn - 1
+        if level == 0:
+            return f"{head}: back under"
+        if idx < 0:
+            at = sorted(set(p.warn_at))[level - 1]
+            return f"{head}: warning at {at}x ({dollars(p.limit_usd * at)})"
+        if not p.steps:
+            return f"{head}: exceeded"
+        step = p.steps[idx]
+        action = {"downgrade": f"downgrade to {step.to_model}", "throttle": f"throttle to {step.max_rps} rps"}.get(
+            step.action, step.action)
+        return f"{head}: step {idx + 1} of {len(p.steps)}, {action} at {step.at}x ({dollars(p.limit_usd * step.at)})"
 
     @staticmethod
     def _step(c: _Compiled, level: int) -> Step | None:

@@ -158,6 +158,11 @@ class PoliciesFile(BaseModel):
     budgets: list[BudgetPolicy] = []
     request_cost_caps: list[RequestCostCap] = []
     detectors: dict[str, dict[str, Any]] = {}
+    #: models with no price in the catalog or the overrides that may still be named (self-hosted,
+    #: private deployments): the explicit opt-out of the start-up check (see decide.named_models)
+    private_models: list[str] = []
+    #: the tenant tiers scopes may filter on; unset = free, pro, team, business, enterprise
+    tiers: list[str] = []
 
     @property
     def max_rolling_minutes(self) -> int:

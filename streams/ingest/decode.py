@@ -7,6 +7,7 @@ event is still counted and each bad one is dead-lettered with its own error.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
@@ -14,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.codec import JSONDecodeError, dumps, loads
 from schemas.usage import UsageEvent
 
+log = logging.getLogger("tokenbrake.ingest")
 _ONE = UsageEvent.model_validate_json
 _MANY = TypeAdapter(list[UsageEvent]).validate_json
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -33,6 +35,23 @@ def _explain(exc: ValidationError) -> str:
         parts.append(f"{loc}: {err['msg']}")
     more = exc.error_count() - 5
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+_warned_unknown: set[str] = set()
+
+
+def note_unknown_fields(events: list[UsageEvent], counts: dict[str, int]) -> None:
+    """Count events that carry fields the contract does not know (accepted, ignored), and name each
+    new field once in a warning: a producer ahead of the worker, or a typo to fix."""
+    for event in events:
+        extra = event.__pydantic_extra__
+        if extra:
+            counts["unknown_fields"] = counts.get("unknown_fields", 0) + 1
+            new = sorted(set(extra) - _warned_unknown)
+            if new and len(_warned_unknown) < 1000:
+                _warned_unknown.update(new)
+                log.warning("usage events carry fields the contract does not know; accepted and ignored",
+                            extra={"fields": new, "example_event_id": event.event_id})
 
 
 def decode(value: bytes | None) -> tuple[list[UsageEvent], list[Rejected]]:

@@ -83,6 +83,25 @@ class Catalog:
         except LookupError:
             return None
 
+    def knows(self, model: str) -> bool:
+        """Whether any provider of the catalog prices ``model`` (a name in a policies file has no provider)."""
+        try:
+            self._snapshot.find_provider_model(model, None, None, None)
+            return True
+        except LookupError:
+            pass
+        for prov in self._snapshot.providers:
+            try:
+                self._snapshot.find_provider_model(model, None, prov.id, None)
+                return True
+            except LookupError:
+                continue
+        return False
+
+    def model_ids(self) -> list[str]:
+        """Every model id in the catalog: suggestions for a misspelled name."""
+        return sorted({info.id for prov in self._snapshot.providers for info in prov.models})
+
     def provider_max(self, provider: str) -> ModelRates | None:
         """The highest current price of each token kind among ``provider``'s models."""
         if provider not in self._provider_max:

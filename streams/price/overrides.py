@@ -76,6 +76,10 @@ class Overrides:
                 chosen = rates
         return chosen
 
+    def models(self) -> set[str]:
+        """Every model named in the overrides (lower case), whatever its provider."""
+        return {model for _, model in self._by_model}
+
     @classmethod
     def load(cls, path: Path | None) -> Overrides:
         if path is None:

@@ -53,6 +53,13 @@ class PriceBook:
                 return rates
         return self._catalog.provider_max(provider.lower()) or self._catalog.global_max()
 
+    def knows_model(self, model: str) -> bool:
+        """Whether a model named without a provider (a downgrade target) has a price: overrides or catalog."""
+        return model.lower() in self._overrides.models() or self._catalog.knows(model.lower())
+
+    def model_names(self) -> list[str]:
+        return sorted(self._overrides.models() | set(self._catalog.model_ids()))
+
     def check_fallback(self) -> None:
         """Fail at start-up, not on the first unknown model, if the fallback is misconfigured."""
         if self._fallback_model:

@@ -112,7 +112,7 @@ def worker_env(broker: EmbeddedBroker, tmp_path: Path):  # noqa: ANN201
             "TOKENBRAKE_TOPIC_DLQ": f"dlq-{run_id}", "TOKENBRAKE_TOPIC_CONTROL": f"control-{run_id}",
             "TOKENBRAKE_TOPIC_ALERTS": f"alerts-{run_id}", "TOKENBRAKE_POLICIES_PATH": str(home / "policies.yaml"),
             "TOKENBRAKE_WEB_PORT": "0", "TOKENBRAKE_LOG_LEVEL": "info", "TOKENBRAKE_TOPIC_PARTITIONS": "2",
-            "TOKENBRAKE_SINK_FLUSH_INTERVAL_S": "0.3", "TOKENBRAKE_CONTROL_SIGNING_KEYS": "k1:test-secret",
+            "TOKENBRAKE_SINK_FLUSH_INTERVAL_S": "0.3", "TOKENBRAKE_CONTROL_SIGNING_KEYS": "k1:test-secret-of-16-chars",
         })
         env.update({f"TOKENBRAKE_{k.upper()}": str(v) for k, v in overrides.items()})
         proc = WorkerProc(env, home)
@@ -159,8 +159,15 @@ async def consume_all(bootstrap: str, topic: str, expect: int = 0, timeout_s: fl
         await consumer.stop()
 
 
+def recent_ms() -> int:
+    """A minute ago, but never before today's UTC midnight: tests read "today" totals back,
+    and in the first minute of a UTC day "a minute ago" is yesterday (a host-clock dependence)."""
+    now = int(time.time() * 1000)
+    return max(now - 60_000, now - now % 86_400_000)
+
+
 def event_json(**kw: Any) -> dict[str, Any]:
-    base = {"event_id": uuid.uuid4().hex, "ts": int(time.time() * 1000) - 60_000, "tenant_id": "acme",
+    base = {"event_id": uuid.uuid4().hex, "ts": recent_ms(), "tenant_id": "acme",
             "feature_id": "chat", "user_id": "u1", "provider": "openai", "model": "gpt-4o",
             "input_tokens": 1000, "output_tokens": 100}
     base.update(kw)

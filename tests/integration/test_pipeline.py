@@ -55,7 +55,7 @@ def test_end_to_end(worker_env, broker):
     records = run(consume_all(broker.bootstrap, worker.topic_control, expect=2))
     controls = [ControlEvent.model_validate(loads(r.value)) for r in records]
     assert [(c.action, c.downgrade_to) for c in controls] == [("downgrade", "gpt-4o-mini"), ("block", None)]
-    assert all(verify(c, parse_keyring("k1:test-secret")) for c in controls)
+    assert all(verify(c, parse_keyring("k1:test-secret-of-16-chars")) for c in controls)
     assert records[0].key == b"tenant=acme/feature=*/user=*/model=*"
 
     # dead letters keep their reason and bytes

@@ -148,3 +148,12 @@ def test_record_never_raises_and_counts_what_it_refuses():
     assert reporter.invalid_fields["user_id"] == len(bad_users) + 2
     assert reporter.invalid_fields["tenant_id"] == 1 and reporter.invalid_fields["input_tokens"] == 1
     assert reporter.record_event("not an event") is False and reporter.invalid_fields["event"] == 1
+
+
+def test_the_reporter_rejects_a_misspelled_field():
+    from clients.reporter import UsageReporter
+
+    reporter = UsageReporter("127.0.0.1:1", user_id_salt="s")
+    assert reporter.record(tenant_id="acme", feature_id="chat", user_id="u", provider="openai", model="gpt-4o",
+                           input_tokens=10, output_tokens=1, cached_tokens=4) is False
+    assert reporter.invalid == 1

@@ -1,4 +1,5 @@
 import gc
+import time
 
 from streams.heap import HeapAger
 
@@ -8,5 +9,17 @@ def test_ages_the_heap_at_most_once_per_interval():
     try:
         assert ager.maybe_age() is True and gc.get_freeze_count() > 0  # survivors moved out of the collector's walk
         assert ager.maybe_age() is False  # not again within the interval
+    finally:
+        gc.unfreeze()
+
+
+def test_first_ageing_happens_whatever_the_monotonic_clock_reads(monkeypatch):
+    # time.monotonic() counts from boot on Linux: on a machine up for 5 s an interval of an hour
+    # must not postpone the first ageing (it did when "never" was written as 0.0)
+    monkeypatch.setattr(time, "monotonic", lambda: 5.0)
+    ager = HeapAger(interval_s=3600)
+    try:
+        assert ager.maybe_age() is True
+        assert ager.maybe_age() is False
     finally:
         gc.unfreeze()

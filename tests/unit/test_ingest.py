@@ -120,3 +120,20 @@ def test_dedupe_chunks_stay_small_whatever_the_batch():
     e.drain()  # one batch: sealed into bounded chunks
     sizes = [len(list(chunk_entries(v))) for _, v in e.stores["dedupe"].items()]
     assert sum(sizes) == CHUNK_MAX * 2 + 10 and max(sizes) <= CHUNK_MAX
+
+
+def test_unknown_fields_are_accepted_counted_and_named_once(caplog):
+    from schemas.codec import dumps as _dumps
+    from streams.ingest.decode import note_unknown_fields
+
+    base = {"event_id": "e1", "ts": 1_767_571_200_000, "tenant_id": "acme", "feature_id": "chat", "user_id": "u1",
+            "provider": "openai", "model": "gpt-4o", "input_tokens": 10, "output_tokens": 1}
+    newer = {**base, "region_v2": "eu-west", "routing": {"tier": "gold"}}  # a producer ahead of the worker
+    good, bad = decode(_dumps([newer, {**newer, "event_id": "e2"}, base | {"event_id": "e3"}]))
+    assert bad == [] and [e.event_id for e in good] == ["e1", "e2", "e3"]
+    assert good[0].model_dump(exclude=set(good[0].model_extra)) == good[2].model_dump() | {"event_id": "e1"}
+    counts: dict[str, int] = {}
+    with caplog.at_level("WARNING", logger="tokenbrake.ingest"):
+        note_unknown_fields(good, counts)
+    assert counts == {"unknown_fields": 2}
+    assert len(caplog.records) == 1 and caplog.records[0].fields == ["region_v2", "routing"]
