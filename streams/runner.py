@@ -7,10 +7,11 @@ import asyncio
 import gc
 import logging
 import signal
+import subprocess
 import sys
 import threading
 
-from streams.broker import EmbeddedBroker, ensure_topics, partition_counts
+from streams.broker import CHILD, EmbeddedBroker, ensure_topics, partition_counts
 from streams.logs import configure, logging_config
 from streams.settings import Settings
 
@@ -40,7 +41,7 @@ def run_worker(settings: Settings) -> int:
     from streams.worker import Runtime
 
     configure(settings.log_level)
-    broker = None
+    broker = pager = None
     bootstrap = settings.kafka_bootstrap
     if not bootstrap:
         broker = EmbeddedBroker(log_path=settings.home / "broker.log")
@@ -55,6 +56,7 @@ def run_worker(settings: Settings) -> int:
             return 2
         if settings.uses_dev_key:
             log.warning("control events are signed with the development key: set TOKENBRAKE_CONTROL_SIGNING_KEYS")
+        pager = start_pager(settings, bootstrap)  # its own process: it never delays a decision
         asyncio.set_event_loop(asyncio.new_event_loop())
         runtime = Runtime(settings, bootstrap)
         gc.freeze()  # everything imported and built so far lives as long as the process
@@ -70,8 +72,26 @@ def run_worker(settings: Settings) -> int:
             runtime.sink.close()
         return 0
     finally:
+        if pager is not None:
+            stop_child(pager)
         if broker is not None:
             broker.stop()
+
+
+def start_pager(settings: Settings, bootstrap: str) -> subprocess.Popen | None:
+    """``tokenbrake pager`` beside the worker when a routes file is set (see streams.paging)."""
+    if settings.paging_routes_path is None or not settings.pager_in_worker:
+        return None
+    return subprocess.Popen([sys.executable, "-m", "streams", "pager", "--bootstrap", bootstrap], **CHILD)
+
+
+def stop_child(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_broker(settings: Settings, port: int | None = None) -> int:

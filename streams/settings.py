@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     unpriced_fallback_model: str | None = Field(
         None, description="provider:model used to price unknown models; unset = the provider's highest price")
 
+    # paging (streams/paging): routes file; secrets come from the environment variables it names
+    paging_routes_path: Path | None = None
+    topic_incidents: str = Field("tokenbrake.pager.incidents", description="compacted: one record per incident")
+    topic_alerts_dlq: str = "tokenbrake.alerts.dlq"
+    pager_in_worker: bool = Field(True, description="`tokenbrake run` starts the pager process when routes are set")
+    pager_web_port: int = Field(6067, ge=1, le=65535)
+    grafana_url: str = "http://localhost:3000"
+
     # control signing: "key_id:secret[,key_id:secret]"; the first key signs, all verify
     control_signing_keys: SecretStr = SecretStr(DEV_SIGNING_KEY)
 
@@ -90,7 +98,7 @@ class Settings(BaseSettings):
             problems.append(f"dedupe_horizon: {exc}")
         if self.sink_flush_rows > self.sink_max_buffer_rows:
             problems.append("sink_flush_rows must not exceed sink_max_buffer_rows")
-        for name in ("policies_path", "price_overrides_path"):
+        for name in ("policies_path", "price_overrides_path", "paging_routes_path"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 problems.append(f"{name}: no such file {path}")
@@ -98,8 +106,9 @@ class Settings(BaseSettings):
             problems.append("control_signing_keys: give at least one key_id:secret")
         if self.clickhouse_dsn and not self.clickhouse_dsn.startswith(("chdb://", "http://", "https://")):
             problems.append("clickhouse_dsn must start with chdb://, http:// or https://")
-        if len({self.topic_usage, self.topic_dlq, self.topic_control, self.topic_alerts}) != 4:
-            problems.append("the four topics must be distinct")
+        if len({self.topic_usage, self.topic_dlq, self.topic_control, self.topic_alerts, self.topic_incidents,
+                self.topic_alerts_dlq}) != 6:
+            problems.append("the topics must be distinct")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -13,7 +13,7 @@ def test_problems_are_reported_together():
     text = str(err.value)
     assert "dedupe_horizon: at most 24h" in text
     assert "sink_flush_rows must not exceed sink_max_buffer_rows" in text
-    assert "the four topics must be distinct" in text
+    assert "the topics must be distinct" in text
 
 
 def test_defaults_are_valid_and_a_day_of_dedupe_is_allowed():
