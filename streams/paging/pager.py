@@ -185,6 +185,7 @@ class Pager:
         changed[series] = new
 
     async def tick(self) -> None:
+        self.stats["ticks"] += 1
         now = wall_ms()
         changed: dict[str, Incident | None] = {}
         for series, inc in list(self.incidents.items()):
@@ -220,18 +221,14 @@ class Pager:
         route_id = job.route_id
         self.inflight.discard((job.series, route_id))
         inc = self.incidents.get(job.series)
-        counters = self.per_route[route_id]
-        counters["attempts"] += outcome.attempts
         if inc is None:
             return
+        counters = self.per_route[route_id]
         if outcome.ok:
-            counters["delivered"] += 1
             new = delivered(inc, route_id, job.action, wall_ms(), outcome.attempts)  # type: ignore[arg-type]
         elif job.repost:
             new = failed(inc, route_id, None, outcome.error or "", outcome.attempts)
         else:
-            counters["dead_lettered"] += 1
-            self.stats["dead_lettered"] += 1
             new = failed(inc, route_id, job.action, outcome.error or "", outcome.attempts)  # type: ignore[arg-type]
             record = {"reason": "undeliverable", "route": route_id, "kind": self.routes[route_id].kind,
                       "action": job.action, "incident": inc.dedup_key, "series": inc.series, "rule": inc.rule,
@@ -241,11 +238,17 @@ class Pager:
             log.error("alert could not be delivered; dead-lettered",
                       extra={"route": route_id, "incident": inc.dedup_key, "action": job.action,
                              "attempts": outcome.attempts, "error": outcome.error})
-        if not outcome.ok:
-            counters["failures"] += 1
-            self.per_route[route_id]["last_error_at"] = wall_ms()
         self.incidents[job.series] = new
         await self._persist({job.series: new})
+        # counted once the outcome is on the broker: what the status shows survives a crash
+        counters["attempts"] += outcome.attempts
+        if outcome.ok:
+            counters["delivered"] += 1
+        else:
+            counters["failures"] += 1
+            if not job.repost:
+                counters["dead_lettered"] += 1
+                self.stats["dead_lettered"] += 1
 
     async def _persist(self, changed: dict[str, Incident | None]) -> None:
         if not changed:
@@ -267,8 +270,12 @@ class Pager:
         return {
             "active": self.active, "alerts_position": self.position, "stats": dict(self.stats),
             "incidents": [incident_row(i) for i in self.incidents.values() if i.state != "resolved"],
+            # counters since this process started, and dead letters of the incidents kept (24 h; survives restarts)
             "routes": {rid: {"kind": r.route.kind, "queued": r.queue.qsize(), "busy": r.busy,
-                             "breaker": r.breaker.state, **self.per_route[rid]} for rid, r in self.runners.items()},
+                             "breaker": r.breaker.state, "delivered": 0, "dead_lettered": 0, **self.per_route[rid],
+                             "dead_lettered_kept": sum(1 for i in self.incidents.values()
+                                                       if rid in i.routes and i.routes[rid].dead)}
+                       for rid, r in self.runners.items()},
         }
 
 
