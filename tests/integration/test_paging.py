@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import subprocess
+import sys
 import time
 import uuid
 from decimal import Decimal
@@ -20,12 +22,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.codec import dumps, loads
 from schemas.control import ControlEvent, Scope
 from streams.emit.events import Emitted, alert
-from tests.integration.conftest import consume_all, event_json, msg, produce, run
+from tests.integration.conftest import ROOT, consume_all, event_json, msg, produce, run
 from tests.integration.paging_helpers import PagerProc, Receivers, wait_for
 
 PD_KEY = "pd-routing-key-7f3a9c"
 SLACK_PATH = "/slack/T0001/B0001/slacksecretpath42"
-HOOK_SECRET = "hook-secret-5e1d"
+HOOK_SECRET = "hook-secret-5e1d"  # noqa: S105 - a test secret, looked for in logs and topics
 ROUTES = """\
 flap_window: 2s
 routes:
@@ -122,8 +124,13 @@ def test_every_receiver_gets_one_trigger_and_one_resolve_across_a_pager_crash(pa
         [("budget", "open", ["am", "flaky", "pd", "slack"], ["hang"])]
     assert "hang: timeout after 0.5s" in listed[0]["last_error"]
 
+    listed_by_cli = subprocess.run([sys.executable, "-m", "streams", "alerts", "list", "--json"], env=pager.env,
+                                   cwd=ROOT, capture_output=True, timeout=60, check=True)
+    assert loads(listed_by_cli.stdout) == listed  # read from the incidents topic, as the pager sees them
+
     run(produce(broker.bootstrap, topic, [alert_message("resolved", "info", now + 2000)]))
-    wait_for(lambda: len(receivers.of("pd")) == 2 and len(receivers.of("flaky")) == 4 and len(receivers.of("slack")) == 3
+    wait_for(lambda: len(receivers.of("pd")) == 2 and len(receivers.of("flaky")) == 4
+             and len(receivers.of("slack")) == 3
              and any("endsAt" in r["json"][0] for r in receivers.of("am")), 30, "the resolves", pager.log_tail)
 
     # PagerDuty: exactly one trigger and one resolve, one dedup_key, the routing key from the environment
@@ -166,6 +173,33 @@ def test_every_receiver_gets_one_trigger_and_one_resolve_across_a_pager_crash(pa
     written += (pager.home / "pager.log").read_bytes()
     for secret in (PD_KEY, "slacksecretpath42", HOOK_SECRET):
         assert secret.encode() not in written
+
+
+def test_alerts_test_sends_a_trigger_and_a_resolve_through_one_route_and_prints_the_answers(pager_env, receivers):
+    env = pager_env().env
+
+    def alerts_test(route: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "streams", "alerts", "test", "--route", route], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    pd = alerts_test("pd")
+    assert pd.returncode == 0, pd.stderr
+    answer = '{"status":"success","message":"Event processed"}'
+    assert pd.stdout.splitlines() == [f"trigger: HTTP 202 after 1 attempt(s): {answer}",
+                                      f"resolve: HTTP 202 after 1 attempt(s): {answer}"]
+    sent = [r["json"] for r in receivers.of("pd")]
+    assert [p["event_action"] for p in sent] == ["trigger", "resolve"] and sent[0]["dedup_key"] == sent[1]["dedup_key"]
+    assert sent[0]["payload"]["summary"].startswith("[test] ")
+    flaky = alerts_test("flaky")
+    assert flaky.stdout.splitlines() == ["trigger: HTTP 200 after 3 attempt(s): thanks",
+                                         "resolve: HTTP 200 after 1 attempt(s): thanks"]
+    hang = alerts_test("hang")
+    assert hang.returncode == 1
+    assert hang.stdout.splitlines() == [f"{action}: no answer after 2 attempt(s): timeout after 0.5s"
+                                        for action in ("trigger", "resolve")]
+    unknown = alerts_test("nope")
+    assert (unknown.returncode, unknown.stdout) == (2, "")
+    assert unknown.stderr == "no route 'nope' in the routes file (routes: pd, flaky, slack, hang, am)\n"
 
 
 HANG_ROUTES = """\

@@ -99,8 +99,10 @@ def test_missing_secrets_are_named_by_variable_never_by_value(routes):
 
 def test_matching_and_quiet_hours(routes):
     pd, slack, am, hook = routes.routes
-    assert pd.match.matches("budget", "critical", "acme", "chat") and not pd.match.matches("budget", "warning", "acme", None)
-    assert slack.match.matches("spend_spike", "info", "x", None) and not slack.match.matches("retry_storm", "info", "x", None)
+    assert pd.match.matches("budget", "critical", "acme", "chat")
+    assert not pd.match.matches("budget", "warning", "acme", None)
+    assert slack.match.matches("spend_spike", "info", "x", None)
+    assert not slack.match.matches("retry_storm", "info", "x", None)
     assert am.match.matches("anything", "info", "x", None)
     assert hook.match.matches("r", "info", "acme", "chat") and not hook.match.matches("r", "info", "acme", None)
     quiet = slack.quiet_hours

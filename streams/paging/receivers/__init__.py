@@ -67,7 +67,8 @@ def notice_of(incident: Incident, action: Literal["trigger", "resolve"], now_ms:
     return Notice(action=action, dedup_key=incident.dedup_key, rule=incident.rule, severity=incident.severity,
                   summary=incident.summary, scope=incident.scope, scope_key=incident.scope_key,
                   observed=incident.observed, threshold=incident.threshold, policy_id=incident.policy_id,
-                  opened_ms=incident.opened_ms, now_ms=now_ms, dashboard_url=dashboard_link(grafana_url, incident.scope),
+                  opened_ms=incident.opened_ms, now_ms=now_ms,
+                  dashboard_url=dashboard_link(grafana_url, incident.scope),
                   flaps=incident.flaps, test=test)
 
 

@@ -41,4 +41,5 @@ def payload(notice: Notice, routing_key: str) -> dict[str, Any]:
 
 
 def build(notice: Notice, secrets: Secrets) -> Request:
-    return Request(secrets.get("url"), dumps(payload(notice, secrets.get("routing_key"))), {"Content-Type": "application/json"})
+    body = dumps(payload(notice, secrets.get("routing_key")))
+    return Request(secrets.get("url"), body, {"Content-Type": "application/json"})
