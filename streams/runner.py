@@ -7,13 +7,16 @@ import asyncio
 import gc
 import logging
 import signal
-import subprocess
 import sys
 import threading
+from typing import TYPE_CHECKING
 
-from streams.broker import CHILD, EmbeddedBroker, ensure_topics, partition_counts
+from streams.broker import EmbeddedBroker, ensure_topics, partition_counts
 from streams.logs import configure, logging_config
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.paging.supervisor import PagerSupervisor
 
 log = logging.getLogger("tokenbrake")
 
@@ -73,25 +76,18 @@ def run_worker(settings: Settings) -> int:
         return 0
     finally:
         if pager is not None:
-            stop_child(pager)
+            pager.stop()
         if broker is not None:
             broker.stop()
 
 
-def start_pager(settings: Settings, bootstrap: str) -> subprocess.Popen | None:
+def start_pager(settings: Settings, bootstrap: str) -> PagerSupervisor | None:
     """``tokenbrake pager`` beside the worker when a routes file is set (see streams.paging)."""
     if settings.paging_routes_path is None or not settings.pager_in_worker:
         return None
-    return subprocess.Popen([sys.executable, "-m", "streams", "pager", "--bootstrap", bootstrap], **CHILD)
+    from streams.paging.supervisor import PagerSupervisor
 
-
-def stop_child(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return PagerSupervisor(bootstrap).start()
 
 
 def run_broker(settings: Settings, port: int | None = None) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections import Counter
@@ -268,7 +269,7 @@ class Pager:
     # -- read side -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {
-            "active": self.active, "alerts_position": self.position, "stats": dict(self.stats),
+            "pid": os.getpid(), "active": self.active, "alerts_position": self.position, "stats": dict(self.stats),
             "incidents": [incident_row(i) for i in self.incidents.values() if i.state != "resolved"],
             # counters since this process started, and dead letters of the incidents kept (24 h; survives restarts)
             "routes": {rid: {"kind": r.route.kind, "queued": r.queue.qsize(), "busy": r.busy,

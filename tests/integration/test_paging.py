@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.codec import dumps, loads
 from schemas.control import ControlEvent, Scope
 from streams.emit.events import Emitted, alert
+from streams.status import fetch_status
 from tests.integration.conftest import ROOT, consume_all, event_json, msg, produce, run
 from tests.integration.paging_helpers import PagerProc, Receivers, wait_for
 
@@ -263,3 +265,16 @@ def test_decisions_do_not_wait_for_a_hanging_receiver(worker_env, receivers, bro
     hung = receivers.of("hang")
     assert len(hung) == 1 and hung[0]["json"]["state"] == "firing" and hung[0]["json"]["scope"]["tenant_id"] == "slow"
     assert HOOK_SECRET.encode() not in (worker.home / "worker.log").read_bytes()
+
+    # a pager that dies is started again by the worker
+    pager_url = f"http://127.0.0.1:{worker.env['TOKENBRAKE_PAGER_WEB_PORT']}/tokenbrake/pager"
+    first = fetch_status(pager_url)["pid"]
+    os.kill(first, signal.SIGKILL)
+
+    def restarted() -> bool:
+        try:
+            return fetch_status(pager_url)["pid"] != first
+        except OSError:
+            return False
+
+    wait_for(restarted, 30, "the worker to restart its pager", worker.log_tail)
