@@ -41,7 +41,7 @@ class RequestCostCaps:
                   state="firing",
                   summary=f"one call on {scope.key()} cost ${observed} (cap ${cap.max_usd}, user {user})",
                   observed=observed, threshold=cap.max_usd, dedup_key=f"request_cost_cap:{cap.id}:{key}",
-                  at_ms=ts_ms, policy_id=cap.id)
+                  at_ms=ts_ms, policy_id=cap.id, tenant_tier=tier)
 
     def expire(self, now_ms: int) -> None:
         """Resolve the alerts of days that are over; forget them a day later."""

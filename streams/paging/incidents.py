@@ -59,6 +59,7 @@ class Incident(BaseModel):
     policy_id: str | None = None
     scope: dict[str, str | None]
     scope_key: str
+    tenant_tier: str | None = None
     severity: Literal["info", "warning", "critical"]
     summary: str
     observed: str
@@ -89,7 +90,7 @@ def dedup_key_of(series: str) -> str:
 
 def _matching(routes: list[Route], inc: Incident) -> list[str]:
     tenant, feature = inc.scope.get("tenant_id") or "", inc.scope.get("feature_id")
-    return [r.id for r in routes if r.match.matches(inc.rule, inc.severity, tenant, feature)]
+    return [r.id for r in routes if r.match.matches(inc.rule, inc.severity, tenant, feature, inc.tenant_tier)]
 
 
 def _ts_ms(alert: AlertEvent) -> int:
@@ -110,8 +111,9 @@ def apply_alert(incident: Incident | None, alert: AlertEvent, routes: list[Route
     elif incident is None or incident.state == "resolved":  # past the flap window: a new incident
         inc = Incident(series=series_of(alert), dedup_key=dedup_key_of(series_of(alert)), rule=alert.rule,
                        policy_id=alert.policy_id, scope=alert.scope.model_dump(mode="json"),
-                       scope_key=alert.scope.key(), severity=alert.severity, summary=alert.summary,
-                       observed=str(alert.observed), threshold=str(alert.threshold), opened_ms=now_ms)
+                       scope_key=alert.scope.key(), tenant_tier=alert.tenant_tier, severity=alert.severity,
+                       summary=alert.summary, observed=str(alert.observed), threshold=str(alert.threshold),
+                       opened_ms=now_ms)
     else:
         inc = incident.model_copy(deep=True)
         if inc.state == "resolving":  # fired again within the flap window: the same incident
@@ -120,6 +122,7 @@ def apply_alert(incident: Incident | None, alert: AlertEvent, routes: list[Route
         if SEVERITIES.index(alert.severity) >= SEVERITIES.index(inc.severity):
             inc.severity = alert.severity  # escalation (a budget's 80% warning, then its 100%)
             inc.summary, inc.observed, inc.threshold = alert.summary, str(alert.observed), str(alert.threshold)
+        inc.tenant_tier = inc.tenant_tier or alert.tenant_tier
     inc.last_ts_ms = max(inc.last_ts_ms, ts)
     inc.recent_ids = [*inc.recent_ids, alert.alert_id][-RECENT_IDS:]
     if inc.state == "open":

@@ -5,7 +5,7 @@ Example::
     flap_window: 10m                           # a resolve waits this long before it is delivered
     routes:
       - id: pd-critical
-        match: {severity: critical}            # also rule, tenant, feature; a list means "any of"
+        match: {severity: critical}            # also rule, tenant, tenant_tier, feature; a list = any of
         pagerduty: {routing_key_env: TB_PD_KEY}
       - id: finops-slack
         match: {rule: [spend_spike, budget]}
@@ -56,17 +56,14 @@ class Match(BaseModel):
     feature: Names | None = None
     tenant_tier: Names | None = None
 
-    @model_validator(mode="after")
-    def _tier(self) -> Match:
-        if self.tenant_tier is not None:
-            raise ValueError("tenant_tier: alerts do not carry the tenant's tier yet; match on tenant instead")
-        return self
-
-    def matches(self, rule: str, severity: str, tenant: str, feature: str | None) -> bool:
+    def matches(self, rule: str, severity: str, tenant: str, feature: str | None, tier: str | None = None) -> bool:
+        """``tenant_tier`` matches only alerts that carry a tier (budgets and per-call caps do;
+        detectors judge tenants without knowing their tier)."""
         return ((self.severity is None or severity in self.severity)
                 and (self.rule is None or rule in self.rule)
                 and (self.tenant is None or tenant in self.tenant)
-                and (self.feature is None or (feature is not None and feature in self.feature)))
+                and (self.feature is None or (feature is not None and feature in self.feature))
+                and (self.tenant_tier is None or (tier is not None and tier in self.tenant_tier)))
 
 
 class QuietHours(BaseModel):

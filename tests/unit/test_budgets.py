@@ -24,7 +24,8 @@ def run(e, n, **kw):
 
 def test_escalation_emits_one_event_per_transition():
     e = engine(POLICY)
-    out = run(e, 25)
+    out = run(e, 25, tenant_tier="enterprise")
+    assert {a.tenant_tier for a in out.alerts} == {"enterprise"}
     assert [c.action for c in out.controls] == ["downgrade", "block"]
     assert out.controls[0].downgrade_to == "gpt-4o-mini"
     assert [(a.severity, a.state) for a in out.alerts] == [("warning", "firing"), ("critical", "firing"),
@@ -165,9 +166,9 @@ def test_with_no_policies_file_a_call_over_one_dollar_alerts_and_budgets_warn_at
     assert parse_policies("budgets: [{id: b, period: day, limit_usd: '10', warn_at: []}]").budgets[0].warn_at == []
     e = engine()
     assert e.detectors.config["spend_spike"].enabled and e.detectors._model("spend_spike", ("acme",)).day_factor == 2
-    out = run(e, 2, input_tokens=400_000, output_tokens=10_000)  # $1.10 each
-    assert [(a.rule, a.policy_id, a.observed) for a in out.alerts] == [("request_cost_cap", "default-1usd",
-                                                                         Decimal("1.1"))]
+    out = run(e, 2, input_tokens=400_000, output_tokens=10_000, tenant_tier="pro")  # $1.10 each
+    assert [(a.rule, a.policy_id, a.observed, a.tenant_tier) for a in out.alerts] == \
+        [("request_cost_cap", "default-1usd", Decimal("1.1"), "pro")]  # the tier: routes can match on it
 
 
 def test_unpriced_model_alerts_once():

@@ -35,6 +35,9 @@ routes:
     quiet_hours: {tz: Europe/Berlin, from: "22:00", to: "07:00", except_severity: critical}
   - id: am
     alertmanager: {url: http://alertmanager:9093}
+  - id: enterprise
+    match: {tenant_tier: enterprise}
+    webhook: {url_env: TB_HOOK_URL, secret_env: TB_HOOK_SECRET}
   - id: hook
     match: {tenant: acme, feature: chat}
     webhook: {url_env: TB_HOOK_URL, secret_env: TB_HOOK_SECRET}
@@ -46,13 +49,14 @@ NOON = 1_795_953_600_000  # 2026-11-29 12:00 UTC
 
 
 def alert(state: str = "firing", severity: str = "warning", rule: str = "budget", at: int = T0, feature: str = "chat",
-          policy: str | None = "acme-daily", n: int = 0) -> AlertEvent:
+          policy: str | None = "acme-daily", n: int = 0, tier: str | None = None) -> AlertEvent:
     from streams.emit.events import stable_id, ts_of
 
     scope = Scope(tenant_id="acme", feature_id=feature)
     return AlertEvent(alert_id=stable_id(rule, state, severity, at, n), ts=ts_of(at), rule=rule, scope=scope,
                       severity=severity, state=state, summary=f"{rule} {state}", observed=Decimal("52"),
-                      threshold=Decimal("50"), dedup_key=f"{rule}:{scope.key()}:{at}", policy_id=policy)
+                      threshold=Decimal("50"), dedup_key=f"{rule}:{scope.key()}:{at}", policy_id=policy,
+                      tenant_tier=tier)
 
 
 @pytest.fixture
@@ -98,7 +102,9 @@ def test_missing_secrets_are_named_by_variable_never_by_value(routes):
 
 
 def test_matching_and_quiet_hours(routes):
-    pd, slack, am, hook = routes.routes
+    pd, slack, am, enterprise, hook = routes.routes
+    assert enterprise.match.matches("budget", "info", "acme", None, "enterprise")
+    assert not enterprise.match.matches("budget", "info", "acme", None, None)  # detectors carry no tier
     assert pd.match.matches("budget", "critical", "acme", "chat")
     assert not pd.match.matches("budget", "warning", "acme", None)
     assert slack.match.matches("spend_spike", "info", "x", None)
@@ -115,6 +121,7 @@ def test_one_incident_while_it_fires_and_a_redelivered_alert_changes_nothing(rou
     first = alert()
     inc = apply_alert(None, first, routes.routes, T0)
     assert inc.state == "open" and sorted(inc.routes) == ["am", "finops-slack", "hook"]
+    assert "enterprise" in apply_alert(None, alert(tier="enterprise"), routes.routes, T0).routes
     assert apply_alert(inc, first, routes.routes, T0 + 1000) is None  # the same alert again
     assert apply_alert(inc, alert(n=1, at=T0 - 60_000), routes.routes, T0) is None  # older than what was applied
     repeat = apply_alert(inc, alert(at=T0 + 60_000, n=2), routes.routes, T0 + 60_000)
