@@ -246,3 +246,103 @@ def test_backoff_is_exponential_with_full_jitter_from_the_injected_rng():
     headers: dict[str, Any] = {"Retry-After": "3"}
     assert retry_after_s(headers) == 3 and retry_after_s({"Retry-After": "soon"}) is None
     assert retry_after_s({"Retry-After": "99999"}) == 120
+
+
+# -- the delivery runner, with a scripted receiver and recorded sleeps -------------------------------
+class Answer:
+    def __init__(self, status: int, text: str = "", headers: dict[str, str] | None = None) -> None:
+        self.status, self._text, self.headers = status, text, headers or {}
+
+    async def text(self, errors: str = "strict") -> str:
+        return self._text
+
+    async def __aenter__(self) -> Answer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class ScriptedSession:
+    """Answers each post with the next scripted answer (``None``: never answers)."""
+
+    def __init__(self, script: list[Answer | None]) -> None:
+        self.script, self.posted = list(script), []
+
+    def post(self, url: str, data: bytes, headers: dict[str, str], **kw: Any) -> Any:
+        self.posted.append(data)
+        answer = self.script.pop(0)
+        if answer is None:
+            return Hang()
+        return answer
+
+
+class Hang:
+    async def __aenter__(self) -> None:
+        import asyncio
+
+        await asyncio.Event().wait()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def runner_for(script: list[Answer | None], route_yaml: str, sleeps: list[float]) -> Any:
+    from streams.paging.delivery import RouteRunner
+
+    routes = parse_routes(route_yaml)
+    secrets = read_secrets(routes, ENV)
+    route = routes.routes[0]
+
+    async def sleep(s: float) -> None:
+        sleeps.append(s)
+
+    async def done(*_: Any) -> None:
+        return None
+
+    return RouteRunner(route, secrets[route.id], ScriptedSession(script), random.Random(3), done, queue_max=2,
+                       sleep=sleep)
+
+
+def a_notice() -> Any:
+    from streams.paging.receivers import notice_of
+
+    return notice_of(apply_alert(None, alert(), [], NOON), "trigger", NOON, "http://g")
+
+
+PD_ROUTE = "routes:\n  - {id: pd, pagerduty: {routing_key_env: TB_PD_KEY}, rate_per_minute: 6000, max_attempts: 4}\n"
+
+
+async def test_retries_with_jittered_backoff_and_honours_retry_after():
+    sleeps: list[float] = []
+    runner = runner_for([Answer(500), Answer(429, "slow down", {"Retry-After": "7"}), Answer(202, "ok")], PD_ROUTE,
+                        sleeps)
+    outcome = await runner.deliver(a_notice(), 4)
+    assert (outcome.ok, outcome.attempts, outcome.status) == (True, 3, 202)
+    waits = [s for s in sleeps if s > 0.01]  # (the rate limit at 100/s waits ~0.01 between attempts)
+    rng = random.Random(3)
+    assert waits == [backoff_s(1, rng), 7.0]  # jitter from the injected RNG, then the receiver's Retry-After
+
+
+async def test_a_4xx_is_final_and_answers_never_carry_a_secret():
+    sleeps: list[float] = []
+    runner = runner_for([Answer(400, "invalid routing_key pd-secret-key")], PD_ROUTE, sleeps)
+    outcome = await runner.deliver(a_notice(), 4)
+    assert (outcome.ok, outcome.final, outcome.attempts) == (False, True, 1)
+    assert outcome.error == "HTTP 400: invalid routing_key ***" and "pd-secret-key" not in outcome.answer
+
+
+async def test_a_hanging_receiver_costs_one_timeout_per_attempt_then_gives_up():
+    sleeps: list[float] = []
+    route = "routes:\n  - {id: pd, pagerduty: {routing_key_env: TB_PD_KEY}, timeout_s: 0.05, max_attempts: 2}\n"
+    runner = runner_for([None, None], route, sleeps)
+    outcome = await runner.deliver(a_notice(), 2)
+    assert (outcome.ok, outcome.attempts, outcome.error) == (False, 2, "timeout after 0.05s")
+
+
+def test_the_route_queue_is_bounded():
+    from streams.paging.delivery import Job
+
+    runner = runner_for([], PD_ROUTE, [])
+    job = Job("s", "pd", "trigger", a_notice())
+    assert runner.offer(job) and runner.offer(job) and not runner.offer(job)
