@@ -32,6 +32,8 @@ State = Literal["open", "resolving", "resolved"]
 Action = Literal["trigger", "resolve"]
 RECENT_IDS = 16  # alert ids remembered per incident: a redelivered alert changes nothing
 KEEP_RESOLVED_MS = 24 * 3_600_000  # resolved incidents are kept this long (redelivery guard), then deleted
+#: a firing alert this old opens no incident: history read by a pager's first start, not news
+STALE_MS = KEEP_RESOLVED_MS
 #: Alertmanager forgets an alert not re-posted within resolve_timeout (5 min default)
 AM_REPOST_MS = 60_000
 AM_RESOLVED_FOR_MS = 5 * 60_000
@@ -109,6 +111,8 @@ def apply_alert(incident: Incident | None, alert: AlertEvent, routes: list[Route
         inc = incident.model_copy(deep=True)
         inc.state, inc.resolving_ms = "resolving", now_ms
     elif incident is None or incident.state == "resolved":  # past the flap window: a new incident
+        if now_ms - ts > STALE_MS:
+            return None
         inc = Incident(series=series_of(alert), dedup_key=dedup_key_of(series_of(alert)), rule=alert.rule,
                        policy_id=alert.policy_id, scope=alert.scope.model_dump(mode="json"),
                        scope_key=alert.scope.key(), tenant_tier=alert.tenant_tier, severity=alert.severity,
@@ -149,8 +153,8 @@ def pending(incident: Incident, route: Route, now_ms: int) -> Action | None:
         return None
     if incident.state == "resolved":
         return "resolve" if d.sent == "trigger" and d.dead != "resolve" else None
-    if d.sent == "trigger" or d.dead == "trigger":
-        return None
+    if incident.state == "resolving" or d.sent == "trigger" or d.dead == "trigger":
+        return None  # (a route not yet paged is not paged for an incident that has ended)
     if route.quiet_hours is not None and route.quiet_hours.holds(now_ms, incident.severity):
         return None
     return "trigger"

@@ -87,6 +87,9 @@ async def read_incidents(bootstrap: str, topic: str) -> dict[str, Incident]:
 
 
 class _Takeover(ConsumerRebalanceListener):
+    """On assignment the run loop reloads the incidents (another pager may have written some
+    since) and rewinds to the committed offsets before it applies another alert."""
+
     def __init__(self, pager: Pager) -> None:
         self.pager = pager
 
@@ -94,9 +97,8 @@ class _Takeover(ConsumerRebalanceListener):
         self.pager.active = False
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        if assigned:  # another pager may have written incidents since we last read them
-            self.pager.incidents = await read_incidents(self.pager.bootstrap, self.pager.settings.topic_incidents)
-            self.pager.active = True
+        self.pager.active = False
+        self.pager.takeover = set(assigned)
 
 
 class Pager:
@@ -111,7 +113,8 @@ class Pager:
         self.incidents: dict[str, Incident] = {}
         self.inflight: set[tuple[str, str]] = set()  # (series, route id) queued or being delivered
         self.active = False
-        self.position: int | None = None  # next offset of the alerts topic to read (one partition)
+        self.takeover: set[TopicPartition] | None = None  # assigned, incidents not reloaded yet
+        self.position: int | None = None  # alerts read (next offsets of the alerts topic, summed)
         self.stats: Counter[str] = Counter()
         self.per_route: dict[str, Counter[str]] = {rid: Counter() for rid in self.routes}
         self.runners: dict[str, RouteRunner] = {}
@@ -155,6 +158,9 @@ class Pager:
         assert self.consumer is not None
         while not stop.is_set():
             batch = await self.consumer.getmany(timeout_ms=500, max_records=500)
+            if self.takeover is not None:  # (what was fetched meanwhile is read again after the rewind)
+                await self._take_over()
+                continue
             if self.active:
                 changed: dict[str, Incident | None] = {}
                 for records in batch.values():
@@ -163,10 +169,33 @@ class Pager:
                 await self._persist(changed)  # 2. before 3.
                 if batch:
                     await self.consumer.commit()  # 3.
-                await self.tick()  # 4. (and the flap window, re-posts, expiry)
-                tp = TopicPartition(self.settings.topic_alerts, 0)
-                if tp in self.consumer.assignment():
-                    self.position = await self.consumer.position(tp)
+                await self.tick(deliver=await self._caught_up())  # 4. (and the flap window, re-posts, expiry)
+
+    async def _take_over(self) -> None:
+        assert self.consumer is not None and self.takeover is not None
+        assigned, self.takeover = self.takeover, None
+        self.incidents = await read_incidents(self.bootstrap, self.settings.topic_incidents)
+        for tp in assigned:
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+        self.active = bool(assigned) and self.takeover is None
+        log.info("incidents loaded", extra={"incidents": len(self.incidents), "partitions": len(assigned)})
+
+    async def _caught_up(self) -> bool:
+        """Whether every alert on the topic has been applied. Deliveries wait for it: a pager
+        reading a backlog (its first start, or after an outage) pages for what is open at
+        the end of it, not for each incident that fired and resolved meanwhile."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        positions = {tp: await self.consumer.position(tp) for tp in assigned}
+        self.position = sum(positions.values())
+        ends = {tp: self.consumer.highwater(tp) for tp in assigned}
+        return all(end is not None and positions[tp] >= end for tp, end in ends.items())
 
     # -- alerts in -------------------------------------------------------------------------------
     async def _on_record(self, rec: Any, changed: dict[str, Incident | None]) -> None:
@@ -185,7 +214,7 @@ class Pager:
         self.incidents[series] = new
         changed[series] = new
 
-    async def tick(self) -> None:
+    async def tick(self, deliver: bool = True) -> None:
         self.stats["ticks"] += 1
         now = wall_ms()
         changed: dict[str, Incident | None] = {}
@@ -197,7 +226,10 @@ class Pager:
                 del self.incidents[series]
                 changed[series] = None  # a tombstone: the topic forgets it too
         await self._persist(changed)
-        self.reconcile(now)
+        if deliver:
+            self.reconcile(now)
+        else:
+            self.stats["ticks_catching_up"] += 1
 
     def reconcile(self, now: int) -> None:
         for series, inc in self.incidents.items():

@@ -82,10 +82,10 @@ def pager_env(broker, tmp_path: Path, receivers: Receivers):  # noqa: ANN201
         proc.stop()
 
 
-def alert_message(state: str, severity: str, at_ms: int) -> tuple[bytes, bytes]:
+def alert_message(state: str, severity: str, at_ms: int, tenant: str = "acme") -> tuple[bytes, bytes]:
     """An AlertEvent exactly as the worker publishes it (streams.emit.events.alert)."""
     out = Emitted()
-    scope = Scope(tenant_id="acme", feature_id="chat")
+    scope = Scope(tenant_id=tenant, feature_id="chat")
     alert(out, rule="budget", scope=scope, severity=severity, state=state, summary=f"acme/chat budget {state}",
           observed=Decimal("52.5"), threshold=Decimal("50"), dedup_key=f"budget:acme-daily:{scope.key()}:day:x",
           at_ms=at_ms, policy_id="acme-daily")
@@ -202,6 +202,27 @@ def test_alerts_test_sends_a_trigger_and_a_resolve_through_one_route_and_prints_
     unknown = alerts_test("nope")
     assert (unknown.returncode, unknown.stdout) == (2, "")
     assert unknown.stderr == "no route 'nope' in the routes file (routes: pd, flaky, slack, hang, am)\n"
+
+
+def test_a_backlog_pages_only_for_what_is_still_open_at_its_end(pager_env, receivers, broker):
+    pager = pager_env()
+    topic = pager.env["TOKENBRAKE_TOPIC_ALERTS"]
+    now = int(time.time() * 1000)
+    backlog = []  # more than one fetch: 400 incidents that fired and resolved while no pager ran
+    for i in range(400):
+        backlog += [alert_message("firing", "critical", now - 600_000 + i, f"gone-{i}"),
+                    alert_message("resolved", "info", now - 300_000 + i, f"gone-{i}")]
+    backlog.append(alert_message("firing", "critical", now - 60_000, "still-open"))
+    run(produce(broker.bootstrap, topic, backlog))
+    pager.start()
+    wait_for(lambda: len(receivers.of("pd")) >= 1, 60, "the page for the open incident",
+             lambda: str({k: v for k, v in pager.status().items() if k != "incidents"}))
+    still_open = ["tenant=still-open/feature=chat/user=*/model=*"]
+    wait_for(lambda: [i["scope"] for i in pager.status()["incidents"]] == still_open, 30, "the resolved ones to close",
+             pager.log_tail)
+    assert pager.status()["stats"]["ticks_catching_up"] >= 1  # it did read the backlog in more than one batch
+    assert [(r["json"]["event_action"], r["json"]["payload"]["component"]) for r in receivers.of("pd")] == \
+        [("trigger", "still-open")]
 
 
 HANG_ROUTES = """\

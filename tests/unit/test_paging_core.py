@@ -173,6 +173,14 @@ def test_a_restart_derives_what_is_missing_from_the_persisted_record(routes):
     assert pending(back, routes.route("am"), NOON) == "resolve"  # never forgotten
 
 
+def test_an_incident_that_ended_before_a_route_was_paged_never_pages_it(routes):
+    inc = apply_alert(None, alert(), routes.routes, NOON)
+    resolving = apply_alert(inc, alert("resolved", "info", at=NOON + 1), routes.routes, NOON + 1)
+    assert pending(resolving, routes.route("am"), NOON + 1) is None
+    resolved = advance(resolving, NOON + 1 + routes.flap_window_ms, routes.flap_window_ms)
+    assert pending(resolved, routes.route("am"), NOON + 1 + routes.flap_window_ms) is None
+
+
 def test_quiet_hours_hold_a_trigger_and_one_resolved_meanwhile_is_never_sent(routes):
     slack = routes.route("finops-slack")
     inc = apply_alert(None, alert(), routes.routes, T0)
@@ -346,3 +354,8 @@ def test_the_route_queue_is_bounded():
     runner = runner_for([], PD_ROUTE, [])
     job = Job("s", "pd", "trigger", a_notice())
     assert runner.offer(job) and runner.offer(job) and not runner.offer(job)
+
+
+def test_a_day_old_firing_alert_opens_no_incident(routes):
+    assert apply_alert(None, alert(at=NOON - 24 * 3_600_000 - 1), routes.routes, NOON) is None
+    assert apply_alert(None, alert(at=NOON - 3_600_000), routes.routes, NOON) is not None  # an outage's backlog
