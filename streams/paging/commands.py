@@ -71,6 +71,8 @@ def test_incident(route_id: str, now_ms: int) -> Incident:
 async def send_test(settings: Settings, route_id: str, now_ms: int) -> list[tuple[str, Any]]:
     """Trigger then resolve a test incident through one route; what the receiver answered."""
     routes, secrets = load_checked(settings)
+    if not routes.routes:
+        raise RoutesError("no routes: set TOKENBRAKE_PAGING_ROUTES_PATH to a routes file")
     route = routes.route(route_id)
     incident = test_incident(route_id, now_ms)
 
@@ -110,9 +112,14 @@ def cmd_alerts_list(settings: Settings, bootstrap: str, as_json: bool) -> int:
     from rich.table import Table
 
     from schemas.codec import dumps
+    from streams.broker import ensure_topics
     from streams.paging.pager import incident_row, read_incidents
 
-    incidents = asyncio.run(read_incidents(bootstrap, settings.topic_incidents))
+    async def read() -> dict[str, Incident]:
+        await ensure_topics(bootstrap, {settings.topic_incidents: 1}, {settings.topic_incidents})  # as the pager does
+        return await read_incidents(bootstrap, settings.topic_incidents)
+
+    incidents = asyncio.run(read())
     rows = [incident_row(i) for i in sorted(incidents.values(), key=lambda i: i.opened_ms) if i.state != "resolved"]
     if as_json:
         sys.stdout.write(dumps(rows).decode() + "\n")
