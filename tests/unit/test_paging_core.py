@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from decimal import Decimal
 from typing import Any
@@ -359,3 +360,21 @@ def test_the_route_queue_is_bounded():
 def test_a_day_old_firing_alert_opens_no_incident(routes):
     assert apply_alert(None, alert(at=NOON - 24 * 3_600_000 - 1), routes.routes, NOON) is None
     assert apply_alert(None, alert(at=NOON - 3_600_000), routes.routes, NOON) is not None  # an outage's backlog
+
+
+def test_the_worker_refuses_to_start_on_a_bad_routes_file_naming_line_field_and_variable(tmp_path, monkeypatch, capsys):
+    from streams.cli import main
+
+    for name in [k for k in os.environ if k.startswith("TOKENBRAKE_") or k.startswith("TB_")]:
+        monkeypatch.delenv(name)
+    path = tmp_path / "routes.yaml"
+    path.write_text(ROUTES.replace("severity: critical", "severity: urgent"))
+    monkeypatch.setenv("TOKENBRAKE_PAGING_ROUTES_PATH", str(path))
+    assert main(["run"]) == 2
+    assert f"{path}:4: routes.0.match.severity.0: Input should be" in capsys.readouterr().err
+    path.write_text(ROUTES)
+    monkeypatch.setenv("TB_PD_KEY", "pd-secret-key")
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "route finops-slack: environment variable TB_SLACK_URL (url) is not set" in err
+    assert "pd-secret-key" not in err
