@@ -130,3 +130,4 @@ class AlertEvent(BaseModel):
     threshold: Decimal
     dedup_key: str
     policy_id: str | None = None
+    tenant_tier: Id | None = None  # when the rule knew it (budgets, per-call caps): routes can match on it

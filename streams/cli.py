@@ -1,4 +1,4 @@
-"""``tokenbrake``: run, broker, replay, status, backtest, demo, control."""
+"""``tokenbrake``: run, broker, replay, status, backtest, demo, control, pager, alerts."""
 
 from __future__ import annotations
 
@@ -48,6 +48,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from streams.worker import build_engine
 
         build_engine(settings)  # policies, overrides and fallback checked before anything starts
+        if settings.paging_routes_path is not None:
+            from streams.paging.commands import load_checked
+
+            load_checked(settings)  # the routes file and the secrets it names, before the pager starts
     except (PolicyError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -290,6 +294,25 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
+def cmd_pager(args: argparse.Namespace) -> int:
+    from streams.paging.commands import run_pager
+
+    settings = _settings()
+    return run_pager(settings, _bootstrap(args, settings, "pager"))
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from streams.paging.commands import cmd_alerts_list, cmd_alerts_test
+
+    settings = _settings()
+    if args.action == "test":
+        if not args.route:
+            print("alerts test needs --route ID (a route of the routes file)", file=sys.stderr)
+            return 2
+        return cmd_alerts_test(settings, args.route)
+    return cmd_alerts_list(settings, _bootstrap(args, settings, "alerts list"), args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -377,6 +400,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", type=int, default=5000, help="background events/s during the latency probes")
     p.add_argument("--json", action="store_true", help="print the results as JSON (progress on stderr)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("pager", help="deliver alerts to the routes file's receivers (`run` starts one itself)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap (default TOKENBRAKE_KAFKA_BOOTSTRAP)")
+    p.set_defaults(func=cmd_pager)
+
+    p = sub.add_parser("alerts", help="send a test alert through a route, or list open incidents")
+    p.add_argument("action", choices=["test", "list"], help="test: trigger then resolve through one route; "
+                   "list: open incidents")
+    p.add_argument("--route", help="route id (alerts test)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap (default TOKENBRAKE_KAFKA_BOOTSTRAP)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_alerts)
 
     p = sub.add_parser("demo", help="the whole loop on the embedded stack, in under 3 minutes")
     p.add_argument("--speed", type=float, default=60.0,

@@ -9,11 +9,15 @@ import logging
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from streams.broker import EmbeddedBroker, ensure_topics, partition_counts
 from streams.logs import configure, logging_config
 from streams.settings import Settings
 from streams.status import remove_worker_file, write_worker_file
+
+if TYPE_CHECKING:
+    from streams.paging.supervisor import PagerSupervisor
 
 log = logging.getLogger("tokenbrake")
 
@@ -53,7 +57,7 @@ def run_worker(settings: Settings) -> int:
 
     configure(settings.log_level)
     prepare_home(settings)
-    broker = None
+    broker = pager = None
     bootstrap = settings.kafka_bootstrap
     if not bootstrap and settings.kafka_security_protocol != "PLAINTEXT":
         log.error("the embedded broker speaks PLAINTEXT only: set TOKENBRAKE_KAFKA_BOOTSTRAP for %s",
@@ -73,6 +77,7 @@ def run_worker(settings: Settings) -> int:
             return 2
         if settings.uses_dev_key:
             log.warning("control events are signed with the development key: set TOKENBRAKE_CONTROL_SIGNING_KEYS")
+        pager = start_pager(settings, bootstrap)  # its own process: it never delays a decision
         asyncio.set_event_loop(asyncio.new_event_loop())
         runtime = Runtime(settings, bootstrap)
         gc.freeze()  # everything imported and built so far lives as long as the process
@@ -91,8 +96,19 @@ def run_worker(settings: Settings) -> int:
             remove_worker_file(settings.home)
         return 0
     finally:
+        if pager is not None:
+            pager.stop()
         if broker is not None:
             broker.stop()
+
+
+def start_pager(settings: Settings, bootstrap: str) -> PagerSupervisor | None:
+    """``tokenbrake pager`` beside the worker when a routes file is set (see streams.paging)."""
+    if settings.paging_routes_path is None or not settings.pager_in_worker:
+        return None
+    from streams.paging.supervisor import PagerSupervisor
+
+    return PagerSupervisor(bootstrap).start()
 
 
 def run_broker(settings: Settings, port: int | None = None) -> int:

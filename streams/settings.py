@@ -23,7 +23,7 @@ from streams.aggregate.periods import parse_duration_minutes
 DEV_SIGNING_KEY = "default:tokenbrake-dev-key-change-me"
 #: A shorter HMAC secret is guessable; "nocolon" was once accepted as a 7-character secret.
 MIN_SECRET_CHARS = 16
-_TOPICS = ("topic_usage", "topic_dlq", "topic_control", "topic_alerts")
+_TOPICS = ("topic_usage", "topic_dlq", "topic_control", "topic_alerts", "topic_incidents", "topic_alerts_dlq")
 
 
 def signing_keys_problem(spec: str) -> str | None:
@@ -49,8 +49,8 @@ def cross_field_problems(values: dict[str, Any]) -> list[str]:
             problems.append("sink_flush_rows must not exceed sink_max_buffer_rows")
     except (TypeError, ValueError):
         pass  # reported as a field error
-    if len({str(values[name]) for name in _TOPICS}) != 4:
-        problems.append("the four topics (topic_usage, topic_dlq, topic_control, topic_alerts) must be distinct")
+    if len({str(values[name]) for name in _TOPICS}) != len(_TOPICS):
+        problems.append(f"the topics must be distinct ({', '.join(_TOPICS)})")
     return problems
 
 
@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     price_overrides_path: Path | None = None
     unpriced_fallback_model: str | None = Field(
         None, description="provider:model used to price unknown models; unset = the provider's highest price")
+
+    # paging (streams/paging): routes file; secrets come from the environment variables it names
+    paging_routes_path: Path | None = None
+    topic_incidents: str = Field("tokenbrake.pager.incidents", description="compacted: one record per incident")
+    topic_alerts_dlq: str = "tokenbrake.alerts.dlq"
+    pager_in_worker: bool = Field(True, description="`tokenbrake run` starts the pager process when routes are set")
+    pager_web_port: int = Field(6067, ge=1, le=65535)
+    grafana_url: str = "http://localhost:3000"
 
     # control signing: "key_id:secret[,key_id:secret]"; the first key signs, all verify
     control_signing_keys: SecretStr = SecretStr(DEV_SIGNING_KEY)
@@ -143,7 +151,7 @@ class Settings(BaseSettings):
                              "later than that would reopen an expired day with a partial total)")
         return v
 
-    @field_validator("policies_path", "price_overrides_path")
+    @field_validator("policies_path", "price_overrides_path", "paging_routes_path")
     @classmethod
     def _existing_file(cls, v: Path | None) -> Path | None:
         if v is not None and not Path(v).is_file():

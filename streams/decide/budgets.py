@@ -146,7 +146,7 @@ class BudgetEvaluator:
                     vec = self.agg.get(band[1])
                     if (vec[COST] if vec else 0) < band[2]:
                         continue  # below the next threshold: the level cannot have changed
-            self._evaluate(c, agg_scope, (tenant, feature, user, model), ts_ms, now_ms, partition)
+            self._evaluate(c, agg_scope, (tenant, feature, user, model), ts_ms, now_ms, partition, tier)
 
     def _period(self, c: _Compiled, now_ms: int) -> int:
         if c.rolling is not None:
@@ -166,7 +166,7 @@ class BudgetEvaluator:
         return vec[COST] if vec else 0
 
     def _evaluate(self, c: _Compiled, agg_scope: str, scope: Scope | tuple[str, str, str, str], at_ms: int,
-                  now_ms: int, partition: int | None) -> None:
+                  now_ms: int, partition: int | None, tier: str | None = None) -> None:
         skey = f"b|{c.policy.id}|{agg_scope}"
         period = self._period(c, now_ms)
         state = self.store.get(skey)
@@ -186,10 +186,10 @@ class BudgetEvaluator:
         step = self._step(c, new_level)
         wish = [step.action, step.to_model, step.max_rps] if step else None
         self.store.set(skey, [period, new_level, c.fingerprint, scope.model_dump(mode="json"), wish], partition)
-        self._transition(c, scope, agg_scope, level, new_level, spend, at_ms, now_ms)
+        self._transition(c, scope, agg_scope, level, new_level, spend, at_ms, now_ms, tier=tier)
 
     def _transition(self, c: _Compiled, scope: Scope, agg_scope: str, old: int, new: int, spend: int,
-                    at_ms: int, now_ms: int, period_label: str | None = None) -> None:
+                    at_ms: int, now_ms: int, period_label: str | None = None, tier: str | None = None) -> None:
         p = c.policy
         label = period_label or self._label(c, now_ms)
         idx = max(new, old) - 1
@@ -206,7 +206,8 @@ class BudgetEvaluator:
             alert(self.out, rule="budget", scope=scope, severity="critical" if exceeded else "warning",
                   state="firing", summary=f"{scope.key()} at {pct}% of {p.id} ({dollars(observed)} of "
                                           f"{dollars(p.limit_usd)}, {label})",
-                  observed=observed, threshold=threshold, dedup_key=dedup, at_ms=at_ms, policy_id=p.id)
+                  observed=observed, threshold=threshold, dedup_key=dedup, at_ms=at_ms, policy_id=p.id,
+                  tenant_tier=tier)
         step = self._step(c, new)
         wish = None
         if step is not None:

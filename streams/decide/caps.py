@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from detectors.request_cost_cap import RequestCostCap as CapDetector
 from schemas.control import Scope
 from streams.aggregate.periods import day_of
@@ -12,7 +14,11 @@ from streams.price.rates import nanos_to_usd, usd_to_nanos
 
 
 class RequestCostCaps:
-    """Alert when one call costs more than a cap: once per tenant x feature x model per day."""
+    """Alert when one call costs more than a cap: once per tenant x feature x model per day,
+    resolved when that (UTC) day is over, so that a pager closes the incident it opened.
+
+    Store value per key: ``{"day", "scope": [tenant, feature, model], "resolved"}`` (a bare
+    day number in states written before resolves existed: expired without a resolve)."""
 
     def __init__(self, caps: list[RequestCostCap], store: Store, out: Emitted) -> None:
         self._caps = [(cap, CapDetector(max_nanos=usd_to_nanos(cap.max_usd))) for cap in caps]
@@ -27,7 +33,7 @@ class RequestCostCaps:
             key = f"c|{cap.id}|{tenant}|{feature}|{model}|{day}"
             if key in self.store:
                 continue
-            self.store.set(key, day, partition)
+            self.store.set(key, {"day": day, "scope": [tenant, feature, model], "resolved": False}, partition)
             scope = Scope(tenant_id=tenant, feature_id=feature, model=model)
             observed = nanos_to_usd(cost)
             alert(self.out, rule="request_cost_cap", scope=scope,
@@ -35,12 +41,24 @@ class RequestCostCaps:
                   state="firing",
                   summary=f"one call on {scope.key()} cost ${observed} (cap ${cap.max_usd}, user {user})",
                   observed=observed, threshold=cap.max_usd, dedup_key=f"request_cost_cap:{cap.id}:{key}",
-                  at_ms=ts_ms, policy_id=cap.id)
+                  at_ms=ts_ms, policy_id=cap.id, tenant_tier=tier)
 
     def expire(self, now_ms: int) -> None:
-        oldest = day_of(now_ms) - 1
-        for key in [k for k, v in self.store.items() if k.startswith("c|") and v < oldest]:
-            self.store.delete(key)
+        """Resolve the alerts of days that are over; forget them a day later."""
+        today = day_of(now_ms)
+        for key, value in [(k, v) for k, v in self.store.items() if k.startswith("c|")]:
+            day = value if isinstance(value, int) else value["day"]
+            if day < today - 1:
+                self.store.delete(key)
+            elif day < today and isinstance(value, dict) and not value["resolved"]:
+                self.store.set(key, {**value, "resolved": True})
+                tenant, feature, model = value["scope"]
+                cap_id = key.split("|", 2)[1]
+                scope = Scope(tenant_id=tenant, feature_id=feature, model=model)
+                alert(self.out, rule="request_cost_cap", scope=scope, severity="info", state="resolved",
+                      summary=f"the day of the expensive call on {scope.key()} is over (cap {cap_id})",
+                      observed=Decimal(0), threshold=Decimal(0), dedup_key=f"request_cost_cap:{cap_id}:{key}",
+                      at_ms=now_ms, policy_id=cap_id)
 
 
 class UnpricedModels:

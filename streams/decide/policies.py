@@ -7,11 +7,11 @@ Example::
         scope: {tenant: acme}               # tenant "*" = each tenant; optional feature|user|model, tier
         period: day                         # day | month | rolling:<30m|1h|7d>
         limit_usd: "50.00"
-        warn_at: [0.8, 0.95]                # alert only (warning)
+        warn_at: [0.8, 0.95]                # alert only (warning); default [0.8], [] for none
         on_exceed:                          # escalation steps, by fraction of the limit
           - {at: 1.0, action: downgrade, to_model: gpt-4o-mini}
           - {at: 1.25, action: block}
-    request_cost_caps:
+    request_cost_caps:                      # default: one cap of $1.00 on every tenant ([] for none)
       - {id: one-dollar-call, scope: {tenant: "*"}, max_usd: "1.00"}
 """
 
@@ -99,7 +99,7 @@ class BudgetPolicy(BaseModel):
     scope: PolicyScope = PolicyScope()
     period: str
     limit_usd: Money
-    warn_at: list[Fraction] = []
+    warn_at: list[Fraction] = [Decimal("0.8")]  # every budget warns at 80% unless it says otherwise
     on_exceed: list[Step] = []
     action: Step | None = None  # shorthand for on_exceed: [action]
 
@@ -152,11 +152,16 @@ class RequestCostCap(BaseModel):
     max_usd: Money
 
 
+#: on by default (the seeds' hard alert "a single call over $1"); a policies file's own
+#: ``request_cost_caps`` replace it, ``request_cost_caps: []`` turns it off
+DEFAULT_REQUEST_COST_CAP = RequestCostCap(id="default-1usd", max_usd=Decimal("1.00"))
+
+
 class PoliciesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     budgets: list[BudgetPolicy] = []
-    request_cost_caps: list[RequestCostCap] = []
+    request_cost_caps: list[RequestCostCap] = [DEFAULT_REQUEST_COST_CAP]
     detectors: dict[str, dict[str, Any]] = {}
     #: models with no price in the catalog or the overrides that may still be named (self-hosted,
     #: private deployments): the explicit opt-out of the start-up check (see decide.named_models)

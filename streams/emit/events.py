@@ -126,8 +126,9 @@ class ControlBoard:
 
 
 def alert(out: Emitted, *, rule: str, scope: Scope, severity: str, state: str, summary: str,
-          observed: Decimal, threshold: Decimal, dedup_key: str, at_ms: int, policy_id: str | None = None) -> None:
+          observed: Decimal, threshold: Decimal, dedup_key: str, at_ms: int, policy_id: str | None = None,
+          tenant_tier: str | None = None) -> None:
     out.alerts.append(AlertEvent(
         alert_id=stable_id(dedup_key, state, severity, at_ms), ts=ts_of(at_ms), rule=rule, scope=scope,
         severity=severity, state=state, summary=summary, observed=observed, threshold=threshold,
-        dedup_key=dedup_key, policy_id=policy_id))
+        dedup_key=dedup_key, policy_id=policy_id, tenant_tier=tenant_tier))

@@ -24,7 +24,8 @@ def run(e, n, **kw):
 
 def test_escalation_emits_one_event_per_transition():
     e = engine(POLICY)
-    out = run(e, 25)
+    out = run(e, 25, tenant_tier="enterprise")
+    assert {a.tenant_tier for a in out.alerts} == {"enterprise"}
     assert [c.action for c in out.controls] == ["downgrade", "block"]
     assert out.controls[0].downgrade_to == "gpt-4o-mini"
     assert [(a.severity, a.state) for a in out.alerts] == [("warning", "firing"), ("critical", "firing"),
@@ -135,6 +136,39 @@ request_cost_caps:
     out = run(e, 3, input_tokens=200_000, output_tokens=10_000)  # $0.60 each
     assert [a.rule for a in out.alerts] == ["request_cost_cap"]
     assert out.alerts[0].observed == Decimal("0.6")
+
+
+def test_request_cost_cap_resolves_when_its_day_is_over_once_even_after_a_restart():
+    e = engine("""
+request_cost_caps:
+  - {id: cap, max_usd: "0.50"}
+""")
+    run(e, 1, input_tokens=200_000, output_tokens=10_000)
+    e.watermark = NOW_MS + DAY_MS
+    e.tick()
+    out = e.drain()
+    assert [(a.rule, a.state, a.policy_id) for a in out.alerts] == [("request_cost_cap", "resolved", "cap")]
+    e2 = engine("request_cost_caps: [{id: cap, max_usd: '0.50'}]")
+    e2.restore({n: [(k, v, 0) for k, v in s.items()] for n, s in e.stores.items()})
+    e2.watermark = NOW_MS + DAY_MS + 120_000
+    e2.tick()
+    assert e2.drain().alerts == []  # resolved once, not again by the restarted worker
+
+
+def test_with_no_policies_file_a_call_over_one_dollar_alerts_and_budgets_warn_at_80_percent():
+    from streams.decide.policies import load_policies, parse_policies
+
+    defaults = load_policies(None)
+    assert [(c.id, c.max_usd) for c in defaults.request_cost_caps] == [("default-1usd", Decimal("1.00"))]
+    assert parse_policies("request_cost_caps: []").request_cost_caps == []
+    budget = parse_policies("budgets: [{id: b, period: day, limit_usd: '10'}]").budgets[0]
+    assert budget.warn_at == [Decimal("0.8")]
+    assert parse_policies("budgets: [{id: b, period: day, limit_usd: '10', warn_at: []}]").budgets[0].warn_at == []
+    e = engine()
+    assert e.detectors.config["spend_spike"].enabled and e.detectors._model("spend_spike", ("acme",)).day_factor == 2
+    out = run(e, 2, input_tokens=400_000, output_tokens=10_000, tenant_tier="pro")  # $1.10 each
+    assert [(a.rule, a.policy_id, a.observed, a.tenant_tier) for a in out.alerts] == \
+        [("request_cost_cap", "default-1usd", Decimal("1.1"), "pro")]  # the tier: routes can match on it
 
 
 def test_unpriced_model_alerts_once():
