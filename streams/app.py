@@ -8,7 +8,7 @@ import faust
 from faust.auth import OAuthCredentials, SASLCredentials, SSLCredentials
 
 from clients.security import KafkaSecurity
-from streams import compat
+from streams.faust_internals import patches as compat
 from streams.settings import Settings
 
 

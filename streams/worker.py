@@ -28,13 +28,15 @@ from schemas.control import ControlEvent
 from schemas.sequence import ControlSigner
 from schemas.signing import Sealer
 from streams.app import RawBytes, build_app
-from streams.batches import Chunk, take_batches
+from streams.chunk import Chunk
 from streams.decide.policies import load_policies
 from streams.emit.dead_letter import dead_letter_record
 from streams.emit.events import Emitted
-from streams.emit.producer import send_packed
 from streams.emit.reassert import Reasserter
 from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
+from streams.faust_internals.batches import take_batches
+from streams.faust_internals.changelog import aiokafka_producer, send_packed
+from streams.faust_internals.tables import table_dicts
 from streams.heap import HeapAger
 from streams.ingest.decode import Rejected, decode, note_unknown_fields
 from streams.ingest.dedupe import Seen
@@ -180,8 +182,7 @@ class Runtime:
             return False
         if self.attached != self.generation:
             for name, table in self.tables.items():
-                store = table.data  # faust memory store: share its dicts with the core
-                self.engine.stores[name].attach(store.data, store._key_partition)
+                self.engine.stores[name].attach(*table_dicts(table))  # state held once
             self.engine.restore({})
             # the restored totals may be newer than what reached ClickHouse before a crash or an
             # outage (their messages come back as redeliveries, which change no total): write them all
@@ -296,7 +297,7 @@ class Runtime:
         keyed by tenant; they are decided when they arrive there. The message is acknowledged
         only once they are delivered. Returns the events that stay."""
         stay, away = self.router.split(events, msg.partition)
-        producer = self.app.producer._ensure_producer()
+        producer = aiokafka_producer(self.app)
         for (target, tenant), moved in away.items():
             chunk.forwarded.append(await producer.send(self.settings.topic_usage, dumps(moved), key=tenant.encode(),
                                                        partition=target))
@@ -394,7 +395,7 @@ class Runtime:
         ``send_packed``). Returns the broker's acknowledgements; with ``wait`` they are awaited
         here, otherwise the caller makes sure no message is acknowledged before them (the sink
         awaits them before it acks)."""
-        producer = self.app.producer._ensure_producer()  # the aiokafka producer under Faust's
+        producer = aiokafka_producer(self.app)
         pending = []
         for name, store in self.engine.stores.items():
             changes = store.changes()

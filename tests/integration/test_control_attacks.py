@@ -17,7 +17,7 @@ from streams.operator import build_control, publish_control
 from streams.settings import Settings
 from tests.integration.conftest import consume_all, produce, run
 
-CURRENT, REVOKED = "k2:current-secret", "k1:revoked-secret"
+CURRENT, REVOKED = "k2:current-secret-16ch", "k1:revoked-secret-16ch"
 
 
 def by_hand(action: str, tenant: str, ttl: str | None = None) -> ControlEvent:
@@ -29,7 +29,7 @@ def test_forged_tampered_unsigned_replayed_expired_future_and_revoked_controls_c
     worker = worker_env(control_signing_keys=CURRENT).start()
     settings = Settings(kafka_bootstrap=broker.bootstrap, topic_control=worker.topic_control,
                         control_signing_keys=CURRENT)
-    topic, key_id, secret = worker.topic_control, "k2", b"current-secret"
+    topic, key_id, secret = worker.topic_control, "k2", b"current-secret-16ch"
 
     async def scenario() -> dict:
         live = KillSwitch(broker.bootstrap, topic, **settings.control_view_kwargs())
@@ -152,7 +152,7 @@ def test_scope_sequences_follow_the_topic_across_issuers(worker_env, broker):
 
         await ensure_topics(broker.bootstrap, {worker.topic_control: 1}, {worker.topic_control})
         ahead = wall_clock_ms() + 60_000  # another issuer, a minute ahead (within the skew)
-        first = ControlSigner("k2", b"current-secret", clock=lambda: ahead).issue(by_hand("block", "acme"))
+        first = ControlSigner("k2", b"current-secret-16ch", clock=lambda: ahead).issue(by_hand("block", "acme"))
         await produce(broker.bootstrap, worker.topic_control, [(first.scope.key().encode(), dumps(first))])
         second = await publish_control(settings, broker.bootstrap, by_hand("allow", "acme"))
         return first.seq, second.seq

@@ -1,6 +1,6 @@
-"""Canary: the Faust and aiokafka internals tokenbrake patches or reads still look as they did
-when the patches were written (streams/compat.py, streams/batches.py, streams/worker.py,
-streams/emit/producer.py). An upgrade that changes one of them fails here, at test time,
+"""Canary: the Faust and aiokafka internals tokenbrake patches or reads (all in
+streams/faust_internals/) still look as they did when the patches were written. An upgrade
+that changes one of them fails here, at test time,
 instead of silently in production. When this fails: read the named internal in the new
 version, adapt (or drop) the patch, then update the expectation below."""
 
@@ -16,7 +16,7 @@ from faust.stores import memory
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams import compat
+from streams.faust_internals import patches as compat
 
 #: the versions the patches were written against (pinned exactly in pyproject.toml)
 PINNED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
@@ -40,7 +40,7 @@ SIGNATURES = [
 
 @pytest.mark.parametrize("package", sorted(PINNED))
 def test_the_pinned_versions_are_installed(package):
-    assert version(package) == PINNED[package], f"{package} changed: re-check streams/compat.py, then this canary"
+    assert version(package) == PINNED[package], f"{package} changed: re-check streams/faust_internals/"
 
 
 @pytest.mark.parametrize(("owner", "name", "params"), SIGNATURES, ids=[f"{o.__name__}.{n}" for o, n, _ in SIGNATURES])

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from streams import compat
-from streams.batches import take_batches
-from streams.compat import FIRST_DELIVERED
+from streams.faust_internals import patches as compat
+from streams.faust_internals.batches import take_batches
+from streams.faust_internals.patches import FIRST_DELIVERED
 
 
 class Flow:
@@ -51,10 +51,10 @@ def test_take_batches_drains_the_queue_skips_stale_events_and_tracks_the_rest():
 def test_commits_never_skip_a_pending_message():
     """Faust commits up to the end of the first run of acknowledged offsets; a message taken
     but not acknowledged before that run (a partition never committed, or one message past
-    the committed offset) must hold the commit back (streams.compat, 5.)."""
+    the committed offset) must hold the commit back (streams.faust_internals.patches, 5.)."""
     from collections import defaultdict
 
-    from streams.compat import _new_offset
+    from streams.faust_internals.patches import _new_offset
 
     def consumer(committed, acked):
         return SimpleNamespace(_acked=defaultdict(list, {"tp": list(acked)}), _committed_offset=defaultdict(

@@ -1,5 +1,4 @@
-"""Batches of events taken straight off an agent's channel, without Faust's per-event stream,
-and the chunks the worker decides them into.
+"""Batches of events taken straight off an agent's channel, without Faust's per-event stream.
 
 Faust's ``Stream.noack_take`` hands each event through the stream iterator (one event-loop
 turn per event, a processor coroutine, sensors, a background drainer task) before it lands
@@ -12,11 +11,10 @@ does the bookkeeping the stream iterator would have done, and leaves acks to the
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from streams.compat import FIRST_DELIVERED
+from streams.faust_internals.patches import FIRST_DELIVERED
 
 
 async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:
@@ -30,7 +28,7 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
     consumer = app.consumer
     acking = app.topics.acking_topics
     flow = app.flow_control
-    first_delivered = FIRST_DELIVERED  # see streams.compat (5.): commits never skip a pending message
+    first_delivered = FIRST_DELIVERED  # see patches (5.): commits never skip a pending message
     seen_generation = None
     while not stream.should_stop:
         try:
@@ -63,19 +61,3 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
 def _drain(queue: Any, events: list[Any], max_events: int) -> None:
     while len(events) < max_events and not queue.empty():
         events.append(queue.get_nowait())
-
-
-class Chunk:
-    """Messages decided since the state was last persisted: ended every ``chunk_events`` events
-    or ``chunk_max_s`` seconds (small batches share one state write: fewer changelog records)."""
-
-    __slots__ = ("generation", "taken", "rows", "published", "forwarded", "processed", "started")
-
-    def __init__(self, generation: int) -> None:
-        self.generation = generation
-        self.taken: list[Any] = []
-        self.rows: list[tuple] = []  # usage rows, one UsageSource per message
-        self.published: list[Any] = []  # controls already published, still to be stored
-        self.forwarded: list[asyncio.Future] = []  # deliveries of events sent on to their tenant's partition
-        self.processed = 0
-        self.started = time.monotonic()

@@ -27,3 +27,8 @@ async def send_packed(producer: Any, topic: str, records: Iterable[tuple[str, An
     for partition, batch in batches.items():
         pending.append(await producer.send_batch(batch, topic, partition=partition))
     return pending
+
+
+def aiokafka_producer(app: Any) -> Any:
+    """The aiokafka producer under Faust's (started on first use)."""
+    return app.producer._ensure_producer()

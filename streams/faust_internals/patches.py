@@ -21,7 +21,7 @@
    acknowledged (a chunk dropped at a rebalance, a crash of its batch) would then be
    committed past and lost. Here the run must start at the committed offset or, for a
    partition never committed, at the first offset delivered since it was assigned
-   (``FIRST_DELIVERED``, kept by ``streams.batches.take_batches``).
+   (``FIRST_DELIVERED``, kept by ``batches.take_batches``).
 6. Re-reading after a rebalance. Faust seeks every assigned partition to its committed
    offset after a rebalance, so that messages fetched but not yet decided (dropped with the
    old generation) are read again; aiokafka's ``seek_to_committed`` leaves a partition
