@@ -280,6 +280,11 @@ class KillSwitch:
 
     # -- deciding -------------------------------------------------------------------------------
     @property
+    def loaded(self) -> bool:
+        """The topic's history has been read to its end (``start`` returned)."""
+        return self._loaded
+
+    @property
     def staleness_s(self) -> float:
         """Seconds since the view was last known to be current (inf before start())."""
         return time.monotonic() - self._last_contact if self._loaded else float("inf")

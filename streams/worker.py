@@ -33,6 +33,7 @@ from streams.decide.policies import load_policies
 from streams.emit.dead_letter import dead_letter_record
 from streams.emit.events import Emitted
 from streams.emit.reassert import Reasserter
+from streams.emit.topic_latest import TopicLatest
 from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
 from streams.faust_internals.batches import take_batches
 from streams.faust_internals.changelog import aiokafka_producer, send_packed
@@ -82,6 +83,11 @@ class Runtime:
         self.reasserter = Reasserter(holds=lambda key: self.control_view.last_seq(key) is not None)
         self.control_view.on_ignored.append(self.reasserter.on_ignored)
         self.control_view.on_change.append(self.reasserter.on_accepted)
+        # a control that says what the topic already says is not published again (a re-fired
+        # transition after a crash): see streams.emit.topic_latest
+        self.topic_latest = TopicLatest()
+        self.control_view.on_change.append(self.topic_latest.on_accepted)
+        self.control_view.on_ignored.append(self.topic_latest.on_ignored)
         self._by_hand: dict[str, ControlEvent] = {}  # scope key -> an operator's latest control
         self.key_id, self.secret = settings.signing_key
         # each control gets the next per-scope sequence after the highest read back (schemas.sequence)
@@ -107,7 +113,8 @@ class Runtime:
         self.heap = HeapAger(settings.gc_freeze_interval_s)  # see streams.heap
         self.started = time.time()
         self.last_decided = time.monotonic()  # the last message taken (liveness: see stats_only)
-        self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "alerts": 0, "forwarded": 0}
+        self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "controls_unchanged": 0, "alerts": 0,
+                      "forwarded": 0}
         self._misrouted_log = LogBudget(per_window=1, window_s=60.0)
         self._chunk = Chunk(-1)  # decided, not yet persisted nor handed to the sink
         self._deciding = False  # a batch is being decided into self._chunk
@@ -178,8 +185,8 @@ class Runtime:
 
     def ready(self) -> bool:
         recovery = self.app.tables.recovery
-        if self.app.in_recovery or not recovery.completed.is_set():
-            return False
+        if self.app.in_recovery or not recovery.completed.is_set() or not self.control_view.loaded:
+            return False  # the state, and what the control topic says, before any decision
         if self.attached != self.generation:
             for name, table in self.tables.items():
                 self.engine.stores[name].attach(*table_dicts(table))  # state held once
@@ -312,8 +319,7 @@ class Runtime:
     async def _publish_controls(self, chunk: Chunk) -> None:
         controls = list(self.engine.out.controls)
         self.engine.out.controls.clear()  # before the await: the tick may add more meanwhile
-        chunk.published.extend(controls)  # stored in ClickHouse with the chunk
-        await self.publish(Emitted(controls, []))
+        chunk.published.extend(await self.publish(Emitted(controls, [])))  # stored in ClickHouse with the chunk
 
     async def _end_chunk(self) -> None:
         """Publish what was decided, persist the changed state, hand the rows to the sink
@@ -322,8 +328,7 @@ class Runtime:
         events, rows = list(chunk.taken), chunk.rows  # a copy: only what is handed over now is acked
         self.stats["messages"] += len(events)
         emitted = self.engine.drain()
-        await self.publish(emitted)
-        emitted.controls[:0] = chunk.published
+        emitted.controls = chunk.published + await self.publish(emitted)
         durable = await self.persist(wait=False)  # the next chunk is decided while the broker stores this one
         durable += chunk.forwarded
 
@@ -355,7 +360,7 @@ class Runtime:
             log.exception("engine tick failed")
         emitted = self.engine.drain()
         if emitted.controls or emitted.alerts:
-            await self.publish(emitted)
+            emitted.controls = await self.publish(emitted)
         await self.persist()
         if emitted.controls or emitted.alerts or self._totals or self.engine.agg.stale_minutes:
             self.sink.add([], [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts],
@@ -377,9 +382,17 @@ class Runtime:
             asyncio.ensure_future(self.app.crash(ConnectionError(f"broker unreachable for {silent:.0f}s")))
         return True
 
-    async def publish(self, emitted: Emitted) -> None:
+    async def publish(self, emitted: Emitted) -> list[ControlEvent]:
+        """Sign and publish the controls that change what the control topic says (see
+        streams.emit.topic_latest) and every alert. Returns the controls published."""
+        published = []
         for control in emitted.controls:
+            if self.topic_latest.unchanged(control):
+                self.stats["controls_unchanged"] += 1
+                continue
             signed = self.signer.issue(control)
+            self.topic_latest.sent(signed)
+            published.append(control)
             await self.control_topic.send(key=control.scope.key().encode(), value=dumps(signed))
             log.info("control issued", extra={"scope": control.scope.key(), "action": control.action,
                                               "downgrade_to": control.downgrade_to, "rule": control.reason.rule})
@@ -387,8 +400,9 @@ class Runtime:
             await self.alert_topic.send(key=alert.dedup_key.encode(), value=dumps(alert))
             log.warning("alert %s", alert.summary, extra={"rule": alert.rule, "state": alert.state,
                                                           "severity": alert.severity})
-        self.stats["controls"] += len(emitted.controls)
+        self.stats["controls"] += len(published)
         self.stats["alerts"] += len(emitted.alerts)
+        return published
 
     async def persist(self, wait: bool = True) -> list[asyncio.Future]:
         """Write each key changed since the last call to its table's changelog, once (see
