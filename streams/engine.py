@@ -55,6 +55,18 @@ class PricedEvent:
     fresh: bool  # False for a redelivered message: written to ClickHouse again, not counted again
 
 
+@dataclass(slots=True)
+class Drained:
+    """Everything decided and every state change since the last :meth:`Engine.drain`."""
+
+    controls: list[ControlEvent]
+    alerts: list[Any]
+    #: store name -> (key, value or None for a deleted key, partition) of each key changed once
+    changes: dict[str, list[tuple[str, Any, int]]]
+    #: (tenant, minute) of events later than the minute retention: the sink recomputes them
+    stale_minutes: set[tuple[str, int]]
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -197,14 +209,43 @@ class Engine:
         self._last_baselines = self.now()
         return self.baselines.save(self._last_baselines, self.tenant_partition)
 
-    def drain(self) -> Emitted:
-        """Take the control and alert events decided since the last drain (call once per batch:
-        it also seals the batch's dedupe chunk)."""
+    def take_controls(self) -> list[ControlEvent]:
+        """The controls decided since the last call or drain, for publication right away
+        (enforcement does not wait for the chunk to end)."""
+        taken = list(self.out.controls)
+        self.out.controls.clear()
+        return taken
+
+    @property
+    def has_controls(self) -> bool:
+        return bool(self.out.controls)
+
+    def drain(self) -> Drained:
+        """Everything decided and every state change since the last drain (call once per
+        chunk and tick: it also seals the chunk's dedupe ids)."""
         self.dedupe.seal()
-        taken = Emitted(list(self.out.controls), list(self.out.alerts))
+        taken = Drained(list(self.out.controls), list(self.out.alerts),
+                        {name: store.changes() for name, store in self.stores.items()}, set(self.agg.stale_minutes))
         self.out.controls.clear()
         self.out.alerts.clear()
+        self.agg.stale_minutes.clear()
         return taken
+
+    def attach(self, tables: dict[str, tuple[dict[str, Any], dict[str, int]]]) -> None:
+        """Share the worker's table dicts (key -> value, key -> partition) as the stores, so state
+        is held once, and rebuild what derives from them (see :meth:`restore`)."""
+        for name, (data, partitions) in tables.items():
+            self.stores[name].attach(data, partitions)
+        self.restore({})
+
+    def totals(self) -> Iterable[tuple[str, list[int]]]:
+        """Every aggregate (key, counters): what the ClickHouse rollups hold."""
+        return self.stores["aggregates"].items()
+
+    def stats(self) -> dict[str, Any]:
+        """Cheap figures (no scan of the spend state): counts, watermark, controls in force, keys."""
+        return {"counts": dict(self.counts), "watermark_ms": self.watermark, "controls": len(self.board.active()),
+                "keys": {name: len(store) for name, store in self.stores.items()}}
 
     def restore(self, stores: dict[str, Iterable[tuple[str, Any, int]]]) -> None:
         """Rebuild from persisted state (a restarted worker); emits nothing."""

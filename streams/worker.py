@@ -34,7 +34,7 @@ from streams.emit.dead_letter import dead_letter_record
 from streams.emit.events import Emitted
 from streams.emit.reassert import Reasserter
 from streams.emit.topic_latest import TopicLatest
-from streams.engine import STORES, Engine, EngineConfig, PricedEvent, wall_clock_ms
+from streams.engine import STORES, Drained, Engine, EngineConfig, PricedEvent, wall_clock_ms
 from streams.faust_internals.batches import take_batches
 from streams.faust_internals.changelog import aiokafka_producer, send_packed
 from streams.faust_internals.tables import table_dicts
@@ -121,6 +121,10 @@ class Runtime:
         self._engine_errors = LogBudget(per_window=10, window_s=60.0)
         self._stopping = False  # the broker was lost: the worker is crashing on purpose
         self._totals: Totals = {}  # rollup totals persisted, not yet handed to the sink
+        self.unknown_fields: dict[str, int] = {}  # events with fields the contract does not know
+        # one drain at a time, up to its changelog sends: a key's records reach the broker in the
+        # order its values were taken (a tick's older value must not land after a chunk's newer one)
+        self._draining = asyncio.Lock()
         self._install()
 
     # -- wiring --------------------------------------------------------------------------------
@@ -178,9 +182,8 @@ class Runtime:
             await self._end_chunk()
         if self.attached == self.generation:
             self.engine.save_baselines()  # a deploy loses no detector history
-        await self.persist()
+        await self._drain_and_store()
         await self.app.producer.flush()  # changelogs, controls and alerts out before we stop
-        self.sink.add([], [], [], lambda: None, *self._take_rollups())
         await self.sink.maybe_flush(force=True)
 
     def ready(self) -> bool:
@@ -188,18 +191,15 @@ class Runtime:
         if self.app.in_recovery or not recovery.completed.is_set() or not self.control_view.loaded:
             return False  # the state, and what the control topic says, before any decision
         if self.attached != self.generation:
-            for name, table in self.tables.items():
-                self.engine.stores[name].attach(*table_dicts(table))  # state held once
-            self.engine.restore({})
+            self.engine.attach({name: table_dicts(table) for name, table in self.tables.items()})
             # the restored totals may be newer than what reached ClickHouse before a crash or an
             # outage (their messages come back as redeliveries, which change no total): write them all
-            keep_totals(((k, v, 0) for k, v in self.engine.stores["aggregates"].items()), time.time_ns(),
-                        self._totals)
+            keep_totals(((k, v, 0) for k, v in self.engine.totals()), time.time_ns(), self._totals)
             self.attached = self.generation
             for control in list(self._by_hand.values()):  # newer than the persisted state, or idempotent
                 self._on_control(control)
             log.info("state attached", extra={"generation": self.generation,
-                                              "keys": {n: len(s) for n, s in self.engine.stores.items()}})
+                                              "keys": self.engine.stats()["keys"]})
         return True
 
     def _on_control(self, control: ControlEvent) -> None:
@@ -251,7 +251,7 @@ class Runtime:
         chunk_events = self.settings.chunk_events
         ingested = now_text()
         for event in events:
-            if engine.out.controls:  # enforcement first: publish now, not at the end of the chunk
+            if engine.has_controls:  # enforcement first: publish now, not at the end of the chunk
                 await self._publish_controls(chunk)
             msg = event.message
             chunk.taken.append(event)
@@ -261,7 +261,7 @@ class Runtime:
             except Exception as exc:  # a decoder bug: this message, not the stream, pays for it
                 good, bad = [], [Rejected("internal_error", f"decoding failed: {type(exc).__name__}: {exc}",
                                           msg.value or b"")]
-            note_unknown_fields(good, engine.counts)
+            note_unknown_fields(good, self.unknown_fields)
             for rejected in bad:
                 await self.dead_letter(msg, rejected)
             if good and not self.router.all_on(good, msg.partition):
@@ -294,7 +294,7 @@ class Runtime:
             if chunk.processed >= chunk_events:
                 await self._end_chunk()
                 chunk = self._chunk
-        if engine.out.controls:  # decided by the batch's last messages: not held until the chunk ends
+        if engine.has_controls:  # decided by the batch's last messages: not held until the chunk ends
             await self._publish_controls(chunk)
         if chunk.taken and time.monotonic() - chunk.started >= self.settings.chunk_max_s:
             await self._end_chunk()
@@ -317,8 +317,7 @@ class Runtime:
         return stay
 
     async def _publish_controls(self, chunk: Chunk) -> None:
-        controls = list(self.engine.out.controls)
-        self.engine.out.controls.clear()  # before the await: the tick may add more meanwhile
+        controls = self.engine.take_controls()  # before the await: the tick may add more meanwhile
         chunk.published.extend(await self.publish(Emitted(controls, [])))  # stored in ClickHouse with the chunk
 
     async def _end_chunk(self) -> None:
@@ -327,17 +326,18 @@ class Runtime:
         chunk, self._chunk = self._chunk, Chunk(self.generation)
         events, rows = list(chunk.taken), chunk.rows  # a copy: only what is handed over now is acked
         self.stats["messages"] += len(events)
-        emitted = self.engine.drain()
-        emitted.controls = chunk.published + await self.publish(emitted)
-        durable = await self.persist(wait=False)  # the next chunk is decided while the broker stores this one
+        async with self._draining:
+            drained = self.engine.drain()
+            controls = chunk.published + await self.publish(drained)
+            durable = await self.persist(drained.changes, wait=False)  # the next chunk is decided meanwhile
         durable += chunk.forwarded
 
         def ack(events: list[faust.EventT] = events) -> None:
             for e in events:
                 e.ack()
 
-        self.sink.add(rows, [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts], ack,
-                      *self._take_rollups(), durable=durable)
+        self.sink.add(rows, [control_row(c) for c in controls], [alert_row(a) for a in drained.alerts], ack,
+                      *self._take_rollups(drained.stale_minutes), durable=durable)
         await self.sink.maybe_flush()
 
     async def on_tick(self) -> None:
@@ -358,14 +358,23 @@ class Runtime:
             self.engine.tick()
         except Exception:  # keep the worker alive; the next tick retries
             log.exception("engine tick failed")
-        emitted = self.engine.drain()
-        if emitted.controls or emitted.alerts:
-            emitted.controls = await self.publish(emitted)
-        await self.persist()
-        if emitted.controls or emitted.alerts or self._totals or self.engine.agg.stale_minutes:
-            self.sink.add([], [control_row(c) for c in emitted.controls], [alert_row(a) for a in emitted.alerts],
-                          lambda: None, *self._take_rollups())
+        if not self._deciding:  # mid-batch, the chunk's end drains what the tick decided
+            await self._drain_and_store()
         await self.sink.maybe_flush()
+
+    async def _drain_and_store(self) -> None:
+        """Publish what was decided outside a chunk (the tick's rollovers and decays), write the
+        changed state to the changelogs and hand the changed totals and decisions to the sink
+        (no message waits on them: nothing to acknowledge)."""
+        async with self._draining:
+            drained = self.engine.drain()
+            controls = await self.publish(drained) if drained.controls or drained.alerts else []
+            pending = await self.persist(drained.changes, wait=False)
+        if pending:
+            await asyncio.gather(*pending)
+        if controls or drained.alerts or self._totals or drained.stale_minutes:
+            self.sink.add([], [control_row(c) for c in controls], [alert_row(a) for a in drained.alerts],
+                          lambda: None, *self._take_rollups(drained.stale_minutes))
 
     def _broker_lost(self) -> bool:
         """True once the broker has not answered for ``broker_lost_exit_s``: the worker stops
@@ -382,7 +391,7 @@ class Runtime:
             asyncio.ensure_future(self.app.crash(ConnectionError(f"broker unreachable for {silent:.0f}s")))
         return True
 
-    async def publish(self, emitted: Emitted) -> list[ControlEvent]:
+    async def publish(self, emitted: Emitted | Drained) -> list[ControlEvent]:
         """Sign and publish the controls that change what the control topic says (see
         streams.emit.topic_latest) and every alert. Returns the controls published."""
         published = []
@@ -404,27 +413,24 @@ class Runtime:
         self.stats["alerts"] += len(emitted.alerts)
         return published
 
-    async def persist(self, wait: bool = True) -> list[asyncio.Future]:
-        """Write each key changed since the last call to its table's changelog, once (see
-        ``send_packed``). Returns the broker's acknowledgements; with ``wait`` they are awaited
-        here, otherwise the caller makes sure no message is acknowledged before them (the sink
-        awaits them before it acks)."""
+    async def persist(self, changes: dict[str, list[tuple[str, Any, int]]],
+                      wait: bool = True) -> list[asyncio.Future]:
+        """Write each changed key to its table's changelog, once (see ``send_packed``). Returns
+        the broker's acknowledgements; with ``wait`` they are awaited here, otherwise the caller
+        makes sure no message is acknowledged before them (the sink awaits them before it acks)."""
         producer = aiokafka_producer(self.app)
         pending = []
-        for name, store in self.engine.stores.items():
-            changes = store.changes()
+        for name, records in changes.items():
             if name == "aggregates":  # the ClickHouse rollups are these same totals
-                keep_totals(changes, time.time_ns(), self._totals)
-            pending += await send_packed(producer, self.changelogs[name], changes)
+                keep_totals(records, time.time_ns(), self._totals)
+            pending += await send_packed(producer, self.changelogs[name], records)
         if wait and pending:
             await asyncio.gather(*pending)
         return pending
 
-    def _take_rollups(self) -> tuple[Totals, set[tuple[str, int]]]:
-        taken = self._totals, set(self.engine.agg.stale_minutes)
-        self._totals = {}
-        self.engine.agg.stale_minutes.clear()
-        return taken
+    def _take_rollups(self, stale_minutes: set[tuple[str, int]]) -> tuple[Totals, set[tuple[str, int]]]:
+        taken, self._totals = self._totals, {}
+        return taken, stale_minutes
 
     async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
         """To the dead-letter topic (see streams.emit.dead_letter)."""
@@ -445,9 +451,9 @@ class Runtime:
             await self.dead_letter(None, Rejected("unstorable", error, event))
 
     def stats_only(self) -> dict[str, Any]:
-        engine, silent = self.engine, self.control_view.staleness_s
-        return {"ready": self.attached >= 0, "counts": dict(engine.counts), "watermark_ms": engine.watermark,
-                "controls": len(engine.board.active()),
+        engine, silent = self.engine.stats(), self.control_view.staleness_s
+        return {"ready": self.attached >= 0, "counts": {**engine["counts"], **self.unknown_fields},
+                "watermark_ms": engine["watermark_ms"], "controls": engine["controls"],
                 "control_view": {"applied": self.control_view.applied, "ignored": dict(self.control_view.ignored),
                                  "reasserted": self.reasserter.reasserted},
                 "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1), "sink": self.sink.stats(),

@@ -48,7 +48,7 @@ def loaded(tmp_path_factory):  # noqa: ANN201
         assert isinstance(priced, PricedEvent) and priced.cost_nanos == 3_500_000  # gpt-4o: $2.5/M in, $10/M out
         usage.append(priced)
     totals = {}
-    keep_totals(engine.stores["aggregates"].changes(), time.time_ns(), totals)
+    keep_totals(engine.drain().changes["aggregates"], time.time_ns(), totals)
     scope = Scope(tenant_id="acme")
     reason = Reason(rule="budget", observed=Decimal("1"), threshold=Decimal("1"), period="day:today")
     control = ControlEvent(control_id="c1", issued_at=now_ms, scope=scope, action="downgrade",

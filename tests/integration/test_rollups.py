@@ -39,9 +39,9 @@ def _batch(engine: Engine, events: list[UsageEvent]) -> SinkBatch:
         assert isinstance(priced, PricedEvent)
         rows.append(priced)
     batch = SinkBatch([usage_source(rows, now_text())])
-    keep_totals(engine.stores["aggregates"].changes(), time.time_ns(), batch.totals)
-    batch.stale_minutes = set(engine.agg.stale_minutes)
-    engine.agg.stale_minutes.clear()
+    drained = engine.drain()  # the port the worker uses: every state change and the stale minutes
+    keep_totals(drained.changes["aggregates"], time.time_ns(), batch.totals)
+    batch.stale_minutes = drained.stale_minutes
     return batch
 
 
