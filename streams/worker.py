@@ -38,6 +38,7 @@ from streams.ingest.decode import Rejected, decode
 from streams.ingest.dedupe import Seen
 from streams.ingest.routing import TenantRouter
 from streams.logs import LogBudget
+from streams.otlp_flow import install_otlp
 from streams.price.overrides import Overrides
 from streams.price.pricebook import PriceBook
 from streams.settings import Settings
@@ -105,6 +106,7 @@ class Runtime:
         self._stopping = False  # the broker was lost: the worker is crashing on purpose
         self._totals: Totals = {}  # rollup totals persisted, not yet handed to the sink
         self._install()
+        self.otlp = install_otlp(self)  # the OTLP input, when enabled: its events join the usage topic
 
     # -- wiring --------------------------------------------------------------------------------
     def _install(self) -> None:
