@@ -94,6 +94,13 @@ class Settings(BaseSettings):
                                            "writes: instrumentation scope name prefixes or provider:NAME")
     otlp_output_excludes_reasoning: str = Field("", description="likewise, output tokens without reasoning")
 
+    # Prometheus metrics (GET /metrics on the web port; streams/metrics.py)
+    metrics_tenant_label: bool = Field(False, description="spend by tenant in tokenbrake_spend_usd_total (at most "
+                                       "metrics_max_tenants tenants, the first seen; the rest are 'other')")
+    metrics_max_tenants: int = Field(50, ge=1, le=10_000)
+    metrics_max_label_values: int = Field(200, ge=1, le=10_000, description="distinct features, models and alert "
+                                          "rules per label; beyond it they add to 'other'")
+
     # web endpoint (status, metrics) and logs
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)

@@ -38,6 +38,7 @@ from streams.ingest.decode import Rejected, decode
 from streams.ingest.dedupe import Seen
 from streams.ingest.routing import TenantRouter
 from streams.logs import LogBudget
+from streams.metrics import WorkerMeter, install_metrics
 from streams.otlp_flow import install_otlp
 from streams.price.overrides import Overrides
 from streams.price.pricebook import PriceBook
@@ -105,8 +106,10 @@ class Runtime:
         self._engine_errors = LogBudget(per_window=10, window_s=60.0)
         self._stopping = False  # the broker was lost: the worker is crashing on purpose
         self._totals: Totals = {}  # rollup totals persisted, not yet handed to the sink
+        self.meter = WorkerMeter.from_settings(settings)  # what only the hot path sees (streams.metrics)
         self._install()
         self.otlp = install_otlp(self)  # the OTLP input, when enabled: its events join the usage topic
+        install_metrics(self)  # GET /metrics
 
     # -- wiring --------------------------------------------------------------------------------
     def _install(self) -> None:
@@ -256,6 +259,7 @@ class Runtime:
                     continue
                 if isinstance(result, PricedEvent):
                     priced.append(priced_entry(result))
+                    self.meter.priced(result)
                 elif result is Seen.LATE:
                     await self.dead_letter(msg, Rejected(
                         "late", f"event {ev.event_id} is older than the dedupe horizon "
@@ -297,6 +301,7 @@ class Runtime:
         self.engine.out.controls.clear()  # before the await: the tick may add more meanwhile
         chunk.published.extend(controls)  # stored in ClickHouse with the chunk
         await self.publish(Emitted(controls, []))
+        self.meter.decided(chunk.taken[-1].message.timestamp if chunk.taken else None, len(controls))
 
     async def _end_chunk(self) -> None:
         """Publish what was decided, persist the changed state, hand the rows to the sink
@@ -370,6 +375,7 @@ class Runtime:
                                                           "severity": alert.severity})
         self.stats["controls"] += len(emitted.controls)
         self.stats["alerts"] += len(emitted.alerts)
+        self.meter.published(emitted)
 
     async def persist(self, wait: bool = True) -> list[asyncio.Future]:
         """Write each key changed since the last call to its table's changelog, once (see
@@ -380,6 +386,7 @@ class Runtime:
         pending = []
         for name, store in self.engine.stores.items():
             changes = store.changes()
+            self.meter.changelog(name, len(changes))
             if name == "aggregates":  # the ClickHouse rollups are these same totals
                 keep_totals(changes, time.time_ns(), self._totals)
             pending += await send_packed(producer, self.changelogs[name], changes)
@@ -396,6 +403,7 @@ class Runtime:
     async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
         """To the dead-letter topic (see streams.emit.dead_letter)."""
         self.stats["dead_lettered"] += 1
+        self.meter.dead_lettered(rejected.reason)
         source = None
         if msg is not None:
             log.debug("dead-lettered", extra={"reason": rejected.reason, "partition": msg.partition,

@@ -10,6 +10,7 @@ from pathlib import Path
 from schemas.codec import dumps
 from streams.sink.clickhouse import connect
 from tests.integration.conftest import consume_all, produce, run
+from tests.integration.test_metrics import scrape, value
 from tests.otlp_spans import Service, chat, json_bytes, proto_bytes
 from tests.unit.test_otlp_ingest import expected_events, mixed_batch
 
@@ -54,6 +55,13 @@ def test_otlp_exports_count_exactly_like_usage_events(worker_env, broker):
 
     dlq = run(consume_all(broker.bootstrap, worker.topic_dlq, expect=2))
     assert sorted(dict(r.headers)["tokenbrake-reason"].decode() for r in dlq) == ["not_otlp", "unattributed"]
+
+    metrics = scrape(worker)
+    assert value(metrics, "tokenbrake_otlp_messages_total") == 5
+    assert {o: value(metrics, "tokenbrake_otlp_spans_total", outcome=o)
+            for o in ("counted", "not_inference", "no_usage", "rejected")} == {
+        "counted": 8, "not_inference": 4, "no_usage": 0, "rejected": 1}  # the retried export's spans count twice here
+    assert value(metrics, "tokenbrake_dead_letters_total", reason="unattributed") == 1
 
     worker.wait_flushed(10)
     worker.stop()
