@@ -133,10 +133,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _otlp(self) -> Settings:
-        from streams.ingest.attribution import source_problems  # the mapping's syntax is owned there
-
         problems = []
         if self.otlp_enabled:
+            from streams.ingest.attribution import source_problems  # the mapping's syntax is owned there
+
             if self.topic_otlp in {self.topic_usage, self.topic_dlq, self.topic_control, self.topic_alerts}:
                 problems.append("topic_otlp must differ from the other topics")
             if self.otlp_user_id_salt is None or not self.otlp_user_id_salt.get_secret_value():

@@ -67,7 +67,10 @@ def is_json(value: bytes) -> bool:
 def decode_export(value: bytes) -> list[OtlpSpan]:
     """Every span of every ``resourceSpans[].scopeSpans[].spans[]``; :class:`OtlpError` when
     the message is neither encoding of a trace export."""
-    return _from_json(value) if is_json(value) else _from_proto(value)
+    spans, exports = _from_json(value) if is_json(value) else _from_proto(value)
+    if not exports:  # the Collector never sends an empty export; bytes that merely parse (unknown fields) are not one
+        raise OtlpError("no resourceSpans: not an OTLP trace export")
+    return spans
 
 
 # -- otlp_proto -------------------------------------------------------------------------------
@@ -88,7 +91,7 @@ def _proto_attrs(kvs: Any) -> dict[str, Any]:
     return {kv.key: _proto_value(kv.value) for kv in kvs}
 
 
-def _from_proto(value: bytes) -> list[OtlpSpan]:
+def _from_proto(value: bytes) -> tuple[list[OtlpSpan], int]:
     try:
         request = ExportTraceServiceRequest.FromString(value)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
@@ -102,7 +105,7 @@ def _from_proto(value: bytes) -> list[OtlpSpan]:
                 spans.append(OtlpSpan(s.trace_id.hex(), s.span_id.hex(), s.name, s.start_time_unix_nano,
                                       s.end_time_unix_nano, s.status.code, _proto_attrs(s.attributes), resource,
                                       scope))
-    return spans
+    return spans, len(request.resource_spans)
 
 
 # -- otlp_json --------------------------------------------------------------------------------
@@ -194,7 +197,7 @@ def _status(span: dict[str, Any]) -> int:
     return _int64(code, "status.code")
 
 
-def _from_json(value: bytes) -> list[OtlpSpan]:
+def _from_json(value: bytes) -> tuple[list[OtlpSpan], int]:
     try:
         doc = loads(value)
     except JSONDecodeError as exc:
@@ -203,7 +206,8 @@ def _from_json(value: bytes) -> list[OtlpSpan]:
         raise OtlpError("an OTLP JSON export is an object")
     spans = []
     try:
-        for rs in _list(doc, "resourceSpans", "resource_spans"):
+        exports = _list(doc, "resourceSpans", "resource_spans")
+        for rs in exports:
             resource = _json_attrs(_list(_get(rs, "resource") or {}, "attributes"))
             for ss in _list(rs, "scopeSpans", "scope_spans"):
                 scope = _get(_get(ss, "scope") or {}, "name") or ""
@@ -217,4 +221,4 @@ def _from_json(value: bytes) -> list[OtlpSpan]:
                         _status(s), _json_attrs(_list(s, "attributes")), resource, str(scope)))
     except (TypeError, AttributeError, KeyError) as exc:
         raise OtlpError(f"not an OTLP trace export: {type(exc).__name__}: {exc}") from None
-    return spans
+    return spans, len(exports)

@@ -176,7 +176,8 @@ def test_json_variants_numbers_base64_ids_snake_case_unknown_fields() -> None:
 def test_a_malformed_message_is_one_rejection() -> None:
     t = translator()
     for value, reason in ((b"", "empty"), (b"\x0a\xff\xff\xff", "not_otlp"), (b"{not json", "not_otlp"),
-                          (b'{"resourceSpans": 3}', "not_otlp"), (b"[1]", "not_otlp"),
+                          (b'{"resourceSpans": 3}', "not_otlp"), (b"[1]", "not_otlp"), (b"{}", "not_otlp"),
+                          (b"hello world", "not_otlp"), (b"\x68\x01", "not_otlp"),
                           (b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz","spanId":"x"}]}]}]}',
                            "not_otlp")):
         good, bad = t(value)
