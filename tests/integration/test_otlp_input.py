@@ -7,6 +7,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from aiokafka import AIOKafkaProducer
+
 from schemas.codec import dumps
 from streams.sink.clickhouse import connect
 from tests.integration.conftest import consume_all, produce, run
@@ -25,9 +27,19 @@ def _rows(home: Path, tenants: tuple[str, ...]) -> list[tuple]:
     return sorted((r[0].removeprefix("u-"), *r[1:]) for r in rows)
 
 
+async def produce_with_headers(bootstrap: str, topic: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, headers=headers)
+    finally:
+        await producer.stop()
+
+
 def test_otlp_exports_count_exactly_like_usage_events(worker_env, broker):
     worker = worker_env(OTLP_ENABLED="true", TOPIC_OTLP=f"otlp-{uuid.uuid4().hex[:8]}",
-                        OTLP_USER_ID_SALT="reporter-salt").start()
+                        OTLP_USER_ID_SALT="reporter-salt",
+                        OTLP_TENANT_FROM="span:tenant.id,resource:tenant.id,header:x-tenant-id").start()
     spans = mixed_batch()
     bot = [s for s in spans if s.resource.attributes["service.name"] == "support-bot"]
     search = [s for s in spans if s.resource.attributes["service.name"] == "search"]
@@ -63,7 +75,13 @@ def test_otlp_exports_count_exactly_like_usage_events(worker_env, broker):
         "counted": 8, "not_inference": 4, "no_usage": 0, "rejected": 1}  # the retried export's spans count twice here
     assert value(metrics, "tokenbrake_dead_letters_total", reason="unattributed") == 1
 
-    worker.wait_flushed(10)
+    # the Collector's include_metadata_keys: the tenant in a Kafka header
+    run(produce_with_headers(broker.bootstrap, worker.topic_otlp, proto_bytes(anon.spans()),
+                             [("x-tenant-id", b"initech")]))
+    status = worker.wait_counted(11)
+    assert status["counts"]["new"] == 11 and any(r["scope"] == "t=initech" for r in status["spend"])
+
+    worker.wait_flushed(11)
     worker.stop()
     otlp_rows, usage_rows = _rows(worker.home, ("acme", "globex")), _rows(worker.home, ("u-acme", "u-globex"))
     assert len(otlp_rows) == 5 and otlp_rows == usage_rows
