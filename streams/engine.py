@@ -244,7 +244,9 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         """Cheap figures (no scan of the spend state): counts, watermark, controls in force, keys."""
-        return {"counts": dict(self.counts), "watermark_ms": self.watermark, "controls": len(self.board.active()),
+        active = self.board.active()
+        return {"counts": dict(self.counts), "watermark_ms": self.watermark, "controls": len(active),
+                "controls_by_action": Counter(action for action, _, _ in active.values()),
                 "keys": {name: len(store) for name, store in self.stores.items()}}
 
     def restore(self, stores: dict[str, Iterable[tuple[str, Any, int]]]) -> None:

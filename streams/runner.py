@@ -35,6 +35,8 @@ def worker_topics(settings: Settings) -> tuple[dict[str, int], set[str]]:
     n = settings.topic_partitions
     changelogs = {f"{settings.app_id}-{name}-changelog": n for name in STORES}
     topics = {**topics_of(settings), **changelogs, f"{settings.app_id}-__assignor-__leader": 1}
+    if settings.otlp_enabled:  # created here only when the Collector has not created it yet
+        topics[settings.topic_otlp] = n
     return topics, {settings.topic_control, *changelogs}
 
 

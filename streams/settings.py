@@ -138,6 +138,29 @@ class Settings(BaseSettings):
     sink_write_timeout_s: float = Field(60.0, gt=0, description="a ClickHouse write taking longer is a failure: "
                                         "the writer process is restarted and the batch retried")
 
+    # OpenTelemetry GenAI spans from the Collector's kafka exporter (streams/ingest/otlp*.py); off unless enabled
+    otlp_enabled: bool = Field(False, description="read OTLP trace exports from topic_otlp")
+    topic_otlp: str = Field("otlp_spans", description="the Collector kafka exporter's traces topic (its default)")
+    otlp_tenant_from: str = Field("span:tenant.id,resource:tenant.id", description="where tenant_id comes from, "
+                                  "first found: span:ATTR, resource:ATTR, header:NAME (Kafka header), const:VALUE")
+    otlp_feature_from: str = Field("", description="same syntax; empty: service.name:operation (e.g. bot:chat)")
+    otlp_user_from: str = Field("span:enduser.pseudo.id,resource:enduser.pseudo.id,span:user.id,resource:user.id",
+                                description="same syntax; hashed with otlp_user_id_salt; none found: 'unknown'")
+    otlp_environment_from: str = "resource:deployment.environment.name,resource:deployment.environment"
+    otlp_session_from: str = "span:gen_ai.conversation.id,span:session.id"
+    otlp_user_id_salt: SecretStr | None = Field(None, description="the services' reporter salt (UsageReporter "
+                                                "user_id_salt): the same user gets the same hash on both paths")
+    otlp_input_excludes_cache: str = Field("", description="producers whose input tokens exclude cache reads and "
+                                           "writes: instrumentation scope name prefixes or provider:NAME")
+    otlp_output_excludes_reasoning: str = Field("", description="likewise, output tokens without reasoning")
+
+    # Prometheus metrics (GET /metrics on the web port; streams/metrics.py)
+    metrics_tenant_label: bool = Field(False, description="spend by tenant in tokenbrake_spend_usd_total (at most "
+                                       "metrics_max_tenants tenants, the first seen; the rest are 'other')")
+    metrics_max_tenants: int = Field(50, ge=1, le=10_000)
+    metrics_max_label_values: int = Field(200, ge=1, le=10_000, description="distinct features, models and alert "
+                                          "rules per label; beyond it they add to 'other'")
+
     # web endpoint (status, metrics) and logs
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
@@ -233,6 +256,25 @@ class Settings(BaseSettings):
     def kafka_kwargs(self) -> dict[str, Any]:
         """Security keyword arguments for an aiokafka client the worker or the CLI builds."""
         return self.kafka_security().kwargs()
+
+    @model_validator(mode="after")
+    def _otlp(self) -> Settings:
+        problems = []
+        if self.otlp_enabled:
+            from streams.ingest.attribution import source_problems  # the mapping's syntax is owned there
+
+            if self.topic_otlp in {self.topic_usage, self.topic_dlq, self.topic_control, self.topic_alerts}:
+                problems.append("topic_otlp must differ from the other topics")
+            if self.otlp_user_id_salt is None or not self.otlp_user_id_salt.get_secret_value():
+                problems.append("otlp_user_id_salt: required with otlp_enabled (user ids are stored hashed)")
+            for name in ("otlp_tenant_from", "otlp_feature_from", "otlp_user_from", "otlp_environment_from",
+                         "otlp_session_from"):
+                problems += [f"{name}: {p}" for p in source_problems(getattr(self, name))]
+            if not self.otlp_tenant_from.strip():
+                problems.append("otlp_tenant_from: give at least one source (e.g. resource:tenant.id)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def keyring(self) -> dict[str, bytes]:

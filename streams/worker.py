@@ -43,6 +43,8 @@ from streams.ingest.decode import Rejected, decode, note_unknown_fields
 from streams.ingest.dedupe import Seen
 from streams.ingest.routing import TenantRouter
 from streams.logs import LogBudget
+from streams.metrics import WorkerMeter, install_metrics
+from streams.otlp_flow import install_otlp
 from streams.price.overrides import Overrides
 from streams.price.pricebook import PriceBook
 from streams.settings import Settings
@@ -125,7 +127,10 @@ class Runtime:
         # one drain at a time, up to its changelog sends: a key's records reach the broker in the
         # order its values were taken (a tick's older value must not land after a chunk's newer one)
         self._draining = asyncio.Lock()
+        self.meter = WorkerMeter.from_settings(settings)  # what only the hot path sees (streams.metrics)
         self._install()
+        self.otlp = install_otlp(self)  # the OTLP input, when enabled: its events join the usage topic
+        install_metrics(self)  # GET /metrics
 
     # -- wiring --------------------------------------------------------------------------------
     def _install(self) -> None:
@@ -280,6 +285,7 @@ class Runtime:
                     continue
                 if isinstance(result, PricedEvent):
                     priced.append(priced_entry(result))
+                    self.meter.priced(result)
                 elif result is Seen.LATE:
                     await self.dead_letter(msg, Rejected(
                         "late", f"event {ev.event_id} is older than the dedupe horizon "
@@ -318,7 +324,9 @@ class Runtime:
 
     async def _publish_controls(self, chunk: Chunk) -> None:
         controls = self.engine.take_controls()  # before the await: the tick may add more meanwhile
-        chunk.published.extend(await self.publish(Emitted(controls, [])))  # stored in ClickHouse with the chunk
+        published = await self.publish(Emitted(controls, []))
+        chunk.published.extend(published)  # stored in ClickHouse with the chunk
+        self.meter.decided(chunk.taken[-1].message.timestamp if chunk.taken else None, len(published))
 
     async def _end_chunk(self) -> None:
         """Publish what was decided, persist the changed state, hand the rows to the sink
@@ -411,6 +419,7 @@ class Runtime:
                                                           "severity": alert.severity})
         self.stats["controls"] += len(published)
         self.stats["alerts"] += len(emitted.alerts)
+        self.meter.published(Emitted(published, emitted.alerts))
         return published
 
     async def persist(self, changes: dict[str, list[tuple[str, Any, int]]],
@@ -421,6 +430,7 @@ class Runtime:
         producer = aiokafka_producer(self.app)
         pending = []
         for name, records in changes.items():
+            self.meter.changelog(name, len(records))
             if name == "aggregates":  # the ClickHouse rollups are these same totals
                 keep_totals(records, time.time_ns(), self._totals)
             pending += await send_packed(producer, self.changelogs[name], records)
@@ -435,6 +445,7 @@ class Runtime:
     async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
         """To the dead-letter topic (see streams.emit.dead_letter)."""
         self.stats["dead_lettered"] += 1
+        self.meter.dead_lettered(rejected.reason)
         source = None
         if msg is not None:
             log.debug("dead-lettered", extra={"reason": rejected.reason, "partition": msg.partition,

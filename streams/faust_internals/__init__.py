@@ -21,6 +21,8 @@ What each is for, and what would let it go:
 - ``changelog``: the aiokafka producer under Faust's (``Producer._ensure_producer``) and
   changelog records in the JSON form Faust's table recovery reads, packed per partition --
   goes if Faust's tables gain a bulk ``update`` that writes one record per key per call.
+- ``offsets.committed_positions``: the consumer's committed offsets, for the lag metric --
+  goes if Faust exposes them.
 - ``tables.table_dicts``: the memory store's ``data`` and ``_key_partition`` dicts, shared
   with the core's stores so that state is held once -- goes with a Faust store API that
   exposes the partition of a key.
