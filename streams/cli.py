@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings()
     try:
-        from streams.worker import build_engine
+        from streams.setup import build_engine
 
         build_engine(settings)  # policies, overrides and fallback checked before anything starts
         if settings.paging_routes_path is not None:
@@ -154,7 +154,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from streams.backtest import load_events, run, write_decisions
     from streams.decide.policies import PolicyError
     from streams.replay import TraceFormatError, check_format
-    from streams.worker import build_engine
+    from streams.setup import build_engine
 
     settings = _settings()
     if not Path(args.input).is_file():

@@ -1,14 +1,20 @@
-"""The Faust adapter: decode, call the pure core, emit, persist, sink. Nothing else.
+"""The Faust adapter: the worker's composition and its deciding loop.
 
-Per chunk of about ``chunk_events`` events or ``chunk_max_s`` seconds, whichever first
-(messages come from ``take_batches``: acks are ours):
-  1. decode each message; bad ones go to the dead-letter topic with reason and bytes;
-  2. the engine dedupes, prices, aggregates and decides;
-  3. control and alert events are signed and published as soon as the message that caused
-     them is decided (enforcement never waits for ClickHouse);
-  4. every state key the chunk changed is written once to its table's changelog;
-  5. rows and rollups join the ClickHouse buffer, which acks the messages once they are
-     stored and the changelog records of step 4 are on the broker.
+The ordering contract, stated once (this module and streams.sink.buffer enforce it; the
+tests named break each step on purpose):
+  1. decide: each message's events go through the engine in offset order; bad input is
+     dead-lettered with its reason and bytes as it is met (tests/integration/test_poison.py);
+  2. publish: a control goes out as soon as the message that caused it is decided, never
+     waiting for ClickHouse; alerts when the chunk ends (test_pipeline, the latency bench);
+  3. changelog: when a chunk ends (``chunk_events`` events or ``chunk_max_s``), every state
+     key it changed is sent once to its table's changelog, one drain at a time so a key's
+     records keep the order of its values (tests/unit/test_crash_windows.py);
+  4. rows stored: the chunk's rows join the ClickHouse buffer, written by the writer process;
+  5. acknowledge: the chunk's messages are acknowledged only once 3's records are on the
+     broker and 4's rows are stored (tests/unit/test_sink_buffer.py); Faust commits offsets
+     only over acknowledged messages (streams.faust_internals.patches, 5.).
+A crash anywhere re-reads from the committed offset; streams.engine counts what it re-reads
+only where it is missing (README, "Why a crash at any point neither loses nor double-counts").
 """
 
 from __future__ import annotations
@@ -26,15 +32,12 @@ from clients.killswitch import KillSwitch
 from schemas.codec import dumps
 from schemas.control import ControlEvent
 from schemas.sequence import ControlSigner
-from schemas.signing import Sealer
 from streams.app import RawBytes, build_app
 from streams.chunk import Chunk
-from streams.decide.policies import load_policies
-from streams.emit.dead_letter import dead_letter_record
 from streams.emit.events import Emitted
 from streams.emit.reassert import Reasserter
 from streams.emit.topic_latest import TopicLatest
-from streams.engine import STORES, Drained, Engine, EngineConfig, PricedEvent, wall_clock_ms
+from streams.engine import STORES, Drained, PricedEvent, wall_clock_ms
 from streams.faust_internals.batches import take_batches
 from streams.faust_internals.changelog import aiokafka_producer, send_packed
 from streams.faust_internals.tables import table_dicts
@@ -45,29 +48,19 @@ from streams.ingest.routing import TenantRouter
 from streams.logs import LogBudget
 from streams.metrics import WorkerMeter, install_metrics
 from streams.otlp_flow import install_otlp
-from streams.price.overrides import Overrides
-from streams.price.pricebook import PriceBook
+from streams.runtime.dead_letters import DeadLetters
+from streams.runtime.forwarding import Forwarder
+from streams.runtime.publisher import Publisher
+from streams.runtime.status import stats_view, status_view
+from streams.runtime.watchdog import broker_silence
 from streams.settings import Settings
+from streams.setup import build_engine
 from streams.sink.buffer import SinkBuffer
 from streams.sink.clickhouse import alert_row, control_row, now_text, priced_entry, usage_source_bytes
 from streams.sink.process import SinkProcess
 from streams.sink.rollups import Totals, keep_totals
 
 log = logging.getLogger("tokenbrake.worker")
-
-
-def build_engine(settings: Settings, clock: Any = None, router: TenantRouter | None = None) -> Engine:
-    policies = load_policies(settings.policies_path)
-    pricebook = PriceBook(Overrides.load(settings.price_overrides_path), settings.unpriced_fallback_model)
-    pricebook.check_fallback()
-    config = EngineConfig(dedupe_horizon_minutes=settings.dedupe_horizon_minutes,
-                          dedupe_max_entries=settings.dedupe_max_entries, max_future_ms=settings.max_future_s * 1000)
-    key_id, secret = settings.signing_key
-    # sealed pickles are only as trustworthy as the key: with the public development key,
-    # detector baselines stay in memory (anyone could forge a record the worker would unpickle)
-    sealer = None if settings.uses_dev_key else Sealer(key_id, secret, settings.keyring)
-    return Engine(policies, pricebook, config, clock=clock, sealer=sealer,
-                  tenant_partition=router.partition if router else None)
 
 
 class Runtime:
@@ -77,7 +70,7 @@ class Runtime:
         self.settings = settings
         self.app = build_app(settings, bootstrap)
         self.router = TenantRouter(settings.topic_partitions)
-        self.engine = build_engine(settings, clock=wall_clock_ms, router=self.router)
+        self.engine = build_engine(settings, clock=wall_clock_ms, tenant_partition=self.router.partition)
         # operators' controls, read back from the control topic (see decide.overrides)
         self.control_view = KillSwitch(bootstrap, settings.topic_control, **settings.control_view_kwargs())
         self.control_view.on_change.append(self._on_control)
@@ -109,7 +102,7 @@ class Runtime:
                                settings.sink_flush_rows, settings.sink_flush_interval_s,
                                settings.sink_max_buffer_rows, settings.sink_retry_max_s,
                                on_fatal=lambda exc: asyncio.ensure_future(self.app.crash(exc)),
-                               on_refused=self.dead_letter_unstorable)
+                               on_refused=lambda refused: self.dead_letters.unstorable(refused))
         self.generation = 0
         self.attached = -1
         self.heap = HeapAger(settings.gc_freeze_interval_s)  # see streams.heap
@@ -117,7 +110,6 @@ class Runtime:
         self.last_decided = time.monotonic()  # the last message taken (liveness: see stats_only)
         self.stats = {"messages": 0, "dead_lettered": 0, "controls": 0, "controls_unchanged": 0, "alerts": 0,
                       "forwarded": 0}
-        self._misrouted_log = LogBudget(per_window=1, window_s=60.0)
         self._chunk = Chunk(-1)  # decided, not yet persisted nor handed to the sink
         self._deciding = False  # a batch is being decided into self._chunk
         self._engine_errors = LogBudget(per_window=10, window_s=60.0)
@@ -128,6 +120,10 @@ class Runtime:
         # order its values were taken (a tick's older value must not land after a chunk's newer one)
         self._draining = asyncio.Lock()
         self.meter = WorkerMeter.from_settings(settings)  # what only the hot path sees (streams.metrics)
+        self.publisher = Publisher(self.signer, self.control_topic, self.alert_topic, self.topic_latest, self.meter,
+                                   self.stats)
+        self.dead_letters = DeadLetters(self.dlq_topic, self.meter, self.stats)
+        self.forwarder = Forwarder(self.app, self.router, settings.topic_usage, self.stats)
         self._install()
         self.otlp = install_otlp(self)  # the OTLP input, when enabled: its events join the usage topic
         install_metrics(self)  # GET /metrics
@@ -270,7 +266,7 @@ class Runtime:
             for rejected in bad:
                 await self.dead_letter(msg, rejected)
             if good and not self.router.all_on(good, msg.partition):
-                good = await self._forward(msg, good, chunk)
+                good = await self.forwarder.forward(msg, good, chunk.forwarded)
             priced: list[tuple] = []  # this message's usage rows (see UsageSource)
             for index, ev in enumerate(good):
                 chunk.processed += 1
@@ -304,23 +300,6 @@ class Runtime:
             await self._publish_controls(chunk)
         if chunk.taken and time.monotonic() - chunk.started >= self.settings.chunk_max_s:
             await self._end_chunk()
-
-    async def _forward(self, msg: Any, events: list[Any], chunk: Chunk) -> list[Any]:
-        """Send events that belong to another partition (see streams.ingest.routing) on to it,
-        keyed by tenant; they are decided when they arrive there. The message is acknowledged
-        only once they are delivered. Returns the events that stay."""
-        stay, away = self.router.split(events, msg.partition)
-        producer = aiokafka_producer(self.app)
-        for (target, tenant), moved in away.items():
-            chunk.forwarded.append(await producer.send(self.settings.topic_usage, dumps(moved), key=tenant.encode(),
-                                                       partition=target))
-            self.stats["forwarded"] += len(moved)
-        if self._misrouted_log.allow():
-            log.warning("events arrived on another partition than their tenant's and were forwarded: producers "
-                        "should key messages by tenant_id with Kafka's default (murmur2) partitioner",
-                        extra={"forwarded_total": self.stats["forwarded"], "topic": msg.topic,
-                               "partition": msg.partition})
-        return stay
 
     async def _publish_controls(self, chunk: Chunk) -> None:
         controls = self.engine.take_controls()  # before the await: the tick may add more meanwhile
@@ -385,42 +364,17 @@ class Runtime:
                           lambda: None, *self._take_rollups(drained.stale_minutes))
 
     def _broker_lost(self) -> bool:
-        """True once the broker has not answered for ``broker_lost_exit_s``: the worker stops
-        (exit 1; nothing undecided was acknowledged) so that its supervisor starts it again,
-        rather than retrying for ever. The control view proves contact every 2 seconds."""
-        limit = self.settings.broker_lost_exit_s
-        silent = self.control_view.staleness_s
-        if not limit or silent <= limit or silent == float("inf"):  # inf: not started yet
+        """See streams.runtime.watchdog; the first time, the worker crashes on purpose (exit 1)."""
+        silent = broker_silence(self.settings.broker_lost_exit_s, self.control_view.staleness_s)
+        if silent is None:
             return False
         if not self._stopping:
             self._stopping = True
-            log.critical("no answer from the broker for %.0fs (TOKENBRAKE_BROKER_LOST_EXIT_S=%s): stopping so a "
-                         "supervisor restarts the worker", silent, limit)
             asyncio.ensure_future(self.app.crash(ConnectionError(f"broker unreachable for {silent:.0f}s")))
         return True
 
     async def publish(self, emitted: Emitted | Drained) -> list[ControlEvent]:
-        """Sign and publish the controls that change what the control topic says (see
-        streams.emit.topic_latest) and every alert. Returns the controls published."""
-        published = []
-        for control in emitted.controls:
-            if self.topic_latest.unchanged(control):
-                self.stats["controls_unchanged"] += 1
-                continue
-            signed = self.signer.issue(control)
-            self.topic_latest.sent(signed)
-            published.append(control)
-            await self.control_topic.send(key=control.scope.key().encode(), value=dumps(signed))
-            log.info("control issued", extra={"scope": control.scope.key(), "action": control.action,
-                                              "downgrade_to": control.downgrade_to, "rule": control.reason.rule})
-        for alert in emitted.alerts:
-            await self.alert_topic.send(key=alert.dedup_key.encode(), value=dumps(alert))
-            log.warning("alert %s", alert.summary, extra={"rule": alert.rule, "state": alert.state,
-                                                          "severity": alert.severity})
-        self.stats["controls"] += len(published)
-        self.stats["alerts"] += len(emitted.alerts)
-        self.meter.published(Emitted(published, emitted.alerts))
-        return published
+        return await self.publisher.publish(emitted.controls, emitted.alerts)
 
     async def persist(self, changes: dict[str, list[tuple[str, Any, int]]],
                       wait: bool = True) -> list[asyncio.Future]:
@@ -443,35 +397,10 @@ class Runtime:
         return taken, stale_minutes
 
     async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
-        """To the dead-letter topic (see streams.emit.dead_letter)."""
-        self.stats["dead_lettered"] += 1
-        self.meter.dead_lettered(rejected.reason)
-        source = None
-        if msg is not None:
-            log.debug("dead-lettered", extra={"reason": rejected.reason, "partition": msg.partition,
-                                              "offset": msg.offset})
-            source = f"{msg.topic}/{msg.partition}/{msg.offset}"
-        value, headers = dead_letter_record(rejected.reason, rejected.error, rejected.payload, source)
-        await self.dlq_topic.send(key=msg.key if msg is not None else None, value=value, headers=headers)
-
-    async def dead_letter_unstorable(self, refused: list[tuple[bytes, str]]) -> None:
-        """Usage events ClickHouse refused to store: counted in the totals, not in usage_events."""
-        log.error("%d usage events could not be stored in ClickHouse; dead-lettered (reason unstorable): %s",
-                  len(refused), refused[0][1][:500])
-        for event, error in refused:
-            await self.dead_letter(None, Rejected("unstorable", error, event))
+        await self.dead_letters.send(msg, rejected)
 
     def stats_only(self) -> dict[str, Any]:
-        engine, silent = self.engine.stats(), self.control_view.staleness_s
-        return {"ready": self.attached >= 0, "counts": {**engine["counts"], **self.unknown_fields},
-                "watermark_ms": engine["watermark_ms"], "controls": engine["controls"],
-                "control_view": {"applied": self.control_view.applied, "ignored": dict(self.control_view.ignored),
-                                 "reasserted": self.reasserter.reasserted},
-                "worker": {**self.stats, "uptime_s": round(time.time() - self.started, 1), "sink": self.sink.stats(),
-                           "last_message_age_s": round(time.monotonic() - self.last_decided, 1),
-                           "broker_silent_s": None if silent == float("inf") else round(silent, 1)}}
+        return stats_view(self)
 
     def status(self, limit: int = 50) -> dict[str, Any]:
-        stats = self.stats_only()
-        return {**self.engine.status(limit), "ready": stats["ready"], "worker": stats["worker"],
-                "control_view": stats["control_view"]}
+        return status_view(self, limit)

@@ -8,7 +8,7 @@ from pathlib import Path
 from streams.decide.named_models import check_policies_file
 from streams.decide.policies import load_policies
 from streams.settings import Settings
-from streams.worker import build_engine
+from streams.setup import build_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,48 @@
+"""Signed controls and alerts out to their topics.
+
+A control goes out only when it changes what the control topic says for its scope (see
+streams.emit.topic_latest), signed with the next per-scope sequence after the highest read
+back (schemas.sequence). Alerts always go out: the pager dedupes incidents.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from schemas.codec import dumps
+from schemas.control import ControlEvent
+from schemas.sequence import ControlSigner
+from streams.emit.events import Emitted
+from streams.emit.topic_latest import TopicLatest
+
+log = logging.getLogger("tokenbrake.worker")
+
+
+class Publisher:
+    def __init__(self, signer: ControlSigner, control_topic: Any, alert_topic: Any, topic_latest: TopicLatest,
+                 meter: Any, stats: dict[str, int]) -> None:
+        self.signer, self.control_topic, self.alert_topic = signer, control_topic, alert_topic
+        self.topic_latest, self.meter, self.stats = topic_latest, meter, stats
+
+    async def publish(self, controls: list[ControlEvent], alerts: list[Any]) -> list[ControlEvent]:
+        """Returns the controls published (the others said what the topic already says)."""
+        published = []
+        for control in controls:
+            if self.topic_latest.unchanged(control):
+                self.stats["controls_unchanged"] += 1
+                continue
+            signed = self.signer.issue(control)
+            self.topic_latest.sent(signed)
+            published.append(control)
+            await self.control_topic.send(key=control.scope.key().encode(), value=dumps(signed))
+            log.info("control issued", extra={"scope": control.scope.key(), "action": control.action,
+                                              "downgrade_to": control.downgrade_to, "rule": control.reason.rule})
+        for alert in alerts:
+            await self.alert_topic.send(key=alert.dedup_key.encode(), value=dumps(alert))
+            log.warning("alert %s", alert.summary, extra={"rule": alert.rule, "state": alert.state,
+                                                          "severity": alert.severity})
+        self.stats["controls"] += len(published)
+        self.stats["alerts"] += len(alerts)
+        self.meter.published(Emitted(published, alerts))
+        return published
