@@ -99,6 +99,7 @@ class Engine:
         self._last_baselines = 0
         self.watermark = 0
         self._tenant_time: dict[str, int] = {}  # tenant -> its latest event time (see now_for)
+        self._horizon_ms = self.config.dedupe_horizon_minutes * 60_000
         self.counts: Counter[str] = Counter()
         self._last_expire = 0
         # partition -> the highest position in its restored buckets: events up to it are re-read
@@ -131,9 +132,13 @@ class Engine:
         ``Seen.DUPLICATE`` / ``Seen.LATE``."""
         ts_ms = int(ev.ts.timestamp() * 1000)
         clock = self.clock()
-        if clock and ts_ms > clock + self.config.max_future_ms:
-            self.counts[Seen.FUTURE.value] += 1
-            return Seen.FUTURE
+        if clock:
+            if ts_ms > clock + self.config.max_future_ms:
+                self.counts[Seen.FUTURE.value] += 1
+                return Seen.FUTURE
+            if ts_ms < clock - self._horizon_ms:  # older than any id remembered (even before the first expiry)
+                self.counts[Seen.LATE.value] += 1
+                return Seen.LATE
         pos = offset << 20 | index if offset >= 0 else -1
         seen = self.dedupe.check(ev.event_id, ts_ms, partition, pos)
         self.counts[seen.value] += 1

@@ -147,3 +147,14 @@ budgets:
     clock[0] += 3_600_000  # an hour later by the wall clock, acme's window has decayed
     e.tick()
     assert [c.action for c in e.drain().controls] == ["allow"]
+
+
+def test_an_event_older_than_the_dedupe_horizon_is_late_from_the_first_event_on():
+    """Found by the fault suite's hostile corpus: before the first expiry moved the dedupe floor,
+    an event two days old was counted (it would reopen a day the worker no longer holds)."""
+    from streams.engine import EngineConfig
+    from streams.ingest.dedupe import Seen
+
+    e = engine(clock=lambda: NOW_MS, config=EngineConfig(dedupe_horizon_minutes=24 * 60))
+    assert e.process(event(ts=NOW_MS - 2 * 86_400_000), 0, 1) is Seen.LATE
+    assert e.process(event(ts=NOW_MS - 3_600_000), 0, 2).fresh
