@@ -1,0 +1,98 @@
+"""What the system says it counted, gathered per view and compared with the expected totals.
+
+Views: the worker(s) (status endpoint, tenant rows of today), ``usage_events`` (one row per
+event id), ``spend_minute`` (tenant dimension) and ``spend_user_day``.
+
+Several chdb directories (one per worker in the rebalance scenario) are read as one
+ClickHouse server would hold them: ``usage_events`` rows are de-duplicated by ``event_id``
+across directories (a ReplacingMergeTree does so on one server); the rollups hold absolute
+totals with a version per key, so for each key the row with the highest version across all
+directories is the total (the latest writer wins, as ``ReplacingMergeTree(version)`` would
+decide on one server). Versions are the writers' wall-clock nanoseconds on one machine."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.harness import read_chdb
+from tests.chaos.workload import NANO, Expected, diff
+
+
+def nanos(text: str) -> int:
+    return int(Decimal(text) / NANO)
+
+
+def clickhouse(dirs: list[Path]) -> dict[str, Any]:
+    usage: dict[str, int] = {}
+    usage_tenant: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    in_dirs: dict[str, int] = defaultdict(int)
+    minutes: dict[tuple, tuple[int, list[int]]] = {}
+    user_days: dict[tuple, tuple[int, list[int]]] = {}
+    controls: dict[str, tuple] = {}
+    unmerged = 0
+    for path in dirs:
+        got = read_chdb(path)
+        unmerged += got["usage_rows_unmerged"]
+        for event_id, cost, tenant, _user in got["usage"]:
+            in_dirs[event_id] += 1
+            if event_id not in usage:
+                usage[event_id] = nanos(cost)
+                usage_tenant[tenant][0] += 1
+                usage_tenant[tenant][1] += nanos(cost)
+        for tenant, dimension, value, minute, requests, cost, version in got["minutes"]:
+            if dimension != "tenant":
+                continue
+            key = (tenant, int(minute))
+            if key not in minutes or int(version) > minutes[key][0]:
+                minutes[key] = (int(version), [int(requests), nanos(cost)])
+        for tenant, user, day, requests, cost, version in got["user_days"]:
+            key = (tenant, user, day)
+            if key not in user_days or int(version) > user_days[key][0]:
+                user_days[key] = (int(version), [int(requests), nanos(cost)])
+        for control_id, scope, action, downgrade_to, issued_by in got["controls"]:
+            controls[control_id] = (scope, action, downgrade_to, issued_by)
+    return {"usage": usage, "usage_tenant": dict(usage_tenant),
+            "in_several_dirs": sum(1 for n in in_dirs.values() if n > 1), "usage_rows_unmerged": unmerged,
+            "minutes": {k: v for k, (_, v) in minutes.items()}, "user_days": {k: v for k, (_, v) in user_days.items()},
+            "controls": controls}
+
+
+def worker_tenants(statuses: list[dict[str, Any]], day: str) -> dict[str, list[int]] | None:
+    """Sum of the workers' tenant rows for today; None when a worker's today is not ``day``."""
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for status in statuses:
+        if datetime.fromtimestamp(status["now_ms"] / 1000, tz=UTC).date().isoformat() != day:
+            return None
+        for row in status["spend"]:
+            scope = row["scope"]
+            if scope.startswith("t=") and "|" not in scope:
+                out[scope[2:]][0] += row["today_requests"]
+                out[scope[2:]][1] += nanos(row["today_usd"])
+    return dict(out)
+
+
+def compare(expected: Expected, worker: dict[str, list[int]] | None, ch: dict[str, Any] | None) -> dict[str, Any]:
+    """Per view: requests seen, lost and double-counted (requests and nano-dollars)."""
+    views: dict[str, Any] = {}
+    if worker is not None:
+        views["worker"] = diff(expected.tenants, worker)
+    if ch is not None:
+        ids = set(ch["usage"])
+        stored = ids & expected.event_cost.keys()
+        views["usage_events"] = {**diff(expected.tenants, ch["usage_tenant"]), "missing_ids": len(
+            expected.event_cost.keys() - ids), "unexpected_ids": len(ids - expected.event_cost.keys()),
+            "wrong_cost": sum(1 for i in stored if ch["usage"][i] != expected.event_cost[i]),
+            "in_several_dirs": ch["in_several_dirs"]}
+        views["spend_minute"] = diff(expected.minutes, ch["minutes"])
+        views["spend_user_day"] = diff(expected.user_days, ch["user_days"])
+    return views
+
+
+def headline(views: dict[str, Any]) -> dict[str, int]:
+    """The worst view: most lost, most double-counted."""
+    return {"lost": max((v["lost"] for v in views.values()), default=0),
+            "double": max((v["double"] for v in views.values()), default=0)}
