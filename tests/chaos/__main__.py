@@ -12,7 +12,7 @@ from tests.chaos import scenarios
 from tests.chaos.report import lab, table, write_json
 
 NAMES = {"kill9": scenarios.kill9, "rebalance": scenarios.rebalance, "outage": scenarios.outage,
-         "replay": scenarios.replay}
+         "replay": scenarios.replay, "hostile": scenarios.hostile, "privacy": scenarios.privacy}
 
 
 def main() -> int:

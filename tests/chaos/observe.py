@@ -26,7 +26,7 @@ def nanos(text: str) -> int:
     return int(Decimal(text) / NANO)
 
 
-def clickhouse(dirs: list[Path]) -> dict[str, Any]:
+def clickhouse(dirs: list[Path], exclude_tenants: set[str] = frozenset()) -> dict[str, Any]:
     usage: dict[str, int] = {}
     usage_tenant: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     in_dirs: dict[str, int] = defaultdict(int)
@@ -38,18 +38,22 @@ def clickhouse(dirs: list[Path]) -> dict[str, Any]:
         got = read_chdb(path)
         unmerged += got["usage_rows_unmerged"]
         for event_id, cost, tenant, _user in got["usage"]:
+            if tenant in exclude_tenants:
+                continue
             in_dirs[event_id] += 1
             if event_id not in usage:
                 usage[event_id] = nanos(cost)
                 usage_tenant[tenant][0] += 1
                 usage_tenant[tenant][1] += nanos(cost)
         for tenant, dimension, value, minute, requests, cost, version in got["minutes"]:
-            if dimension != "tenant":
+            if dimension != "tenant" or tenant in exclude_tenants:
                 continue
             key = (tenant, int(minute))
             if key not in minutes or int(version) > minutes[key][0]:
                 minutes[key] = (int(version), [int(requests), nanos(cost)])
         for tenant, user, day, requests, cost, version in got["user_days"]:
+            if tenant in exclude_tenants:
+                continue
             key = (tenant, user, day)
             if key not in user_days or int(version) > user_days[key][0]:
                 user_days[key] = (int(version), [int(requests), nanos(cost)])

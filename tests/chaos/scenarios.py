@@ -93,11 +93,11 @@ def tenant_actions(controls: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 def judge(fig: Figures, wl: Workload, statuses: list[dict[str, Any]] | None, dirs: list[Path],
-          sent_events: int) -> None:
+          sent_events: int, exclude_tenants: set[str] = frozenset()) -> None:
     """Fill the headline figures and the exactness checks from the workers and ClickHouse."""
     day = datetime.fromtimestamp(wl.events[0]["ts"] // 1000, tz=UTC).date().isoformat()
     worker = observe.worker_tenants(statuses, day) if statuses is not None else None
-    ch = observe.clickhouse(dirs)
+    ch = observe.clickhouse(dirs, exclude_tenants)
     views = observe.compare(wl.expected, worker, ch)
     fig.update({"sent": sent_events, "expected": wl.expected.requests,
                 "counted": views["worker"]["requests"] if "worker" in views else None,
@@ -281,3 +281,137 @@ def replay(lab: Lab, seed: int, n: int = 30_000) -> Figures:
 
 def cleanup_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# -- 5. hostile messages ---------------------------------------------------------------------------
+def hostile(lab: Lab, seed: int, n: int = 5000, every: int = 3) -> Figures:
+    """Every hostile kind of ``tests.chaos.hostile`` interleaved with ``n`` valid events (one
+    hostile message after every ``every`` valid ones, the valid tail after the last): each
+    must be dead-lettered with a reason, the worker stay up, every valid event counted once."""
+    from tests.chaos.hostile import UNPRICED_TENANT, cases
+
+    started = time.monotonic()
+    fig = Figures(scenario="hostile", seed=seed, events=n)
+    base = make_workload(n, seed, prefix="h")
+    clones = iter(range(10**9))
+
+    def valid() -> dict[str, Any]:
+        i = next(clones)
+        return {**base.events[i % len(base.events)], "event_id": f"hv{seed}-{i}"}
+
+    corpus = cases(valid)
+    fig["kinds"] = len(corpus)
+    inside = [e for c in corpus for e in c.valid_inside]
+    wl = Workload(seed, base.events + inside, [], base.tenants)
+    messages: list[tuple[bytes | None, bytes | None, int]] = []
+    where: list[int] = []  # index in messages of each case
+    valid_msgs = list(base.messages)
+    for case in corpus:
+        for _ in range(every):
+            if valid_msgs:
+                messages.append(valid_msgs.pop(0))
+        where.append(len(messages))
+        messages.append((b"hostile", case.value, len(case.valid_inside)))
+    messages.extend(valid_msgs)  # the tail: the worker must still be deciding after the corpus
+    app_id = _app("hostile")
+    w = lab.worker(f"hostile-{seed}-{app_id[-6:]}", app_id, "", partitions=2)
+    w.start()
+    producer = Producer(lab.broker.bootstrap, w.topic, messages).start().join()
+    settle_s = settle(lab, [w], app_id, w.topic, timeout_s=120)
+    fig["settle_s"] = settle_s
+    fig.check("settled (every message acknowledged)", settle_s is not None,
+              lag(lab.broker.bootstrap, app_id, w.topic))
+    fig.check("worker process up", w.running())
+    dlq: dict[str, list[str]] = {}
+    for record in consume_all(lab.broker.bootstrap, f"{app_id}.dlq"):
+        headers = {k: v.decode(errors="replace") for k, v in record.headers}
+        dlq.setdefault(headers.get("tokenbrake-source", "?"), []).append(headers.get("tokenbrake-reason", ""))
+    outcomes, missing, refused = {}, [], []
+    for case, index in zip(corpus, where, strict=True):
+        result = producer.results[index]
+        if isinstance(result, str):
+            refused.append(case.kind)
+            outcomes[case.kind] = f"refused by the broker: {result[:200]}"
+            continue
+        reasons = dlq.get(f"{w.topic}/{result[0]}/{result[1]}", [])
+        outcomes[case.kind] = reasons[:3] + ([f"... {len(reasons)} in all"] if len(reasons) > 3 else [])
+        if case.counted_only:
+            continue
+        if len(reasons) < case.dead_letters or not all(reasons):
+            missing.append(case.kind)
+    fig.update({"dead_letter_reasons": outcomes, "not_dead_lettered": missing, "refused_by_broker": refused})
+    fig.check(f"every hostile kind dead-lettered with a reason ({len(corpus) - len(missing)} of {len(corpus)})",
+              not missing, missing)
+    try:
+        statuses = [w.status()]
+    except OSError:
+        statuses = None
+    fig.check("status endpoint answers", statuses is not None)
+    unpriced_counted = None
+    if statuses is not None:
+        unpriced = [r for r in statuses[0]["spend"] if r["scope"] == f"t={UNPRICED_TENANT}"]
+        unpriced_counted = unpriced[0]["today_requests"] if unpriced else 0
+        statuses[0]["spend"] = [r for r in statuses[0]["spend"] if r["scope"] != f"t={UNPRICED_TENANT}"]
+    fig["unknown_model_counted"] = unpriced_counted
+    fig.check("the unknown-model event counted once", unpriced_counted == 1, unpriced_counted)
+    w.stop()
+    judge(fig, wl, statuses, [w.home / "chdb"], len(wl.events), exclude_tenants={UNPRICED_TENANT})
+    fig["sent"] = sum(m[2] for m in messages)
+    return fig.finish(started)
+
+
+# -- 6. privacy ------------------------------------------------------------------------------------
+def privacy(lab: Lab, seed: int, n: int = 2000) -> Figures:
+    """Events reported through ``UsageReporter`` with raw user ids (e-mail addresses); then no
+    raw id (every one ends in ``@example.com``, including the other scenarios' users) in any
+    worker log, the broker's log, any topic on the broker or any table of any chdb directory."""
+    import asyncio
+
+    from clients.reporter import UsageReporter
+    from tests.chaos.harness import list_topics, read_chdb
+    from tests.chaos.workload import RAW_ID_MARK, SALT, raw_user
+
+    started = time.monotonic()
+    fig = Figures(scenario="privacy", seed=seed, events=n)
+    app_id = _app("privacy")
+    w = lab.worker(f"privacy-{seed}-{app_id[-6:]}", app_id, "", partitions=2, log_level="debug")
+    w.start()
+
+    async def report() -> int:
+        reporter = UsageReporter(lab.broker.bootstrap, w.topic, user_id_salt=SALT)
+        await reporter.start()
+        for i in range(n):
+            reporter.record(tenant_id="privacy-t", feature_id="chat", user_id=raw_user(seed, i % 300),
+                            provider="openai", model="gpt-4o", input_tokens=100 + i % 50, output_tokens=20)
+        await reporter.stop()
+        return reporter.sent
+
+    fig["sent"] = asyncio.run(report())
+    settle(lab, [w], app_id, w.topic)
+    fig["counted"] = w.stats()["counts"].get("new", 0)
+    w.stop()
+    needle = RAW_ID_MARK.encode()
+    hits: list[str] = []
+    places = 0
+    for path in [lab.root / "broker.log", *sorted(lab.root.glob("*/worker.log"))]:
+        places += 1
+        if path.exists() and needle in path.read_bytes():
+            hits.append(f"log {path.relative_to(lab.root)}")
+    for topic in list_topics(lab.broker.bootstrap):
+        places += 1
+        for record in consume_all(lab.broker.bootstrap, topic):
+            blob = b"".join([record.key or b"", record.value or b"", *(v for _, v in record.headers)])
+            if needle in blob:
+                hits.append(f"topic {topic}")
+                break
+    for other in lab.workers:
+        if other.running() or not (other.home / "chdb").is_dir():
+            continue
+        for table, text in read_chdb(other.home / "chdb", "dump").items():
+            places += 1
+            if RAW_ID_MARK in text:
+                hits.append(f"table {table} in {other.home.name}")
+    fig.update({"places_scanned": places, "raw_ids_found_in": hits, "stored": None, "lost": None, "double": None})
+    fig.check("the reporter's events counted", fig["counted"] == n, fig["counted"])
+    fig.check("no raw user id anywhere", not hits, hits)
+    return fig.finish(started)
