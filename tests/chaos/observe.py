@@ -33,12 +33,14 @@ def clickhouse(dirs: list[Path], exclude_tenants: set[str] = frozenset()) -> dic
     minutes: dict[tuple, tuple[int, list[int]]] = {}
     user_days: dict[tuple, tuple[int, list[int]]] = {}
     controls: dict[str, tuple] = {}
+    excluded: dict[str, int] = {}  # usage rows of the excluded tenants, by event id
     unmerged = 0
     for path in dirs:
         got = read_chdb(path)
         unmerged += got["usage_rows_unmerged"]
         for event_id, cost, tenant, _user in got["usage"]:
             if tenant in exclude_tenants:
+                excluded[event_id] = nanos(cost)
                 continue
             in_dirs[event_id] += 1
             if event_id not in usage:
@@ -59,7 +61,7 @@ def clickhouse(dirs: list[Path], exclude_tenants: set[str] = frozenset()) -> dic
                 user_days[key] = (int(version), [int(requests), nanos(cost)])
         for control_id, scope, action, downgrade_to, issued_by in got["controls"]:
             controls[control_id] = (scope, action, downgrade_to, issued_by)
-    return {"usage": usage, "usage_tenant": dict(usage_tenant),
+    return {"usage": usage, "usage_tenant": dict(usage_tenant), "excluded_usage": excluded,
             "in_several_dirs": sum(1 for n in in_dirs.values() if n > 1), "usage_rows_unmerged": unmerged,
             "minutes": {k: v for k, (_, v) in minutes.items()}, "user_days": {k: v for k, (_, v) in user_days.items()},
             "controls": controls}
