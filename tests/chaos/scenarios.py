@@ -20,7 +20,7 @@ from typing import Any
 from schemas.codec import loads
 from streams.broker import EmbeddedBroker
 from tests.chaos import observe
-from tests.chaos.harness import CpuHog, Producer, Worker, consume_all, descendants, lag, wait_for
+from tests.chaos.harness import CpuHog, Producer, Worker, consume_all, descendants, lag, produce, wait_for
 from tests.chaos.workload import Workload, make_workload
 
 
@@ -163,8 +163,9 @@ def _controls(fig: Figures, wl: Workload, limit: Any, controls: list[dict[str, A
 
 # -- 2. rebalance -------------------------------------------------------------------------------
 def rebalance(lab: Lab, seed: int, n: int = 40_000, rate: float = 600.0, pause_s: float = 4.0) -> Figures:
-    """Three workers over 8 partitions while events flow: A alone, B joins, C joins, B SIGKILLed,
-    C stopped gracefully; A ends with every partition."""
+    """Three workers over 8 partitions while events flow, a CPU hog on the other core: A alone,
+    B joins, C joins, B SIGKILLed (with its writer), C stopped gracefully; A ends with every
+    partition."""
     started = time.monotonic()
     fig = Figures(scenario="rebalance", seed=seed, events=n)
     wl = make_workload(n, seed, prefix="r", tenants=16)
@@ -172,25 +173,26 @@ def rebalance(lab: Lab, seed: int, n: int = 40_000, rate: float = 600.0, pause_s
     app_id = _app("rebalance")
     a, b, c = (lab.worker(f"rebalance-{seed}-{x}-{app_id[-6:]}", app_id, policy, partitions=8,
                           kafka_session_timeout_s="6") for x in "abc")
-    a.start()
-    producer = Producer(lab.broker.bootstrap, a.topic, wl.messages, events_per_s=rate).start()
-    steps = []
+    with CpuHog():  # the loaded machine of the issue's failing runs
+        a.start()
+        producer = Producer(lab.broker.bootstrap, a.topic, wl.messages, events_per_s=rate).start()
+        steps = []
 
-    def step(what: str, action: Any) -> None:
-        time.sleep(pause_s)  # events flow between two membership changes
-        t = time.monotonic()
-        result = action()
-        steps.append({"step": what, "at_s": round(t - started, 1), "took_s": round(time.monotonic() - t, 1),
-                      "produced": producer.sent_events, **({"result": result} if result is not None else {})})
+        def step(what: str, action: Any) -> None:
+            time.sleep(pause_s)  # events flow between two membership changes
+            t = time.monotonic()
+            result = action()
+            steps.append({"step": what, "at_s": round(t - started, 1), "took_s": round(time.monotonic() - t, 1),
+                          "produced": producer.sent_events, **({"result": result} if result is not None else {})})
 
-    step("B joins", lambda: round(b.wait_ready() if b.start(wait=False) else 0, 1))
-    step("C joins", lambda: round(c.wait_ready() if c.start(wait=False) else 0, 1))
-    step("B SIGKILL", lambda: len(b.kill9()))
-    step("C stopped gracefully", c.stop)
-    fig["steps"] = steps
-    producer.join()
-    fig["produced_all_by_s"] = round(time.monotonic() - started, 1)
-    settle_s = settle(lab, [a], app_id, a.topic, timeout_s=240)
+        step("B joins", lambda: round(b.wait_ready() if b.start(wait=False) else 0, 1))
+        step("C joins", lambda: round(c.wait_ready() if c.start(wait=False) else 0, 1))
+        step("B SIGKILL", lambda: len(b.kill9()))
+        step("C stopped gracefully", c.stop)
+        fig["steps"] = steps
+        producer.join()
+        fig["produced_all_by_s"] = round(time.monotonic() - started, 1)
+        settle_s = settle(lab, [a], app_id, a.topic, timeout_s=240)
     fig["settle_s"] = settle_s
     fig.check("settled (lag 0 on all 8 partitions, sink drained)", settle_s is not None,
               lag(lab.broker.bootstrap, app_id, a.topic))
@@ -421,6 +423,8 @@ def privacy(lab: Lab, seed: int, n: int = 2000) -> Figures:
     settle(lab, [w], app_id, w.topic)
     fig["counted"] = w.stats()["counts"].get("new", 0)
     w.stop()
+    canary = f"{app_id}.canary"  # a raw id put there on purpose: proves the scan finds one
+    produce(lab.broker.bootstrap, canary, [(None, raw_user(seed, 0).encode(), 1)])
     needle = RAW_ID_MARK.encode()
     hits: list[str] = []
     places = 0
@@ -442,6 +446,8 @@ def privacy(lab: Lab, seed: int, n: int = 2000) -> Figures:
             places += 1
             if RAW_ID_MARK in text:
                 hits.append(f"table {table} in {other.home.name}")
+    fig.check("the scan finds the canary raw id", f"topic {canary}" in hits, hits)
+    hits = [h for h in hits if h != f"topic {canary}"]
     fig.update({"places_scanned": places, "raw_ids_found_in": hits, "stored": None, "lost": None, "double": None})
     fig.check("the reporter's events counted", fig["counted"] == n, fig["counted"])
     fig.check("no raw user id anywhere", not hits, hits)
