@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from schemas.codec import loads
 from tests.chaos.harness import read_chdb
 from tests.chaos.workload import NANO, Expected, diff
 
@@ -34,9 +35,11 @@ def clickhouse(dirs: list[Path], exclude_tenants: set[str] = frozenset()) -> dic
     user_days: dict[tuple, tuple[int, list[int]]] = {}
     controls: dict[str, tuple] = {}
     excluded: dict[str, int] = {}  # usage rows of the excluded tenants, by event id
+    by_dir: dict[str, set[str]] = {}  # event ids stored in each directory
     unmerged = 0
     for path in dirs:
         got = read_chdb(path)
+        by_dir[path.parent.name] = {row[0] for row in got["usage"]}
         unmerged += got["usage_rows_unmerged"]
         for event_id, cost, tenant, _user in got["usage"]:
             if tenant in exclude_tenants:
@@ -64,7 +67,7 @@ def clickhouse(dirs: list[Path], exclude_tenants: set[str] = frozenset()) -> dic
     return {"usage": usage, "usage_tenant": dict(usage_tenant), "excluded_usage": excluded,
             "in_several_dirs": sum(1 for n in in_dirs.values() if n > 1), "usage_rows_unmerged": unmerged,
             "minutes": {k: v for k, (_, v) in minutes.items()}, "user_days": {k: v for k, (_, v) in user_days.items()},
-            "controls": controls}
+            "controls": controls, "by_dir": by_dir}
 
 
 def worker_tenants(statuses: list[dict[str, Any]], day: str) -> dict[str, list[int]] | None:
@@ -102,3 +105,41 @@ def headline(views: dict[str, Any]) -> dict[str, int]:
     """The worst view: most lost, most double-counted."""
     return {"lost": max((v["lost"] for v in views.values()), default=0),
             "double": max((v["double"] for v in views.values()), default=0)}
+
+
+def holes(messages: list[tuple[bytes | None, bytes | None, int]], results: list, by_dir: dict[str, set[str]],
+          expected_ids: set[str]) -> list[dict[str, Any]]:
+    """Runs of consecutive messages (per partition, by offset) whose expected events are in no
+    chdb directory, with the directories holding the messages just before and after: where a
+    window lost messages, and which worker owned the partition around it."""
+    per: dict[int, list[tuple[int, str, int]]] = defaultdict(list)
+    for (_, value, _), result in zip(messages, results, strict=True):
+        if isinstance(result, str) or not value:
+            continue
+        try:
+            obj = loads(value)
+        except ValueError:
+            continue
+        ids = [e.get("event_id") for e in (obj if isinstance(obj, list) else [obj]) if isinstance(e, dict)]
+        ids = [i for i in ids if i in expected_ids]
+        if not ids:
+            continue
+        holders = "+".join(name for name, stored in by_dir.items() if any(i in stored for i in ids)) or "-"
+        missing = sum(1 for i in ids if not any(i in stored for stored in by_dir.values()))
+        per[result[0]].append((result[1], holders, missing))
+    out = []
+    for partition, seq in sorted(per.items()):
+        seq.sort()
+        i = 0
+        while i < len(seq):
+            if seq[i][1] != "-":
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(seq) and seq[j + 1][1] == "-":
+                j += 1
+            out.append({"partition": partition, "offsets": [seq[i][0], seq[j][0]], "messages": j - i + 1,
+                        "events": sum(m for _, _, m in seq[i:j + 1]),
+                        "before": seq[i - 1][1] if i else None, "after": seq[j + 1][1] if j + 1 < len(seq) else None})
+            i = j + 1
+    return out

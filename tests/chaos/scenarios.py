@@ -93,7 +93,8 @@ def tenant_actions(controls: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 def judge(fig: Figures, wl: Workload, statuses: list[dict[str, Any]] | None, dirs: list[Path],
-          sent_events: int, exclude_tenants: set[str] = frozenset()) -> dict[str, Any]:
+          sent_events: int, exclude_tenants: set[str] = frozenset(), sent: tuple[list, list] | None = None
+          ) -> dict[str, Any]:
     """Fill the headline figures and the exactness checks from the workers and ClickHouse."""
     day = datetime.fromtimestamp(wl.events[0]["ts"] // 1000, tz=UTC).date().isoformat()
     worker = observe.worker_tenants(statuses, day) if statuses is not None else None
@@ -108,6 +109,8 @@ def judge(fig: Figures, wl: Workload, statuses: list[dict[str, Any]] | None, dir
                   and view.get("wrong_cost", 0) == 0 and view.get("missing_ids", 0) == 0,
                   {k: v for k, v in view.items() if k != "requests"})
     fig["stored_controls"] = sorted({(s, a) for s, a, _, _ in ch["controls"].values()})
+    if sent is not None and views.get("usage_events", {}).get("missing_ids"):
+        fig["holes"] = observe.holes(*sent, ch["by_dir"], wl.expected.event_cost.keys())
     return ch
 
 
@@ -146,7 +149,7 @@ def kill9(lab: Lab, seed: int, n: int = 100_000, kills: int = 3, rate: float = 1
     statuses = [w.status()]
     controls = controls_on_topic(lab, app_id)
     w.stop()
-    judge(fig, wl, statuses, [w.home / "chdb"], n)
+    judge(fig, wl, statuses, [w.home / "chdb"], n, sent=(wl.messages, producer.results))
     _controls(fig, wl, limit, controls)
     return fig.finish(started)
 
@@ -199,7 +202,7 @@ def rebalance(lab: Lab, seed: int, n: int = 40_000, rate: float = 600.0, pause_s
     statuses = [a.status()]
     controls = controls_on_topic(lab, app_id)
     a.stop()
-    judge(fig, wl, statuses, [w.home / "chdb" for w in (a, b, c)], n)
+    judge(fig, wl, statuses, [w.home / "chdb" for w in (a, b, c)], n, sent=(wl.messages, producer.results))
     _controls(fig, wl, limit, controls)
     return fig.finish(started)
 
@@ -217,7 +220,7 @@ def outage(lab: Lab, seed: int, n: int = 40_000, away_s: float = 60.0, rate: flo
     w = lab.worker(f"outage-{seed}-{app_id[-6:]}", app_id, policy, partitions=4)
     w.start()
     first = len(wl.messages) // 5  # before the outage: no tenant reaches its limit yet
-    Producer(lab.broker.bootstrap, w.topic, wl.messages[:first]).start().join()
+    early = Producer(lab.broker.bootstrap, w.topic, wl.messages[:first]).start().join()
     settle(lab, [w], app_id, w.topic)
     chdb, away = w.home / "chdb", w.home / "chdb.away"
     before = len(controls_on_topic(lab, app_id))
@@ -243,7 +246,7 @@ def outage(lab: Lab, seed: int, n: int = 40_000, away_s: float = 60.0, rate: flo
     statuses = [w.status()]
     controls = controls_on_topic(lab, app_id)
     w.stop()
-    judge(fig, wl, statuses, [chdb], n)
+    judge(fig, wl, statuses, [chdb], n, sent=(wl.messages, early.results + producer.results))
     _controls(fig, wl, limit, controls)
     return fig.finish(started)
 
