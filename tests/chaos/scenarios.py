@@ -19,6 +19,7 @@ from typing import Any
 
 from schemas.codec import loads
 from streams.broker import EmbeddedBroker
+from streams.ingest.routing import TenantRouter
 from tests.chaos import observe
 from tests.chaos.harness import CpuHog, Producer, Worker, consume_all, descendants, lag, produce, wait_for
 from tests.chaos.workload import Workload, make_workload
@@ -109,6 +110,14 @@ def judge(fig: Figures, wl: Workload, statuses: list[dict[str, Any]] | None, dir
                   and view.get("wrong_cost", 0) == 0 and view.get("missing_ids", 0) == 0,
                   {k: v for k, v in view.items() if k != "requests"})
     fig["stored_controls"] = sorted({(s, a) for s, a, _, _ in ch["controls"].values()})
+    if worker is not None and views["worker"]["keys_wrong"]:  # which partitions' tenants are off, by how much
+        router = TenantRouter(fig.get("partitions", 4))
+        off: dict[int, list[int]] = {}
+        for tenant, (req, _) in wl.expected.tenants.items():
+            got = worker.get(tenant, [0, 0])[0]
+            if got != req:
+                off.setdefault(router.partition(tenant), []).append(got - req)
+        fig["worker_off_by_partition"] = {p: sum(d) for p, d in sorted(off.items())}
     if sent is not None and views.get("usage_events", {}).get("missing_ids"):
         fig["holes"] = observe.holes(*sent, ch["by_dir"], wl.expected.event_cost.keys())
     return ch
@@ -119,7 +128,7 @@ def kill9(lab: Lab, seed: int, n: int = 100_000, kills: int = 3, rate: float = 1
     """The worker and its writer child SIGKILLed ``kills`` times at seeded random moments while
     ``n`` events flow, a CPU hog on the other core; restarted each time."""
     started = time.monotonic()
-    fig = Figures(scenario="kill9", seed=seed, events=n)
+    fig = Figures(scenario="kill9", seed=seed, events=n, partitions=4)
     wl = make_workload(n, seed, prefix="k")
     policy, limit = wl.expected.policy()
     app_id = _app("kill9")
@@ -170,7 +179,7 @@ def rebalance(lab: Lab, seed: int, n: int = 40_000, rate: float = 600.0, pause_s
     B joins, C joins, B SIGKILLed (with its writer), C stopped gracefully; A ends with every
     partition."""
     started = time.monotonic()
-    fig = Figures(scenario="rebalance", seed=seed, events=n)
+    fig = Figures(scenario="rebalance", seed=seed, events=n, partitions=8)
     wl = make_workload(n, seed, prefix="r", tenants=16)
     policy, limit = wl.expected.policy()
     app_id = _app("rebalance")
@@ -213,7 +222,7 @@ def outage(lab: Lab, seed: int, n: int = 40_000, away_s: float = 60.0, rate: flo
     its chdb directory replaced by a plain file (every new writer fails to open it), then put
     back. Controls must still be issued during the outage; every row exactly once after."""
     started = time.monotonic()
-    fig = Figures(scenario="clickhouse_outage", seed=seed, events=n, away_s=away_s)
+    fig = Figures(scenario="clickhouse_outage", seed=seed, events=n, away_s=away_s, partitions=4)
     wl = make_workload(n, seed, prefix="o")
     policy, limit = wl.expected.policy()
     app_id = _app("outage")
@@ -297,7 +306,7 @@ def hostile(lab: Lab, seed: int, n: int = 5000, every: int = 3) -> Figures:
     from tests.chaos.hostile import UNPRICED_TENANT, cases
 
     started = time.monotonic()
-    fig = Figures(scenario="hostile", seed=seed, events=n)
+    fig = Figures(scenario="hostile", seed=seed, events=n, partitions=2)
     base = make_workload(n, seed, prefix="h")
     clones = iter(range(10**9))
 
