@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv compose-tool demo test test-unit test-integration lint schemas bench clean
+.PHONY: venv compose-tool demo test test-unit test-integration chaos chaos-long lint schemas bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,15 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+# the fault suite (tests/chaos, not part of `make test`): real workers killed, rebalanced, ClickHouse
+# taken away, input replayed, hostile messages, privacy; prints each scenario's figures.
+# CHAOS_SEED=N repeats a run; CHAOS_RUNS=N repeats the kill -9 scenario (chaos-long: 5).
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q tests/chaos
+
+chaos-long: $(STAMP)
+	CHAOS_RUNS=$${CHAOS_RUNS:-5} $(BIN)/python -m pytest -q tests/chaos
 
 lint: $(STAMP)
 	$(BIN)/ruff check schemas streams detectors clients tests
