@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     sink_write_timeout_s: float = Field(60.0, gt=0, description="a ClickHouse write taking longer is a failure: "
                                         "the writer process is restarted and the batch retried")
 
+    # FinOps rollups and retention (streams/finops/migrations.py): None = kept for ever
+    ttl_usage_events_days: int | None = Field(None, ge=1, description="raw usage_events kept this many days")
+    ttl_usage_hourly_days: int | None = Field(None, ge=1, description="usage_hourly rollup rows kept this long")
+    ttl_usage_daily_days: int | None = Field(None, ge=1, description="usage_daily rollup rows kept this long")
+    rollup_refresh_s: int = Field(60, ge=5, le=86_400, description="how often ClickHouse recomputes the "
+                                  "rollups of the last two days from usage_events")
+
     # web endpoint (status, metrics) and logs
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)

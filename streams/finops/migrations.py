@@ -1,0 +1,159 @@
+"""Numbered, idempotent schema migrations, applied at start-up after the base schema.
+
+The base schema (``streams/sink/ddl.sql``, every statement ``IF NOT EXISTS``) is what every
+release created; each :data:`MIGRATIONS` entry then runs once per database, in order, and is
+recorded in ``schema_migrations``. Every statement is itself idempotent, so a migration cut
+short (a crash between two statements, before its record) is simply run again whole.
+
+Settings-dependent parts (TTLs, the refresh interval) are not migrations: they are set on
+every start-up from the settings (:func:`apply_retention`), so changing a setting and
+restarting is enough.
+
+Failure costs: a migration that fails raises, and the writer does not start (the worker
+retries the write as for any ClickHouse error); nothing half-applied is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from streams.finops import rollup_sql
+
+#: (number, name, statements for a database)
+Migration = tuple[int, str, Callable[[str], list[str]]]
+
+
+def _rollup_tables(db: str) -> list[str]:
+    return [rollup_sql.table_ddl(db, "usage_hourly", "hour", "DateTime('UTC')"),
+            rollup_sql.table_ddl(db, "usage_daily", "day", "Date")]
+
+
+def _backfill(db: str) -> list[str]:
+    """Rollups of every event already stored (the refresh views only look back a few days)."""
+    return [f"INSERT INTO {db}.usage_hourly {rollup_sql._hourly_select(db, '1')}",
+            f"INSERT INTO {db}.usage_daily {rollup_sql._daily_select(db, '1')}"]
+
+
+def _refresh_views(db: str) -> list[str]:
+    return rollup_sql.refresh_view_ddl(db, DEFAULT_REFRESH_S)
+
+
+def _model_rates(db: str) -> list[str]:
+    # USD per token at the base tier, per provider, model and UTC day (see streams.finops.model_rates)
+    return [f"""CREATE TABLE IF NOT EXISTS {db}.model_rates
+(
+    provider         LowCardinality(String),
+    model            LowCardinality(String),
+    day              Date,
+    input_usd        Decimal(38, 18),
+    output_usd       Decimal(38, 18),
+    cache_read_usd   Decimal(38, 18),
+    cache_write_usd  Decimal(38, 18),
+    priced           Bool,
+    version          UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (provider, model, day)"""]
+
+
+def _finops_views(db: str) -> list[str]:
+    return [
+        # money paid for attempts that failed, and for repeat attempts (attempt > 0)
+        f"""CREATE VIEW IF NOT EXISTS {db}.cost_lost_daily AS
+SELECT day, tenant_id, feature_id, model, environment, sum(requests) AS requests, sum(errors) AS errors,
+       sum(retries) AS retries, sum(cost_usd) AS cost_usd, sum(failed_cost_usd) AS failed_cost_usd,
+       sum(retry_cost_usd) AS retry_cost_usd
+FROM {db}.usage_daily FINAL GROUP BY day, tenant_id, feature_id, model, environment""",
+        # prompt cache: cached input tokens at the full input rate minus the cache-read rate paid;
+        # semantic cache: what a call answered from the cache would have cost (uncached)
+        f"""CREATE VIEW IF NOT EXISTS {db}.cache_savings_daily AS
+SELECT u.day AS day, u.tenant_id AS tenant_id, u.feature_id AS feature_id, u.model AS model,
+       sum(u.cached_input_tokens) AS cached_input_tokens, sum(u.semantic_cache_hits) AS semantic_cache_hits,
+       sum(u.cached_input_tokens * (r.input_usd - r.cache_read_usd)) AS prompt_cache_savings_usd,
+       sum(u.semantic_hit_input_tokens * r.input_usd + u.semantic_hit_output_tokens * r.output_usd)
+           AS semantic_cache_savings_usd,
+       prompt_cache_savings_usd + semantic_cache_savings_usd AS cache_savings_usd
+FROM (SELECT * FROM {db}.usage_daily FINAL) AS u
+INNER JOIN (SELECT * FROM {db}.model_rates FINAL) AS r
+    ON r.provider = u.provider AND r.model = u.model AND r.day = u.day
+GROUP BY day, tenant_id, feature_id, model""",
+    ]
+
+
+MIGRATIONS: list[Migration] = [
+    (1, "hourly and daily rollup tables", _rollup_tables),
+    (2, "rollups of the events already stored", _backfill),
+    (3, "refreshable views that keep the rollups current", _refresh_views),
+    (4, "model rates", _model_rates),
+    (5, "cost lost and cache savings views", _finops_views),
+]
+
+DEFAULT_REFRESH_S = 60
+
+
+@dataclass(frozen=True)
+class Retention:
+    """TTLs in days (None: kept for ever) and the rollup refresh interval, from the settings."""
+
+    usage_events_days: int | None = None
+    usage_hourly_days: int | None = None
+    usage_daily_days: int | None = None
+    rollup_refresh_s: int = DEFAULT_REFRESH_S
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Retention:
+        return cls(settings.ttl_usage_events_days, settings.ttl_usage_hourly_days, settings.ttl_usage_daily_days,
+                   settings.rollup_refresh_s)
+
+    @classmethod
+    def from_env(cls) -> Retention:
+        from streams.settings import Settings
+
+        return cls.from_settings(Settings())
+
+
+def applied(client: Any, db: str) -> list[int]:
+    return [r[0] for r in client.query(f"SELECT number FROM {db}.schema_migrations FINAL ORDER BY number")
+            .result_rows]
+
+
+def migrate(client: Any, db: str, retention: Retention | None = None) -> list[int]:
+    """Apply the migrations not yet recorded, then the retention settings; returns the numbers
+    applied now. Call after the base schema (``apply_ddl`` does)."""
+    client.command(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (number UInt32, name String, "
+                   f"applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY number")
+    done = set(applied(client, db))
+    now_applied = []
+    for number, name, statements in MIGRATIONS:
+        if number in done:
+            continue
+        for stmt in statements(db):
+            client.command(stmt)
+        client.command(f"INSERT INTO {db}.schema_migrations (number, name) VALUES (%(n)s, %(name)s)",
+                       parameters={"n": number, "name": name})
+        now_applied.append(number)
+    apply_retention(client, db, retention or Retention.from_env())
+    return now_applied
+
+
+_TTL_COLUMNS = {"usage_events": "toDateTime(ts)", "usage_hourly": "hour", "usage_daily": "day"}
+
+
+def apply_retention(client: Any, db: str, retention: Retention) -> None:
+    """TTL of raw events and of each rollup, and the refresh interval (metadata only: existing
+    parts are not rewritten now; expired rows go at the next merges)."""
+    for table, days in (("usage_events", retention.usage_events_days), ("usage_hourly", retention.usage_hourly_days),
+                        ("usage_daily", retention.usage_daily_days)):
+        engine_full = client.query("SELECT engine_full FROM system.tables WHERE database = %(db)s AND name = %(t)s",
+                                   parameters={"db": db, "t": table}).result_rows[0][0]
+        has_ttl = " TTL " in engine_full
+        if days is not None:
+            client.command(f"ALTER TABLE {db}.{table} MODIFY TTL {_TTL_COLUMNS[table]} + INTERVAL {int(days)} DAY",
+                           settings={"materialize_ttl_after_modify": 0})
+        elif has_ttl:
+            client.command(f"ALTER TABLE {db}.{table} REMOVE TTL")
+    every = f"REFRESH EVERY {int(retention.rollup_refresh_s)} SECOND"
+    client.command(f"ALTER TABLE {db}.usage_hourly_refresh MODIFY {every} APPEND")
+    client.command(f"ALTER TABLE {db}.usage_daily_refresh MODIFY {every} DEPENDS ON {db}.usage_hourly_refresh APPEND")
