@@ -287,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float, default=60.0)
     p.set_defaults(func=cmd_demo)
 
+    from streams.finops.commands import add_finops_commands
+
+    add_finops_commands(sub)
+
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

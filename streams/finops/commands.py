@@ -1,0 +1,119 @@
+"""``tokenbrake export`` (and the other FinOps subcommands): argument parsing and one-line
+errors; the work is in the modules they call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+
+class CommandError(Exception):
+    """A mistake in the command line or the store: printed as one line, exit code 2."""
+
+
+def parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def day_range(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    """[from 00:00, the day after --to 00:00): --to is inclusive."""
+    lo, hi = parse_day(args.date_from), parse_day(args.date_to)
+    if hi < lo:
+        raise CommandError("--to is before --from")
+    start = datetime(lo.year, lo.month, lo.day, tzinfo=UTC)
+    return start, datetime(hi.year, hi.month, hi.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def _store(settings: Any) -> Any:
+    from streams.finops.store import StoreUnavailable, open_store
+
+    try:
+        return open_store(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
+    except StoreUnavailable as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _pricebook(settings: Any) -> Any:
+    from streams.price import PriceBook
+    from streams.price.overrides import Overrides
+
+    try:
+        return PriceBook(Overrides.load(settings.price_overrides_path), settings.unpriced_fallback_model)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from streams.cli import _settings
+
+    try:
+        settings = _settings()
+        start, end = day_range(args)
+        output = Path(args.output)
+        if output.suffix not in (".csv", ".parquet"):
+            raise CommandError("--output must end in .csv or .parquet")
+        client = _store(settings)
+        try:
+            n = _export(args, settings, client, start, end, output)
+        finally:
+            client.close()
+    except CommandError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"{n} rows -> {output}")
+    return 0
+
+
+def _export(args: argparse.Namespace, settings: Any, client: Any, start: datetime, end: datetime,
+            output: Path) -> int:
+    from streams.finops import export_files, focus, rollup_sql
+    from streams.finops.model_rates import sync_rates
+
+    db = settings.clickhouse_database
+    if args.refresh:
+        rollup_sql.refresh_range(client, db, start, end)
+    if args.kind == "focus":
+        sync_rates(client, db, _pricebook(settings), start.date(), end.date())
+        rows = focus.focus_rows(client, db, start, end, args.granularity)
+        if output.suffix == ".csv":
+            return export_files.write_csv(output, focus.COLUMNS, rows)
+        return export_files.write_parquet(output, focus.COLUMNS, rows, focus.MONEY_COLUMNS | focus.PRICE_COLUMNS,
+                                          focus.QUANTITY_COLUMNS, focus.DATE_COLUMNS)
+    from streams.finops.queries import run_query
+
+    columns, data = run_query(client, db, args.query, start.date(), end.date(), args.tenant or "")
+    if output.suffix == ".csv":
+        return export_files.write_csv(output, columns, data)
+    sample = data[0] if data else {}
+    from decimal import Decimal
+
+    return export_files.write_parquet(
+        output, columns, data, {c for c, v in sample.items() if isinstance(v, Decimal)},
+        {c for c, v in sample.items() if isinstance(v, int) and not isinstance(v, bool)},
+        {c for c, v in sample.items() if isinstance(v, datetime)})
+
+
+def add_finops_commands(sub: Any) -> None:
+    """Register ``export`` (and the report) on the ``tokenbrake`` parser."""
+    p = sub.add_parser("export", help="FinOps exports: FOCUS 1.2 cost data, or CSV tables finance asks for")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    for kind, help_text in (("focus", "FinOps FOCUS 1.2 rows per period, tenant, feature, model, token type"),
+                            ("csv", "spend | users | controls | alerts as CSV or Parquet")):
+        k = kinds.add_parser(kind, help=help_text)
+        k.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD (UTC)")
+        k.add_argument("--to", dest="date_to", required=True, help="last day, included")
+        k.add_argument("--output", required=True, help="FILE.csv or FILE.parquet")
+        k.add_argument("--refresh", action="store_true",
+                       help="recompute the rollups of the range from usage_events first")
+        if kind == "focus":
+            k.add_argument("--granularity", choices=["day", "hour"], default="day")
+        else:
+            k.add_argument("--query", required=True, choices=["spend", "users", "controls", "alerts"])
+            k.add_argument("--tenant")
+        k.set_defaults(func=cmd_export)
