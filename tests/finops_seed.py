@@ -79,3 +79,28 @@ def total(priced: list[Priced], keep: Any = lambda p: True) -> Decimal:
 
 
 RETENTION = Retention(rollup_refresh_s=3600)
+
+
+def write_audit(dsn: str, db: str = DB) -> tuple[int, int]:
+    """Controls and alert state changes through the production writer: (controls, alerts)."""
+    from schemas.control import AlertEvent, ControlEvent, Reason, Scope
+    from streams.sink.clickhouse import alert_row, control_row
+
+    controls, alerts = [], []
+    for d in (3, 10, 17, 24):
+        at = START + timedelta(days=d, hours=15)
+        reason = Reason(rule="budget", observed=Decimal("0.06"), threshold=Decimal("0.05"), period="day")
+        controls.append(control_row(ControlEvent(
+            control_id=f"c{d}", issued_at=at, scope=Scope(tenant_id="acme"), action="downgrade",
+            downgrade_to="gpt-4o-mini", reason=reason, policy_id="each-day")))
+        for state, later in (("firing", 0), ("resolved", 5)):
+            alerts.append(alert_row(AlertEvent(
+                alert_id=f"a{d}-{state}", ts=at + timedelta(hours=later), rule="spend_spike", scope=Scope(
+                    tenant_id="globex", feature_id="search"), severity="warning", state=state,
+                summary="spend 3x the usual", observed=Decimal("3"), threshold=Decimal("2"), dedup_key=f"k{d}")))
+    writer = ClickHouseWriter(dsn, db)
+    try:
+        writer.write(SinkBatch([], controls, alerts))
+    finally:
+        writer.close()
+    return len(controls), len(alerts)

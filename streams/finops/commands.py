@@ -99,6 +99,59 @@ def _export(args: argparse.Namespace, settings: Any, client: Any, start: datetim
         {c for c, v in sample.items() if isinstance(v, datetime)})
 
 
+def parse_since(text: str) -> timedelta:
+    """``30d``, ``12h`` or ``2w``."""
+    units = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) == 0:
+        raise CommandError(f"--since takes a duration such as 30d, 12h or 2w, not {text!r}")
+    return int(text[:-1]) * units[text[-1]]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from streams.cli import _settings
+
+    try:
+        settings = _settings()
+        report = build_report(args, settings)
+    except CommandError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    from streams.finops.report_terminal import print_report
+
+    print_report(report)
+    if args.html:
+        from streams.finops.report_html import render
+
+        Path(args.html).write_text(render(report))
+        print(f"report written to {args.html}")
+    return 0
+
+
+def build_report(args: argparse.Namespace, settings: Any) -> Any:
+    from streams.decide.policies import PolicyError, load_policies
+    from streams.finops import report_data, rollup_sql
+    from streams.finops.model_rates import sync_rates
+
+    until = parse_day(args.until) + timedelta(days=1) if args.until else datetime.now(UTC).date() + timedelta(days=1)
+    end = datetime(until.year, until.month, until.day, tzinfo=UTC)
+    start = end - parse_since(args.since)
+    start = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    asof = min(datetime.now(UTC), end)
+    try:
+        policies = load_policies(settings.policies_path).budgets if settings.policies_path else []
+    except (PolicyError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    db = settings.clickhouse_database
+    client = _store(settings)
+    try:
+        if args.refresh:
+            rollup_sql.refresh_range(client, db, start, end)
+        sync_rates(client, db, _pricebook(settings), start.date(), end.date())
+        return report_data.collect(client, db, start, end, args.tenant or "", policies, asof)
+    finally:
+        client.close()
+
+
 def add_finops_commands(sub: Any) -> None:
     """Register ``export`` (and the report) on the ``tokenbrake`` parser."""
     p = sub.add_parser("export", help="FinOps exports: FOCUS 1.2 cost data, or CSV tables finance asks for")
@@ -117,3 +170,11 @@ def add_finops_commands(sub: Any) -> None:
             k.add_argument("--query", required=True, choices=["spend", "users", "controls", "alerts"])
             k.add_argument("--tenant")
         k.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="spend report: terminal tables, and one self-contained HTML file")
+    p.add_argument("--since", default="30d", help="window length ending at --until: 30d, 12h, 2w")
+    p.add_argument("--until", help="last day of the window, YYYY-MM-DD (default today, UTC)")
+    p.add_argument("--tenant")
+    p.add_argument("--html", help="also write the report to this HTML file")
+    p.add_argument("--refresh", action="store_true", help="recompute the rollups of the window first")
+    p.set_defaults(func=cmd_report)
