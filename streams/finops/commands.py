@@ -152,6 +152,34 @@ def build_report(args: argparse.Namespace, settings: Any) -> Any:
         client.close()
 
 
+def cmd_reprice(args: argparse.Namespace) -> int:
+    from streams.cli import _settings
+    from streams.finops.reprice import reprice
+    from streams.finops.svg import usd
+
+    try:
+        settings = _settings()
+        start, end = day_range(args)
+        if args.overrides:
+            if not Path(args.overrides).is_file():
+                raise CommandError(f"--overrides: no such file {args.overrides}")
+            settings = settings.model_copy(update={"price_overrides_path": Path(args.overrides)})
+        pricebook = _pricebook(settings)
+        client = _store(settings)
+        try:
+            result = reprice(client, settings.clickhouse_database, pricebook, start, end)
+        finally:
+            client.close()
+    except CommandError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"re-priced {start:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d}: {result.events} events, "
+          f"{result.changed} with a new cost")
+    print(f"old total {result.old_total_usd} USD ({usd(result.old_total_usd)})")
+    print(f"new total {result.new_total_usd} USD ({usd(result.new_total_usd)})")
+    return 0
+
+
 def add_finops_commands(sub: Any) -> None:
     """Register ``export`` (and the report) on the ``tokenbrake`` parser."""
     p = sub.add_parser("export", help="FinOps exports: FOCUS 1.2 cost data, or CSV tables finance asks for")
@@ -178,3 +206,9 @@ def add_finops_commands(sub: Any) -> None:
     p.add_argument("--html", help="also write the report to this HTML file")
     p.add_argument("--refresh", action="store_true", help="recompute the rollups of the window first")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("reprice", help="recompute stored costs from tokens with corrected prices, and every rollup")
+    p.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD (UTC)")
+    p.add_argument("--to", dest="date_to", required=True, help="last day, included")
+    p.add_argument("--overrides", help="price overrides file for this run (default: the configured one)")
+    p.set_defaults(func=cmd_reprice)
