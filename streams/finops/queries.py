@@ -47,5 +47,9 @@ ORDER BY ts, alert_id""",
 
 def run_query(client: Any, db: str, name: str, lo: date, hi: date, tenant: str = "") -> tuple[list[str], list[dict]]:
     """(columns, rows as dicts) of one of :data:`CSV_QUERIES`."""
-    result = client.query(CSV_QUERIES[name].format(db=db), parameters={"lo": lo, "hi": hi, "tenant": tenant})
-    return list(result.column_names), list(result.named_results())
+    sql, params = CSV_QUERIES[name].format(db=db), {"lo": lo, "hi": hi, "tenant": tenant}
+    result = client.query(sql, parameters=params)
+    columns = list(result.column_names)
+    if not columns:  # chdb names no column of an empty result: the file still gets its header
+        columns = [r[0] for r in client.query(f"DESCRIBE TABLE ({sql})", parameters=params).result_rows]
+    return columns, list(result.named_results())

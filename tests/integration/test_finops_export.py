@@ -92,5 +92,10 @@ def test_csv_exports_and_one_line_errors(store):
         assert done.returncode == 0, done.stderr
     users_header, users = read_csv(home / "users.csv")
     assert sum(Decimal(r["cost_usd"]) for r in users) == seed.total(priced) and "user_id" in users_header
+    done = tokenbrake(env, "export", "csv", "--query", "controls", "--from", "2025-01-01", "--to", "2025-01-02",
+                      "--output", str(home / "none.csv"))
+    assert done.returncode == 0 and done.stdout.startswith("0 rows")
+    assert read_csv(home / "none.csv") == (header_of_controls := read_csv(home / "controls.csv")[0], []) and \
+        "control_id" in header_of_controls
     bad = tokenbrake(env, "export", "focus", "--from", "2026-03-32", "--to", "2026-03-31", "--output", "x.csv")
     assert bad.returncode == 2 and bad.stderr.strip() == "not a date (YYYY-MM-DD): '2026-03-32'"
