@@ -54,6 +54,7 @@ class UsageEvent(BaseModel):
     cache_write_tokens: Tokens = 0
     reasoning_tokens: Tokens = 0
     logical_call_id: Id | None = None
+    session_id: Id | None = None  # a conversation or workflow run: outcomes may link to it
     attempt: Annotated[int, Field(ge=0, le=1000, strict=True)] = 0
     status: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = "ok"
     latency_ms: Annotated[int, Field(ge=0, le=86_400_000, strict=True)] | None = None

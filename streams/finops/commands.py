@@ -87,7 +87,13 @@ def _export(args: argparse.Namespace, settings: Any, client: Any, start: datetim
                                           focus.QUANTITY_COLUMNS, focus.DATE_COLUMNS)
     from streams.finops.queries import run_query
 
-    columns, data = run_query(client, db, args.query, start.date(), end.date(), args.tenant or "")
+    if args.query == "outcomes":
+        from streams.finops.outcomes import cost_per_outcome, cost_per_outcome_columns
+
+        data = cost_per_outcome(client, db, start, end, args.tenant or "")
+        columns = cost_per_outcome_columns()
+    else:
+        columns, data = run_query(client, db, args.query, start.date(), end.date(), args.tenant or "")
     if output.suffix == ".csv":
         return export_files.write_csv(output, columns, data)
     sample = data[0] if data else {}
@@ -180,12 +186,50 @@ def cmd_reprice(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outcomes_load(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from schemas.codec import loads
+    from schemas.outcome import OutcomeEvent
+    from streams.cli import _settings
+    from streams.finops.outcomes import write_outcomes
+
+    try:
+        settings = _settings()
+        try:
+            lines = Path(args.file).read_bytes().splitlines()
+        except OSError as exc:
+            raise CommandError(f"cannot read {args.file}: {exc.strerror}") from None
+        outcomes, bad = [], 0
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                outcomes.append(OutcomeEvent.model_validate(loads(line)))
+            except (ValidationError, ValueError) as exc:
+                bad += 1
+                if bad <= 20:
+                    first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
+                    where = ".".join(map(str, first["loc"])) or "line"
+                    print(f"{args.file}:{lineno}: skipped: {where}: {first['msg']}", file=sys.stderr)
+        client = _store(settings)
+        try:
+            n = write_outcomes(client, settings.clickhouse_database, outcomes)
+        finally:
+            client.close()
+    except CommandError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"{n} outcomes stored ({bad} invalid lines skipped)")
+    return 0
+
+
 def add_finops_commands(sub: Any) -> None:
     """Register ``export`` (and the report) on the ``tokenbrake`` parser."""
     p = sub.add_parser("export", help="FinOps exports: FOCUS 1.2 cost data, or CSV tables finance asks for")
     kinds = p.add_subparsers(dest="kind", required=True)
     for kind, help_text in (("focus", "FinOps FOCUS 1.2 rows per period, tenant, feature, model, token type"),
-                            ("csv", "spend | users | controls | alerts as CSV or Parquet")):
+                            ("csv", "spend | users | outcomes | controls | alerts as CSV or Parquet")):
         k = kinds.add_parser(kind, help=help_text)
         k.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD (UTC)")
         k.add_argument("--to", dest="date_to", required=True, help="last day, included")
@@ -195,7 +239,7 @@ def add_finops_commands(sub: Any) -> None:
         if kind == "focus":
             k.add_argument("--granularity", choices=["day", "hour"], default="day")
         else:
-            k.add_argument("--query", required=True, choices=["spend", "users", "controls", "alerts"])
+            k.add_argument("--query", required=True, choices=["spend", "users", "outcomes", "controls", "alerts"])
             k.add_argument("--tenant")
         k.set_defaults(func=cmd_export)
 
@@ -206,6 +250,12 @@ def add_finops_commands(sub: Any) -> None:
     p.add_argument("--html", help="also write the report to this HTML file")
     p.add_argument("--refresh", action="store_true", help="recompute the rollups of the window first")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("outcomes", help="business outcomes (cost per outcome): load a JSONL file of OutcomeEvents")
+    actions = p.add_subparsers(dest="action", required=True)
+    load = actions.add_parser("load", help="validate and store outcomes, one JSON OutcomeEvent per line")
+    load.add_argument("file")
+    load.set_defaults(func=cmd_outcomes_load)
 
     p = sub.add_parser("reprice", help="recompute stored costs from tokens with corrected prices, and every rollup")
     p.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD (UTC)")

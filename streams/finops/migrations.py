@@ -82,12 +82,39 @@ GROUP BY day, tenant_id, feature_id, model""",
     ]
 
 
+def _session_id(db: str) -> list[str]:
+    return [f"ALTER TABLE {db}.usage_events ADD COLUMN IF NOT EXISTS session_id Nullable(String) "
+            "AFTER logical_call_id"]
+
+
+def _outcomes(db: str) -> list[str]:
+    return [f"""CREATE TABLE IF NOT EXISTS {db}.outcomes
+(
+    outcome_id        String,
+    ts                DateTime64(3, 'UTC'),
+    tenant_id         LowCardinality(String),
+    feature_id        LowCardinality(String),
+    user_id           Nullable(String),
+    kind              LowCardinality(String),
+    value             Nullable(Decimal(18, 9)),
+    quality           Nullable(Float64),
+    logical_call_ids  Array(String),
+    session_id        Nullable(String),
+    ingested_at       DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (tenant_id, ts, outcome_id)"""]
+
+
 MIGRATIONS: list[Migration] = [
     (1, "hourly and daily rollup tables", _rollup_tables),
     (2, "rollups of the events already stored", _backfill),
     (3, "refreshable views that keep the rollups current", _refresh_views),
     (4, "model rates", _model_rates),
     (5, "cost lost and cache savings views", _finops_views),
+    (6, "usage_events.session_id", _session_id),
+    (7, "outcomes", _outcomes),
 ]
 
 DEFAULT_REFRESH_S = 60

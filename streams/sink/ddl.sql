@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS {db}.usage_events
     cache_write_tokens  UInt32,
     reasoning_tokens    UInt32,
     logical_call_id     String,
+    session_id          Nullable(String),
     attempt             UInt16,
     status              LowCardinality(String),
     latency_ms          Nullable(UInt32),
