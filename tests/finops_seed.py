@@ -104,3 +104,25 @@ def write_audit(dsn: str, db: str = DB) -> tuple[int, int]:
     finally:
         writer.close()
     return len(controls), len(alerts)
+
+
+def write_outcomes(dsn: str, db: str = DB) -> int:
+    """Two resolved tickets per weekday for acme/chat and one merged PR per week for globex/search."""
+    from schemas.outcome import OutcomeEvent
+    from streams.finops.outcomes import write_outcomes as store
+    from streams.sink.clickhouse import connect
+
+    outcomes = []
+    for d in range(DAYS):
+        day = START + timedelta(days=d)
+        if day.weekday() < 5:
+            outcomes += [OutcomeEvent(outcome_id=f"t{d}-{i}", ts=day + timedelta(hours=20), tenant_id="acme",
+                                      feature_id="chat", kind="ticket_resolved", value="0.40") for i in range(2)]
+        if day.weekday() == 4:
+            outcomes.append(OutcomeEvent(outcome_id=f"pr{d}", ts=day + timedelta(hours=21), tenant_id="globex",
+                                         feature_id="search", kind="pr_merged"))
+    client = connect(dsn)
+    try:
+        return store(client, db, outcomes)
+    finally:
+        client.close()

@@ -34,6 +34,8 @@ class Report:
     budgets: list[BurnDown] = field(default_factory=list)
     unsupported_budgets: list[str] = field(default_factory=list)
     timeline: list[tuple[datetime, str, str, str]] = field(default_factory=list)  # ts, kind, what, scope
+    #: per feature and kind over the window: (feature, kind, outcomes, cost, cost per outcome)
+    outcomes: list[tuple[str, str, int, Decimal, Decimal]] = field(default_factory=list)
 
     @property
     def cost_per_request(self) -> Decimal:
@@ -83,11 +85,27 @@ def collect(client: Any, db: str, start: datetime, end: datetime, tenant: str, p
                  if not tenant or u.tenant_id == tenant]
     r.unsupported_budgets = [b.id for b in policies if b.id not in {u.policy_id for u in uses}]
     r.timeline = [(ts, kind, what, scope) for ts, kind, what, scope in rows(
-        f"SELECT issued_at, 'control', concat(action, ' (', rule, ', by ', issued_by, ')'), scope_key "
+        "SELECT * FROM ("
+        f"SELECT issued_at AS ts, 'control' AS kind, concat(action, ' (', rule, ', by ', issued_by, ')'), scope_key "
         f"FROM {{db}}.control_events FINAL WHERE issued_at >= %(lo_ts)s AND issued_at < %(hi_ts)s AND {_TENANT} "
         f"UNION ALL SELECT ts, concat('alert ', state), concat(rule, ' [', severity, ']: ', summary), scope_key "
-        f"FROM {{db}}.alerts FINAL WHERE ts >= %(lo_ts)s AND ts < %(hi_ts)s AND {_TENANT} ORDER BY 1, 2")]
+        f"FROM {{db}}.alerts FINAL WHERE ts >= %(lo_ts)s AND ts < %(hi_ts)s AND {_TENANT}) ORDER BY ts, kind")]
+    r.outcomes = _outcomes(client, db, start, end, tenant)
     return r
+
+
+def _outcomes(client: Any, db: str, start: datetime, end: datetime,
+              tenant: str) -> list[tuple[str, str, int, Decimal, Decimal]]:
+    from streams.finops.outcomes import cost_per_outcome
+
+    totals: dict[tuple[str, str], list] = {}
+    for row in cost_per_outcome(client, db, start, end, tenant):
+        key = (f"{row['tenant_id']}/{row['feature_id']}" if not tenant else row["feature_id"], row["kind"])
+        acc = totals.setdefault(key, [0, Decimal(0)])
+        acc[0] += row["outcomes"]
+        acc[1] += row["cost_usd"]
+    return sorted(((f, k, n, c, (c / n).quantize(Decimal("1e-9"))) for (f, k), (n, c) in totals.items()),
+                  key=lambda t: (-t[4], t[0], t[1]))
 
 
 def _cumulative(client: Any, db: str, use: BudgetUse, policies: list[BudgetPolicy],

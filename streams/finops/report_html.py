@@ -104,6 +104,14 @@ def render(report: Report) -> str:
             '<div class="grid2">' + "".join(f"<div>{c}</div>" for c in budget_charts) + "</div>"
             + _table(["policy", "period", "scope", "limit", "spent", "used", "remaining", "linear forecast",
                       "weekday forecast"], budget_rows, 3) + note)
+    if r.outcomes:
+        per_outcome = svg.hbar_chart("cost-per-outcome", "Cost per outcome",
+                                     [(f"{f} {k}", c) for f, k, _, _, c in r.outcomes[:8]])
+        charts.append(per_outcome)
+        section("Cost per outcome", f'<div class="grid2"><div>{per_outcome}</div><div>'
+                + _table(["feature", "kind", "outcomes", "cost", "cost per outcome"],
+                         [[f, k, f"{n:,}", svg.usd(c), svg.usd(p)] for f, k, n, c, p in r.outcomes], 2)
+                + "</div></div>")
     section("Money lost and saved", f'<div class="grid2"><div>{lost}</div><div>{saved}</div></div>')
     timeline_rows = [[f"{ts:%Y-%m-%d %H:%M}", kind, what, scope] for ts, kind, what, scope in r.timeline[-50:]]
     section("Controls and alerts", f'<div class="grid2"><div>{events}</div><div></div></div>'

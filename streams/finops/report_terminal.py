@@ -41,6 +41,9 @@ def print_report(report: Report, console: Console | None = None) -> None:
                            usd(b.use.linear_forecast_usd), usd(b.use.weekday_forecast_usd)] for b in r.budgets]))
     if r.unsupported_budgets:
         out.print(f"not from the rollups (see `tokenbrake status`): {', '.join(r.unsupported_budgets)}")
+    if r.outcomes:
+        out.print(_table("Cost per outcome", ["feature / kind", "outcomes", "cost", "cost per outcome"],
+                         [[f"{f} {k}", f"{n:,}", usd(c), usd(p)] for f, k, n, c, p in r.outcomes]))
     lost = [sum((x[i] for x in r.lost), Decimal(0)) for i in (1, 2)]
     saved = [sum((x[i] for x in r.savings), Decimal(0)) for i in (1, 2)]
     out.print(_table("Money lost and saved", ["", "USD"],

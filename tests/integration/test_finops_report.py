@@ -24,7 +24,7 @@ budgets:
   - {id: per-user, scope: {tenant: acme, user: "*"}, period: day, limit_usd: "0.01"}
 """
 CHARTS = {"spend-by-day", "cost-per-request", "top-tenant", "top-feature", "top-model", "top-user", "money-lost",
-          "cache-savings", "controls-alerts", "budget-0", "budget-1", "budget-2"}
+          "cache-savings", "controls-alerts", "budget-0", "budget-1", "budget-2", "cost-per-outcome"}
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,7 @@ def report(tmp_path_factory):  # noqa: ANN201
     priced = seed.price(seed.seed_events(), PriceBook())
     seed.write(dsn, priced)
     seed.write_audit(dsn)
+    seed.write_outcomes(dsn)
     (home / "policies.yaml").write_text(POLICIES)
     env = {**os.environ, "TOKENBRAKE_CLICKHOUSE_DSN": dsn, "TOKENBRAKE_CLICKHOUSE_DATABASE": seed.DB,
            "TOKENBRAKE_HOME": str(home), "TOKENBRAKE_POLICIES_PATH": str(home / "policies.yaml"), "COLUMNS": "160"}
@@ -50,9 +51,11 @@ def test_terminal_report_shows_each_answer(report):
     total = seed.total(priced, lambda p: p.event.ts < seed.START.replace(day=31))
     assert f"${total.quantize(seed.Decimal('0.01')):,}" in out
     for heading in ("Spend by day", "Top tenants", "Top features", "Top models", "Top users", "Budgets",
-                    "Money lost and saved", "Controls and alerts"):
+                    "Money lost and saved", "Controls and alerts", "Cost per outcome"):
         assert heading in out, heading
     assert "per-user" in out  # named as not answered from the rollups
+    times = re.findall(r"2026-03-\d\d \d\d:\d\d", out.split("Controls and alerts", 1)[1])
+    assert len(times) == 12 and times == sorted(times)  # the timeline in time order
 
 
 def _chromium(*args: str) -> subprocess.CompletedProcess:
