@@ -35,14 +35,17 @@ def test_readme_finops_commands_run_as_written(tmp_path):
     client.close()
     (tmp_path / "prices.yaml").write_text('prices:\n  - {provider: openai, model: gpt-4o, input_mtok: "2.00", '
                                           'output_mtok: "8.00"}\n')
+    (tmp_path / "outcomes.jsonl").write_text(
+        '{"outcome_id": "o1", "ts": "2026-03-10T18:00:00Z", "tenant_id": "acme", "feature_id": "chat", '
+        '"kind": "ticket_resolved", "value": "0.40"}\n')
     env = {**os.environ, "TOKENBRAKE_CLICKHOUSE_DSN": dsn, "TOKENBRAKE_CLICKHOUSE_DATABASE": seed.DB,
            "TOKENBRAKE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     commands = readme_commands()
-    assert {c.split()[1] for c in commands} == {"export", "report", "reprice"}
+    assert {c.split()[1] for c in commands} == {"export", "outcomes", "report", "reprice"}
     for command in commands:
         done = subprocess.run([sys.executable, "-m", "streams", *shlex.split(command)[1:]], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
     for name in ("focus-march.csv", "focus-march.parquet", "spend.csv", "users.csv", "controls.csv", "alerts.csv",
-                 "report.html"):
+                 "outcomes.csv", "report.html"):
         assert (tmp_path / name).stat().st_size > 200, name
