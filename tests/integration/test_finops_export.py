@@ -99,3 +99,21 @@ def test_csv_exports_and_one_line_errors(store):
         "control_id" in header_of_controls
     bad = tokenbrake(env, "export", "focus", "--from", "2026-03-32", "--to", "2026-03-31", "--output", "x.csv")
     assert bad.returncode == 2 and bad.stderr.strip() == "not a date (YYYY-MM-DD): '2026-03-32'"
+
+
+def test_a_chdb_directory_held_by_another_process_is_one_line(tmp_path):
+    dsn = f"chdb://{tmp_path / 'chdb'}"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, clickhouse_connect\n"
+                               f"c = clickhouse_connect.get_client(dsn={dsn!r}); c.command('SELECT 1')\n"
+                               "print('open', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"  # the worker stand-in holds the directory
+        env = {**os.environ, "TOKENBRAKE_CLICKHOUSE_DSN": dsn, "TOKENBRAKE_HOME": str(tmp_path)}
+        done = tokenbrake(env, "export", "csv", "--query", "spend", "--from", "2026-03-01", "--to", "2026-03-01",
+                          "--output", str(tmp_path / "x.csv"))
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"cannot open {dsn}: is the worker running?")
