@@ -6,7 +6,8 @@ SQL the commands use (``python -m streams.finops.grafana_enforcement`` writes
 Panels use the ClickHouse plugin's macros (``$__timeFilter``, ``$__timeInterval``,
 ``$__fromTime``, ``$__toTime``, ``$__conditionalAll``) and the variables tenant, feature,
 model and environment. Not here (not in ClickHouse): DLQ volume by reason, worker lag and
-sink buffer (the worker's status endpoint), and budget limits (the policies file).
+sink buffer (the worker's status endpoint). Budget limits are the policies file's day and
+month budgets, copied to ``budget_policies`` at every start-up.
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def _cost_per_outcome_sql() -> str:
             "GROUP BY tenant_id, feature_id, kind ORDER BY cost_per_outcome_usd DESC")
 
 
+#: spend of each day or month budget in its current period, per tenant (and feature or model)
+BUDGET_UTILISATION = """SELECT p.policy_id AS policy_id, p.period AS period, u.tenant_id AS tenant_id,
+       multiIf(p.feature != '', u.feature_id, p.model != '', u.model, '') AS scope_value,
+       any(p.limit_usd) AS limit_usd, sum(u.cost_usd) AS spent_usd, toFloat64(spent_usd / limit_usd) AS used
+FROM (SELECT * FROM tokenbrake.budget_policies FINAL
+      WHERE version = (SELECT max(version) FROM tokenbrake.budget_policies) AND policy_id != '') AS p
+CROSS JOIN (SELECT tenant_id, feature_id, model, tenant_tier, hour, cost_usd FROM tokenbrake.usage_hourly FINAL
+            WHERE hour >= toDateTime(toStartOfMonth(now()))) AS u
+WHERE u.hour >= if(p.period = 'day', toStartOfDay(now()), toDateTime(toStartOfMonth(now())))
+  AND (p.tenant = '*' OR u.tenant_id = p.tenant) AND (p.feature IN ('', '*') OR u.feature_id = p.feature)
+  AND (p.model IN ('', '*') OR u.model = p.model) AND (p.tier = '' OR u.tenant_tier = p.tier)
+GROUP BY policy_id, period, tenant_id, scope_value"""
+
 #: (title, type, unit, SQL, columns the panel expects)
 PANELS: list[tuple[str, str, str, str, list[str]]] = [
     ("Controls issued", "timeseries", "short",
@@ -81,6 +95,9 @@ PANELS: list[tuple[str, str, str, str, list[str]]] = [
      ["time", "spend_usd"]),
     ("Month to date and end-of-month forecast", "table", "currencyUSD", _month_forecast_sql(),
      ["tenant_id", "month_to_date_usd", "linear_forecast_usd", "weekday_forecast_usd"]),
+    ("Budget utilisation (day and month budgets)", "table", "percentunit",
+     f"SELECT * FROM ({BUDGET_UTILISATION}) WHERE {TENANTS} ORDER BY used DESC",
+     ["policy_id", "period", "tenant_id", "scope_value", "limit_usd", "spent_usd", "used"]),
     ("Money lost: failed attempts and retries", "timeseries", "currencyUSD",
      "SELECT toDateTime(day) AS time, sum(failed_cost_usd) AS failed_usd, sum(retry_cost_usd) AS retries_usd "
      f"FROM tokenbrake.usage_daily FINAL WHERE {DAYS} AND {FILTERS} GROUP BY time ORDER BY time",
@@ -122,6 +139,10 @@ RULES = [
      "greatest(toFloat64(sumIf(cost_usd, day >= today() - 7 AND day < today())) / 7, 1e-9) AS ratio "
      "FROM tokenbrake.usage_daily FINAL WHERE day >= today() - 7 GROUP BY tenant_id",
      "gt", 2, "OK", "0m"),
+    ("tb-monthly-budget-80", "Monthly budget over 80%",
+     "SELECT concat(policy_id, ' ', tenant_id, if(scope_value = '', '', concat('/', scope_value))) AS budget, used "
+     f"FROM ({BUDGET_UTILISATION}) WHERE period = 'month'",
+     "gt", 0.8, "OK", "0m"),
     ("tb-pipeline-heartbeat", "No usage event stored for 10 minutes",
      "SELECT count() AS events FROM tokenbrake.usage_events WHERE ingested_at >= now() - INTERVAL 10 MINUTE",
      "lt", 1, "Alerting", "5m"),

@@ -15,8 +15,10 @@ retries the write as for any ClickHouse error); nothing half-applied is recorded
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from streams.finops import rollup_sql
@@ -107,6 +109,23 @@ PARTITION BY toYYYYMM(ts)
 ORDER BY (tenant_id, ts, outcome_id)"""]
 
 
+def _budget_policies(db: str) -> list[str]:
+    # the day and month budgets of the policies file, written at every start-up (see sync_budget_policies)
+    return [f"""CREATE TABLE IF NOT EXISTS {db}.budget_policies
+(
+    policy_id   String,
+    period      LowCardinality(String),
+    tenant      String,
+    feature     String,
+    model       String,
+    tier        String,
+    limit_usd   Decimal(18, 9),
+    version     UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (version, policy_id)"""]
+
+
 MIGRATIONS: list[Migration] = [
     (1, "hourly and daily rollup tables", _rollup_tables),
     (2, "rollups of the events already stored", _backfill),
@@ -115,6 +134,7 @@ MIGRATIONS: list[Migration] = [
     (5, "cost lost and cache savings views", _finops_views),
     (6, "usage_events.session_id", _session_id),
     (7, "outcomes", _outcomes),
+    (8, "budget policies", _budget_policies),
 ]
 
 DEFAULT_REFRESH_S = 60
@@ -128,11 +148,13 @@ class Retention:
     usage_hourly_days: int | None = None
     usage_daily_days: int | None = None
     rollup_refresh_s: int = DEFAULT_REFRESH_S
+    #: the policies file whose day and month budgets are copied to budget_policies (Grafana reads them)
+    policies_path: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> Retention:
         return cls(settings.ttl_usage_events_days, settings.ttl_usage_hourly_days, settings.ttl_usage_daily_days,
-                   settings.rollup_refresh_s)
+                   settings.rollup_refresh_s, settings.policies_path)
 
     @classmethod
     def from_env(cls) -> Retention:
@@ -161,8 +183,28 @@ def migrate(client: Any, db: str, retention: Retention | None = None) -> list[in
         client.command(f"INSERT INTO {db}.schema_migrations (number, name) VALUES (%(n)s, %(name)s)",
                        parameters={"n": number, "name": name})
         now_applied.append(number)
-    apply_retention(client, db, retention or Retention.from_env())
+    retention = retention or Retention.from_env()
+    apply_retention(client, db, retention)
+    if retention.policies_path is not None:
+        from streams.decide.policies import load_policies
+
+        sync_budget_policies(client, db, load_policies(retention.policies_path).budgets)
     return now_applied
+
+
+def sync_budget_policies(client: Any, db: str, budgets: list[Any]) -> int:
+    """Write the day and month budgets (tenant, feature or model scope) as a new snapshot: readers
+    take the rows of the highest version, so a budget removed from the file disappears."""
+    from streams.finops.forecast import supported
+
+    version = time.time_ns()
+    rows = [[b.id, b.period, b.scope.tenant, b.scope.feature or "", b.scope.model or "", b.scope.tier or "",
+             b.limit_usd, version] for b in budgets if supported(b)]
+    rows = rows or [["", "", "", "", "", "", 0, version]]  # an empty snapshot still replaces the last one
+    client.insert(f"{db}.budget_policies", rows, column_names=["policy_id", "period", "tenant", "feature", "model",
+                                                               "tier", "limit_usd", "version"])
+    client.command(f"ALTER TABLE {db}.budget_policies DELETE WHERE version < %(v)s", parameters={"v": version})
+    return len(rows)
 
 
 _TTL_COLUMNS = {"usage_events": "toDateTime(ts)", "usage_hourly": "hour", "usage_daily": "day"}

@@ -75,8 +75,13 @@ def test_retention_settings_set_and_remove_ttls(tmp_path):
     refresh = client.query("SELECT create_table_query FROM system.tables WHERE database = 'tb' "
                            "AND name = 'usage_daily_refresh'").result_rows[0][0]
     assert "REFRESH EVERY 2 MINUTE DEPENDS ON tb.usage_hourly_refresh APPEND" in refresh
-    migrate(client, "tb", Retention())
+    (tmp_path / "policies.yaml").write_text('budgets:\n  - {id: m, scope: {tenant: acme}, period: month, '
+                                            'limit_usd: "5"}\n  - {id: r, period: "rolling:1h", limit_usd: "1"}\n')
+    migrate(client, "tb", Retention(policies_path=tmp_path / "policies.yaml"))
     assert ttl("usage_events") == ttl("usage_hourly") == ttl("usage_daily") == ""
+    assert client.query("SELECT policy_id, period, tenant, limit_usd FROM tb.budget_policies FINAL WHERE version = "
+                        "(SELECT max(version) FROM tb.budget_policies)").result_rows == [("m", "month", "acme",
+                                                                                          Decimal(5))]
     client.close()
 
 

@@ -15,8 +15,10 @@ import yaml
 from schemas.control import AlertEvent, ControlEvent, Reason, Scope
 from schemas.outcome import OutcomeEvent
 from schemas.usage import UsageEvent
+from streams.decide.policies import parse_policies
 from streams.finops import grafana_enforcement as ge
 from streams.finops import rollup_sql
+from streams.finops.migrations import sync_budget_policies
 from streams.finops.outcomes import write_outcomes
 from streams.price import PriceBook
 from streams.price.rates import nanos_to_usd
@@ -74,10 +76,18 @@ def loaded(tmp_path_factory):  # noqa: ANN201
     rollup_sql.refresh_range(client, "tokenbrake", now - timedelta(days=9), now + timedelta(days=1))
     write_outcomes(client, "tokenbrake", [OutcomeEvent(outcome_id="o1", ts=now, tenant_id="acme", feature_id="chat",
                                                        kind="ticket_resolved", session_id="s0")])
+    sync_budget_policies(client, "tokenbrake", parse_policies(POLICIES).budgets)
     yield client, priced, now
     writer.close()
 
 
+# acme spends $0.035 today (10 calls of $0.0035) and $0.0035 a day before: over 80% of $0.04 by any month's end
+POLICIES = """
+budgets:
+  - {id: month-each, scope: {tenant: "*"}, period: month, limit_usd: "0.04"}
+  - {id: chat-day, scope: {tenant: acme, feature: chat}, period: day, limit_usd: "1.00"}
+  - {id: per-user, scope: {tenant: acme, user: "*"}, period: day, limit_usd: "1.00"}
+"""
 VARIABLES = {"tenant": ["acme", "globex"], "feature": ALL, "model": ALL, "environment": ALL}
 SELECTED = {"tenant": ["acme"], "feature": ["chat", "search"], "model": ["gpt-4o"], "environment": ["prod"]}
 
@@ -115,9 +125,33 @@ def test_alert_rules_fire_on_the_seeds_headline_conditions(loaded):
     threshold = spike["data"][2]["model"]["conditions"][0]["evaluator"]
     assert threshold == {"type": "gt", "params": [2]}
     assert ratios["acme"] > 2 > ratios["globex"]  # acme spent 10x its daily average today
+    budget = rules["tb-monthly-budget-80"]
+    used = dict(client.query(budget["data"][0]["model"]["rawSql"]).result_rows)
+    assert budget["data"][2]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [0.8]}
+    assert used["month-each acme"] > 0.8 > used["month-each globex"] and set(used) == {"month-each acme",
+                                                                                        "month-each globex"}
     beat = rules["tb-pipeline-heartbeat"]
     assert client.query(beat["data"][0]["model"]["rawSql"]).result_rows[0][0] > 0
     assert beat["noDataState"] == "Alerting" and beat["data"][2]["model"]["conditions"][0]["evaluator"]["type"] == "lt"
+
+
+def test_budget_utilisation_is_exact_and_follows_the_policies_file(loaded):
+    client, priced, now = loaded
+    rows = {r[0] + " " + r[2] + "/" + r[3]: r[4:6] for r in client.query(ge.BUDGET_UTILISATION).result_rows}
+    month_start = now.replace(day=1, hour=0, minute=0, second=0)
+
+    def spent(keep) -> Decimal:  # noqa: ANN001
+        return sum((nanos_to_usd(p.cost_nanos) for p in priced if keep(p.event)), Decimal(0))
+
+    acme_month = spent(lambda e: e.tenant_id == "acme" and e.ts >= month_start)
+    chat_today = spent(lambda e: e.tenant_id == "acme" and e.feature_id == "chat"
+                       and e.ts >= now.replace(hour=0, minute=0, second=0))
+    assert rows["month-each acme/"] == (Decimal("0.04"), acme_month)
+    assert rows["chat-day acme/chat"] == (Decimal("1.00"), chat_today)
+    assert "per-user" not in " ".join(rows)  # per-user budgets are the worker's live state
+    sync_budget_policies(client, "tokenbrake", [])  # a restart with the budgets removed from the file
+    assert client.query(ge.BUDGET_UTILISATION).result_rows == []
+    sync_budget_policies(client, "tokenbrake", parse_policies(POLICIES).budgets)
 
 
 def test_generated_files_are_current():
