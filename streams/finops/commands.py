@@ -106,7 +106,11 @@ def _export(args: argparse.Namespace, settings: Any, client: Any, start: datetim
 
 
 def parse_since(text: str) -> timedelta:
-    """``30d``, ``12h`` or ``2w``."""
+    """``30d``, ``12h`` or ``2w``.
+
+    >>> parse_since("30d"), parse_since("12h")
+    (datetime.timedelta(days=30), datetime.timedelta(seconds=43200))
+    """
     units = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
     if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) == 0:
         raise CommandError(f"--since takes a duration such as 30d, 12h or 2w, not {text!r}")

@@ -84,9 +84,12 @@ def _month(ts: datetime) -> tuple[datetime, datetime]:
 
 
 def plain(value: Decimal) -> str:
-    """A decimal without exponent or trailing zeros ("0.0000025", "12")."""
-    text = format(value.normalize(), "f")
-    return text
+    """A decimal without exponent or trailing zeros, as FOCUS loaders parse it.
+
+    >>> plain(Decimal("2.5E-6")), plain(Decimal("12.000")), plain(Decimal("0.000000000"))
+    ('0.0000025', '12', '0')
+    """
+    return format(value.normalize(), "f")
 
 
 def focus_rows(client: Any, db: str, start: datetime, end: datetime, granularity: str = "day") \

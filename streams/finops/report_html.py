@@ -68,7 +68,6 @@ def _budget_chart(i: int, b) -> str:  # noqa: ANN001 - a BurnDown
 
 def render(report: Report) -> str:
     r = report
-    charts: list[str] = []
     sections: list[str] = []
 
     def section(title: str, body: str) -> None:
@@ -77,7 +76,6 @@ def render(report: Report) -> str:
     trend = svg.bar_chart("spend-by-day", "Spend by day", ["cost"], [(d, [c]) for d, c, _ in r.daily])
     cpr = svg.bar_chart("cost-per-request", "Cost per request by day", ["cost per request"],
                         [(d, [(c / n).quantize(Decimal("1e-9"))]) for d, c, n in r.daily if n])
-    charts += [trend, cpr]
     tops = {by: svg.hbar_chart(f"top-{by.replace(' ', '-')}", f"Top {by}s by cost", [(n, c) for n, c, _ in items])
             for by, items in r.top.items() if by in ("tenant", "feature", "model", "user")}
     lost = svg.bar_chart("money-lost", "Money lost: failed attempts and retries", ["failed attempts", "retries"],
@@ -107,7 +105,6 @@ def render(report: Report) -> str:
     if r.outcomes:
         per_outcome = svg.hbar_chart("cost-per-outcome", "Cost per outcome",
                                      [(f"{f} {k}", c) for f, k, _, _, c in r.outcomes[:8]])
-        charts.append(per_outcome)
         section("Cost per outcome", f'<div class="grid2"><div>{per_outcome}</div><div>'
                 + _table(["feature", "kind", "outcomes", "cost", "cost per outcome"],
                          [[f, k, f"{n:,}", svg.usd(c), svg.usd(p)] for f, k, n, c, p in r.outcomes], 2)

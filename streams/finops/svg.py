@@ -20,7 +20,11 @@ def naive_utc(t: datetime) -> datetime:
 
 
 def usd(value: Decimal) -> str:
-    """Money for reading: cents from a dollar up, else four decimals ($0.0035)."""
+    """Money for reading: cents from a dollar up, else four decimals.
+
+    >>> usd(Decimal("1234.5")), usd(Decimal("0.0035"))
+    ('$1,234.50', '$0.0035')
+    """
     q = Decimal("0.01") if abs(value) >= 1 else Decimal("0.0001")
     return f"${value.quantize(q):,}"
 
