@@ -228,6 +228,37 @@ def cmd_outcomes_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outcomes_sink(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from streams.cli import _bootstrap, _settings
+    from streams.finops.outcomes_sink import sink_outcomes
+
+    stopping: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        settings = _settings()
+        bootstrap = _bootstrap(args, settings, "outcomes sink")
+        client = _store(settings)
+        try:
+            counts = asyncio.run(sink_outcomes(
+                bootstrap, settings.topic_outcomes, f"{settings.app_id}-outcomes", client,
+                settings.clickhouse_database, exit_when_caught_up=args.exit_when_caught_up,
+                report=lambda line: print(line, file=sys.stderr), stop=lambda: bool(stopping)))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            client.close()
+    except CommandError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(f"{counts.stored} outcomes stored, {counts.invalid} invalid messages skipped")
+    return 0
+
+
 def add_finops_commands(sub: Any) -> None:
     """Register ``export`` (and the report) on the ``tokenbrake`` parser."""
     p = sub.add_parser("export", help="FinOps exports: FOCUS 1.2 cost data, or CSV tables finance asks for")
@@ -255,11 +286,16 @@ def add_finops_commands(sub: Any) -> None:
     p.add_argument("--refresh", action="store_true", help="recompute the rollups of the window first")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("outcomes", help="business outcomes (cost per outcome): load a JSONL file of OutcomeEvents")
+    p = sub.add_parser("outcomes", help="business outcomes (cost per outcome): load a file, or sink the topic")
     actions = p.add_subparsers(dest="action", required=True)
     load = actions.add_parser("load", help="validate and store outcomes, one JSON OutcomeEvent per line")
     load.add_argument("file")
     load.set_defaults(func=cmd_outcomes_load)
+    sink = actions.add_parser("sink", help="consume the outcomes topic into ClickHouse (a consumer group)")
+    sink.add_argument("--bootstrap")
+    sink.add_argument("--exit-when-caught-up", action="store_true",
+                      help="stop at the end of the topic as it was at start (batch runs, tests)")
+    sink.set_defaults(func=cmd_outcomes_sink)
 
     p = sub.add_parser("reprice", help="recompute stored costs from tokens with corrected prices, and every rollup")
     p.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD (UTC)")

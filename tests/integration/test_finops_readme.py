@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shlex
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
+from streams.broker import ensure_topics
 from streams.finops import rollup_sql
 from streams.price import PriceBook
 from streams.sink.clickhouse import connect
@@ -26,7 +29,7 @@ def readme_commands() -> list[str]:
     return [line for line in block.group(1).splitlines() if line.startswith("tokenbrake ")]
 
 
-def test_readme_finops_commands_run_as_written(tmp_path):
+def test_readme_finops_commands_run_as_written(tmp_path, broker):
     dsn = f"chdb://{tmp_path / 'chdb'}"
     seed.write(dsn, seed.price(seed.seed_events(), PriceBook()))
     seed.write_audit(dsn)
@@ -38,12 +41,18 @@ def test_readme_finops_commands_run_as_written(tmp_path):
     (tmp_path / "outcomes.jsonl").write_text(
         '{"outcome_id": "o1", "ts": "2026-03-10T18:00:00Z", "tenant_id": "acme", "feature_id": "chat", '
         '"kind": "ticket_resolved", "value": "0.40"}\n')
+    topic = f"outcomes-{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_topics(broker.bootstrap, {topic: 1}))
     env = {**os.environ, "TOKENBRAKE_CLICKHOUSE_DSN": dsn, "TOKENBRAKE_CLICKHOUSE_DATABASE": seed.DB,
-           "TOKENBRAKE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+           "TOKENBRAKE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT), "TOKENBRAKE_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "TOKENBRAKE_TOPIC_OUTCOMES": topic}
     commands = readme_commands()
     assert {c.split()[1] for c in commands} == {"export", "outcomes", "report", "reprice"}
     for command in commands:
-        done = subprocess.run([sys.executable, "-m", "streams", *shlex.split(command)[1:]], env=env, cwd=tmp_path,
+        # as a shell expands it (the one variable the README uses)
+        argv = [a.replace("$TOKENBRAKE_KAFKA_BOOTSTRAP", env["TOKENBRAKE_KAFKA_BOOTSTRAP"])
+                for a in shlex.split(command)[1:]]
+        done = subprocess.run([sys.executable, "-m", "streams", *argv], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
     for name in ("focus-march.csv", "focus-march.parquet", "spend.csv", "users.csv", "controls.csv", "alerts.csv",
