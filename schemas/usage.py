@@ -43,6 +43,9 @@ class UsageEvent(BaseModel):
     user_id: ScopeId
     provider: Label
     model: ScopeId
+    #: the model the service asked for, when a downgrade control made it call ``model`` instead
+    #: (``decision.model(requested)``): what the downgrade saved is priced from it
+    requested_model: ScopeId | None = None
     model_version: Id | None = None
     environment: Label | None = None
     region: Label | None = None

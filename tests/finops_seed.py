@@ -41,7 +41,9 @@ def seed_events() -> list[UsageEvent]:
                 events.append(UsageEvent(
                     event_id=f"{tenant}-{d}-{i}", ts=ts, tenant_id=tenant, tenant_tier=tier,
                     feature_id=("chat", "search")[i % 2], user_id=f"u{i % 3}", provider="openai",
-                    model=("gpt-4o", "gpt-4o-mini")[i % 3 == 2], environment=("prod", "staging")[i == 5],
+                    model=("gpt-4o", "gpt-4o-mini")[i % 3 == 2],
+                    requested_model="gpt-4o" if i % 3 == 2 and d % 3 == 0 else None,
+                    environment=("prod", "staging")[i == 5],
                     region="eu" if tenant == "acme" else "us", prompt_version=f"v{1 + i % 2}",
                     input_tokens=1000 + 100 * i + d, output_tokens=200 + 10 * i,
                     cached_input_tokens=400 if i % 2 == 0 else 0, cache_write_tokens=100 if i == 1 else 0,

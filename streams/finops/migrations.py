@@ -126,6 +126,25 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY (version, policy_id)"""]
 
 
+def _requested_model(db: str) -> list[str]:
+    return [f"ALTER TABLE {db}.usage_events ADD COLUMN IF NOT EXISTS requested_model LowCardinality(Nullable(String)) "
+            "AFTER model",
+            # a downgraded call priced at the model asked for, minus what was paid (base-tier rates of the day)
+            f"""CREATE VIEW IF NOT EXISTS {db}.downgrade_savings_daily AS
+SELECT toDate(e.ts) AS day, e.tenant_id AS tenant_id, toString(e.feature_id) AS feature_id,
+       assumeNotNull(e.requested_model) AS requested_model, toString(e.model) AS model, count() AS calls,
+       sum(e.cost_usd) AS paid_usd,
+       sum((e.input_tokens - e.cached_input_tokens - e.cache_write_tokens) * r.input_usd
+           + e.cached_input_tokens * r.cache_read_usd + e.cache_write_tokens * r.cache_write_usd
+           + e.output_tokens * r.output_usd) AS requested_price_usd,
+       requested_price_usd - paid_usd AS savings_usd
+FROM (SELECT * FROM {db}.usage_events FINAL WHERE requested_model IS NOT NULL AND requested_model != model
+      AND NOT cache_hit) AS e
+INNER JOIN (SELECT * FROM {db}.model_rates FINAL) AS r
+    ON r.provider = e.provider AND r.model = assumeNotNull(e.requested_model) AND r.day = toDate(e.ts)
+GROUP BY day, tenant_id, feature_id, requested_model, model"""]
+
+
 MIGRATIONS: list[Migration] = [
     (1, "hourly and daily rollup tables", _rollup_tables),
     (2, "rollups of the events already stored", _backfill),
@@ -135,6 +154,7 @@ MIGRATIONS: list[Migration] = [
     (6, "usage_events.session_id", _session_id),
     (7, "outcomes", _outcomes),
     (8, "budget policies", _budget_policies),
+    (9, "usage_events.requested_model and downgrade savings", _requested_model),
 ]
 
 DEFAULT_REFRESH_S = 60

@@ -35,10 +35,14 @@ def day_rates(pricebook: PriceBook, provider: str, model: str, day: date) -> tup
 
 
 def sync_rates(client: Any, db: str, pricebook: PriceBook, start: date, end: date) -> int:
-    """Write the rates of every (provider, model, day) in usage_daily with start <= day < end;
+    """Write the rates of every (provider, model, day) in usage_daily with start <= day < end, and
+    of the models asked for before a downgrade;
     returns the rows written (idempotent: the latest write wins)."""
-    seen = client.query(f"SELECT DISTINCT provider, model, day FROM {db}.usage_daily WHERE day >= %(lo)s "
-                        "AND day < %(hi)s", parameters={"lo": start, "hi": end}).result_rows
+    seen = client.query(
+        f"SELECT DISTINCT provider, model, day FROM {db}.usage_daily WHERE day >= %(lo)s AND day < %(hi)s "
+        f"UNION DISTINCT SELECT DISTINCT toString(provider), assumeNotNull(requested_model), toDate(ts) "
+        f"FROM {db}.usage_events WHERE requested_model IS NOT NULL AND ts >= %(lo)s AND ts < %(hi)s",
+        parameters={"lo": start, "hi": end}).result_rows
     version = time.time_ns()
     rows = []
     for provider, model, day in seen:

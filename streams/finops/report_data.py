@@ -31,6 +31,7 @@ class Report:
     top: dict[str, list[tuple[str, Decimal, int]]] = field(default_factory=dict)  # by -> (name, cost, requests)
     lost: list[tuple[date, Decimal, Decimal]] = field(default_factory=list)  # day, failed, retries
     savings: list[tuple[date, Decimal, Decimal]] = field(default_factory=list)  # day, prompt cache, semantic
+    downgrade_savings_usd: Decimal = Decimal(0)  # downgraded calls at the requested model's price, minus paid
     budgets: list[BurnDown] = field(default_factory=list)
     unsupported_budgets: list[str] = field(default_factory=list)
     timeline: list[tuple[datetime, str, str, str]] = field(default_factory=list)  # ts, kind, what, scope
@@ -80,6 +81,8 @@ def collect(client: Any, db: str, start: datetime, end: datetime, tenant: str, p
     r.savings = [(d, Decimal(a), Decimal(b)) for d, a, b in rows(
         f"SELECT day, sum(prompt_cache_savings_usd), sum(semantic_cache_savings_usd) FROM {{db}}.cache_savings_daily "
         f"WHERE {_DAYS} GROUP BY day ORDER BY day")]
+    r.downgrade_savings_usd = Decimal(rows(
+        f"SELECT sum(savings_usd) FROM {{db}}.downgrade_savings_daily WHERE {_DAYS}")[0][0] or 0)
     uses = budget_utilisation(client, db, policies, asof)
     r.budgets = [BurnDown(u, _cumulative(client, db, u, policies, asof)) for u in uses
                  if not tenant or u.tenant_id == tenant]

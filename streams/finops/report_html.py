@@ -120,7 +120,8 @@ def render(report: Report) -> str:
     kpis = [("spend", svg.usd(r.total_usd)), ("requests", f"{r.requests:,}"),
             ("cost per request", svg.usd(r.cost_per_request)), ("paid for failed attempts", svg.usd(failed_total)),
             ("paid for retries", svg.usd(retry_total)),
-            ("cache savings", svg.usd(saved_total)), ("controls + alerts", str(len(r.timeline)))]
+            ("cache savings", svg.usd(saved_total)),
+            ("saved by downgrades", svg.usd(r.downgrade_savings_usd)), ("controls + alerts", str(len(r.timeline)))]
     scope = f" for tenant {escape(r.tenant)}" if r.tenant else ""
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"

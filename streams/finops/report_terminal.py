@@ -48,7 +48,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
     saved = [sum((x[i] for x in r.savings), Decimal(0)) for i in (1, 2)]
     out.print(_table("Money lost and saved", ["", "USD"],
                      [["failed attempts", usd(lost[0])], ["retries (attempt > 0)", usd(lost[1])],
-                      ["prompt cache savings", usd(saved[0])], ["semantic cache savings", usd(saved[1])]]))
+                      ["prompt cache savings", usd(saved[0])], ["semantic cache savings", usd(saved[1])],
+                      ["saved by downgrades", usd(r.downgrade_savings_usd)]]))
     if r.timeline:
         out.print(_table("Controls and alerts (latest 30)", ["time (UTC)", "kind", "what", "scope"],
                          [[f"{ts:%Y-%m-%d %H:%M}", kind, what, scope] for ts, kind, what, scope in r.timeline[-30:]]))

@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS {db}.usage_events
     user_id             String,
     provider            LowCardinality(String),
     model               LowCardinality(String),
+    requested_model     LowCardinality(Nullable(String)),
     model_version       Nullable(String),
     environment         LowCardinality(Nullable(String)),
     region              LowCardinality(Nullable(String)),

@@ -63,6 +63,23 @@ def test_cache_savings_price_cached_tokens_at_the_full_input_rate(seeded):
     assert sum(r[1] for r in rows) > 0 and sum(r[2] for r in rows) > 0
 
 
+def test_downgrade_savings_price_the_requested_model(seeded):
+    client, priced = seeded
+    book, expected = PriceBook(), defaultdict(Decimal)
+    for p in priced:
+        e = p.event
+        if e.requested_model and e.requested_model != e.model and not e.cache_hit:
+            r = book.rates(e.provider, e.requested_model, p.ts_ms).base
+            would = (usd_per_token(r.input) * (e.input_tokens - e.cached_input_tokens - e.cache_write_tokens)
+                     + usd_per_token(r.cache_read) * e.cached_input_tokens
+                     + usd_per_token(r.cache_write) * e.cache_write_tokens + usd_per_token(r.output) * e.output_tokens)
+            expected[e.tenant_id] += would - nanos_to_usd(p.cost_nanos)
+    rows = client.query("SELECT tenant_id, sum(savings_usd), uniqExact(requested_model), uniqExact(model) "
+                        "FROM tb.downgrade_savings_daily GROUP BY tenant_id ORDER BY tenant_id").result_rows
+    assert rows == [(t, expected[t], 1, 1) for t in ("acme", "globex")]
+    assert all(v > 0 for v in expected.values())
+
+
 POLICIES = """
 budgets:
   - {id: acme-month, scope: {tenant: acme}, period: month, limit_usd: "2.00"}

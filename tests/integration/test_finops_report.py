@@ -54,6 +54,7 @@ def test_terminal_report_shows_each_answer(report):
                     "Money lost and saved", "Controls and alerts", "Cost per outcome"):
         assert heading in out, heading
     assert "per-user" in out  # named as not answered from the rollups
+    assert re.search(r"saved by downgrades\s+│\s+\$0\.\d*[1-9]", out), out[-3000:]
     times = re.findall(r"2026-03-\d\d \d\d:\d\d", out.split("Controls and alerts", 1)[1])
     assert len(times) == 12 and times == sorted(times)  # the timeline in time order
 

@@ -34,7 +34,8 @@ def seeded(tmp_path_factory):  # noqa: ANN201
 def test_migrations_apply_on_the_previous_schema_and_twice(tmp_path):
     client = connect(f"chdb://{tmp_path / 'chdb'}")
     for stmt in ddl_statements("tb"):  # the previous release (no session_id yet): the base schema and its data
-        client.command(stmt.replace("    session_id          Nullable(String),\n", ""))
+        client.command(stmt.replace("    session_id          Nullable(String),\n", "")
+                       .replace("    requested_model     LowCardinality(Nullable(String)),\n", ""))
     assert "session_id" not in client.query("SELECT groupArray(name) FROM system.columns WHERE database = 'tb' "
                                             "AND table = 'usage_events'").result_rows[0][0]
     priced = seed.price(seed.seed_events()[:40], PriceBook())
@@ -51,6 +52,8 @@ def test_migrations_apply_on_the_previous_schema_and_twice(tmp_path):
     assert applied(client, "tb") == [n for n, _, _ in MIGRATIONS]
     assert client.query("SELECT type FROM system.columns WHERE database = 'tb' AND table = 'usage_events' "
                         "AND name = 'session_id'").result_rows == [("Nullable(String)",)]
+    assert client.query("SELECT type FROM system.columns WHERE database = 'tb' AND table = 'usage_events' "
+                        "AND name = 'requested_model'").result_rows == [("LowCardinality(Nullable(String))",)]
     # the events stored before the migration are in the rollups (back-fill)
     hourly = client.query("SELECT sum(cost_usd), sum(requests) FROM tb.usage_hourly FINAL").result_rows[0]
     daily = client.query("SELECT sum(cost_usd), sum(requests) FROM tb.usage_daily FINAL").result_rows[0]
