@@ -8,8 +8,9 @@ decimals; ``ListCost = ListUnitPrice x PricingQuantity`` exactly. tokenbrake kno
 overridden, negotiated) prices, not invoices: Billed, Effective, Contracted and List cost are
 the same amount. Rates are the base-tier rates of the day (:mod:`streams.finops.model_rates`).
 
-FOCUS 1.3 names that differ: ``ProviderName`` and ``PublisherName`` are deprecated there in
-favour of ``ServiceProviderName`` and ``HostProviderName``; 1.3 also adds ``ContractApplied``.
+FOCUS 1.3 names that differ: it adds ``ServiceProviderName`` and ``HostProviderName`` and
+deprecates ``ProviderName`` and ``PublisherName`` (still mandatory in 1.3, so a 1.3 file carries
+both pairs); 1.3 also adds ``ContractApplied``.
 """
 
 from __future__ import annotations
