@@ -213,14 +213,20 @@ def migrate(client: Any, db: str, retention: Retention | None = None) -> list[in
 
 
 def sync_budget_policies(client: Any, db: str, budgets: list[Any]) -> int:
-    """Write the day and month budgets (tenant, feature or model scope) as a new snapshot: readers
-    take the rows of the highest version, so a budget removed from the file disappears."""
+    """Write the day and month budgets (tenant, feature or model scope) as a new snapshot, when they
+    differ from the stored one: readers take the rows of the highest version, so a budget removed
+    from the file disappears. Returns the rows written."""
     from streams.finops.forecast import supported
 
+    wanted = sorted((b.id, b.period, b.scope.tenant, b.scope.feature or "", b.scope.model or "", b.scope.tier or "",
+                     b.limit_usd) for b in budgets if supported(b)) or [("", "", "", "", "", "", 0)]
+    stored = sorted(client.query(
+        f"SELECT policy_id, period, tenant, feature, model, tier, limit_usd FROM {db}.budget_policies "
+        f"WHERE version = (SELECT max(version) FROM {db}.budget_policies)").result_rows)
+    if stored == wanted:  # unchanged since the last start-up (or reconnect): nothing to write
+        return 0
     version = time.time_ns()
-    rows = [[b.id, b.period, b.scope.tenant, b.scope.feature or "", b.scope.model or "", b.scope.tier or "",
-             b.limit_usd, version] for b in budgets if supported(b)]
-    rows = rows or [["", "", "", "", "", "", 0, version]]  # an empty snapshot still replaces the last one
+    rows = [[*row, version] for row in wanted]  # an empty snapshot ('' row) still replaces the last one
     client.insert(f"{db}.budget_policies", rows, column_names=["policy_id", "period", "tenant", "feature", "model",
                                                                "tier", "limit_usd", "version"])
     client.command(f"ALTER TABLE {db}.budget_policies DELETE WHERE version < %(v)s", parameters={"v": version})

@@ -149,9 +149,10 @@ def test_budget_utilisation_is_exact_and_follows_the_policies_file(loaded):
     assert rows["month-each acme/"] == (Decimal("0.04"), acme_month)
     assert rows["chat-day acme/chat"] == (Decimal("1.00"), chat_today)
     assert "per-user" not in " ".join(rows)  # per-user budgets are the worker's live state
-    sync_budget_policies(client, "tokenbrake", [])  # a restart with the budgets removed from the file
+    assert sync_budget_policies(client, "tokenbrake", parse_policies(POLICIES).budgets) == 0  # unchanged
+    assert sync_budget_policies(client, "tokenbrake", []) == 1  # a restart with the budgets removed from the file
     assert client.query(ge.BUDGET_UTILISATION).result_rows == []
-    sync_budget_policies(client, "tokenbrake", parse_policies(POLICIES).budgets)
+    assert sync_budget_policies(client, "tokenbrake", parse_policies(POLICIES).budgets) == 2
 
 
 def test_generated_files_are_current():
