@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv compose-tool demo test test-unit test-integration chaos chaos-long lint schemas bench clean
+.PHONY: venv compose-tool report-tool demo test test-unit test-integration chaos chaos-long lint schemas bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,7 +25,14 @@ compose-tool:
 	   (apt-get update -q >/dev/null && apt-get install -y -q docker-compose >/dev/null)) || \
 	  (echo "install docker-compose (Debian package) to validate docker-compose.yml" >&2; exit 1)
 
-test: $(STAMP) compose-tool
+# the HTML report is checked in headless Chromium (Debian package)
+report-tool:
+	@command -v chromium >/dev/null 2>&1 || \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) || \
+	  (echo "install chromium (Debian package) to test the HTML report" >&2; exit 1)
+
+test: $(STAMP) compose-tool report-tool
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP)

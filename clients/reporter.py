@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from clients.security import KafkaSecurity, connection_kwargs
 from schemas.codec import dumps
+from schemas.outcome import OutcomeEvent
 from schemas.usage import UsageEvent
 
 log = logging.getLogger("tokenbrake.reporter")
@@ -38,16 +39,18 @@ class UsageReporter:
     def __init__(self, bootstrap: str, topic: str = "tokenbrake.usage", *, user_id_salt: str | bytes,
                  max_buffer: int = 10_000, batch_size: int = 200, linger_s: float = 0.2,
                  enable_idempotence: bool | None = None, defaults: dict[str, Any] | None = None,
-                 security: KafkaSecurity | None = None) -> None:
+                 security: KafkaSecurity | None = None,
+                 outcomes_topic: str = "tokenbrake.outcomes") -> None:
         if not user_id_salt:
             raise ValueError("user_id_salt is required: raw user ids never leave the process")
-        self.bootstrap, self.topic = bootstrap, topic
+        self.bootstrap, self.topic, self.outcomes_topic = bootstrap, topic, outcomes_topic
         self._salt = user_id_salt.encode() if isinstance(user_id_salt, str) else user_id_salt
         self.max_buffer, self.batch_size, self.linger_s = max_buffer, batch_size, linger_s
         self._idempotence = enable_idempotence
         self._connection = connection_kwargs(security)  # TLS/SASL, see clients.security
         self._defaults = defaults or {}
         self._buffer: deque[UsageEvent] = deque()
+        self._outcomes: deque[OutcomeEvent] = deque()  # shares max_buffer with the usage events
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -55,6 +58,7 @@ class UsageReporter:
         self.invalid = 0  # record() called with data the contract rejects
         self.invalid_fields: Counter[str] = Counter()  # ... by the first field at fault
         self.sent = 0
+        self.outcomes_sent = 0
         self.failed = 0  # events in messages Kafka did not accept
 
     async def start(self) -> None:
@@ -123,6 +127,27 @@ class UsageReporter:
             return False
         return self._enqueue(event)
 
+    def record_outcome(self, *, tenant_id: str, feature_id: str, kind: str, user_id: str | None = None,
+                       **fields: Any) -> bool:
+        """Report one business outcome (``value`` as a decimal string, ``quality``,
+        ``logical_call_ids``, ``session_id``: see :class:`OutcomeEvent`). Never blocks, never
+        raises; the user id is hashed like a usage event's. False (and counted) when not queued."""
+        try:
+            data = dict(fields)
+            data.setdefault("outcome_id", uuid.uuid4().hex)
+            data.setdefault("ts", time.time_ns() // 1_000_000)
+            outcome = OutcomeEvent(tenant_id=tenant_id, feature_id=feature_id, kind=kind,
+                                   user_id=None if user_id is None else hash_user(user_id, self._salt), **data)
+        except (ValidationError, TypeError, ValueError) as exc:
+            self.invalid += 1
+            log.debug("outcome rejected: %s", exc)
+            return False
+        if len(self._buffer) + len(self._outcomes) >= self.max_buffer:
+            self.dropped += 1
+            return False
+        self._outcomes.append(outcome)
+        return True
+
     def _enqueue(self, event: UsageEvent) -> bool:
         if len(self._buffer) >= self.max_buffer:
             self.dropped += 1
@@ -140,7 +165,11 @@ class UsageReporter:
             await self._send_buffered()
 
     async def _send_buffered(self) -> None:
-        if not self._buffer or self._producer is None:
+        if self._producer is None:
+            return
+        if self._outcomes:
+            await self._send_outcomes()
+        if not self._buffer:
             return
         by_tenant: dict[str, list[UsageEvent]] = {}
         while self._buffer:
@@ -163,6 +192,26 @@ class UsageReporter:
             except KafkaError as exc:
                 self.failed += n
                 log.error("usage batch not acknowledged: %s", exc)
+
+    async def _send_outcomes(self) -> None:
+        """One message per outcome, keyed by tenant (outcomes are few next to calls)."""
+        assert self._producer is not None
+        futures = []
+        while self._outcomes:
+            o = self._outcomes.popleft()
+            try:
+                futures.append(await self._producer.send(self.outcomes_topic, dumps(o.model_dump(
+                    mode="json", exclude_none=True)), key=o.tenant_id.encode()))
+            except KafkaError as exc:
+                self.failed += 1
+                log.error("outcome not sent: %s", exc)
+        for fut in futures:
+            try:
+                await fut
+                self.outcomes_sent += 1
+            except KafkaError as exc:
+                self.failed += 1
+                log.error("outcome not acknowledged: %s", exc)
 
     async def flush(self) -> None:
         await self._send_buffered()

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 from schemas.control import AlertEvent, ControlEvent
+from schemas.outcome import OutcomeEvent
 from schemas.usage import UsageEvent
 
 OUT = Path(__file__).with_name("jsonschema")
-MODELS = {"usage_event": UsageEvent, "control_event": ControlEvent, "alert_event": AlertEvent}
+MODELS = {"usage_event": UsageEvent, "control_event": ControlEvent, "alert_event": AlertEvent,
+          "outcome_event": OutcomeEvent}
 
 
 def render() -> dict[str, str]:

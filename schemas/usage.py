@@ -47,6 +47,9 @@ class UsageEvent(BaseModel):
     user_id: ScopeId
     provider: Label
     model: ScopeId
+    #: the model the service asked for, when a downgrade control made it call ``model`` instead
+    #: (``decision.model(requested)``): what the downgrade saved is priced from it
+    requested_model: ScopeId | None = None
     model_version: Id | None = None
     environment: Label | None = None
     region: Label | None = None
@@ -58,6 +61,7 @@ class UsageEvent(BaseModel):
     cache_write_tokens: Tokens = 0
     reasoning_tokens: Tokens = 0
     logical_call_id: Id | None = None
+    session_id: Id | None = None  # a conversation or workflow run: outcomes may link to it
     attempt: Annotated[int, Field(ge=0, le=1000, strict=True)] = 0
     status: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = "ok"
     latency_ms: Annotated[int, Field(ge=0, le=86_400_000, strict=True)] | None = None

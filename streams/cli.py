@@ -418,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="trace seconds per wall second (default 60: the 58-minute trace in about a minute)")
     p.set_defaults(func=cmd_demo)
 
+    from streams.finops.commands import add_finops_commands
+
+    add_finops_commands(sub)
+
     args = parser.parse_args(argv)
     from aiokafka.errors import KafkaError
 

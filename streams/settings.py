@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     topic_dlq: str = "tokenbrake.usage.dlq"
     topic_control: str = "tokenbrake.control"
     topic_alerts: str = "tokenbrake.alerts"
+    topic_outcomes: str = "tokenbrake.outcomes"  # read by `tokenbrake outcomes sink`, not the worker
     topic_partitions: int = Field(4, ge=1, le=1024)
     # a consumer group's first join waits on the rebalance timeout on some brokers: keep it short
     kafka_rebalance_timeout_s: float = Field(4.0, gt=0)
@@ -160,6 +161,13 @@ class Settings(BaseSettings):
     metrics_max_tenants: int = Field(50, ge=1, le=10_000)
     metrics_max_label_values: int = Field(200, ge=1, le=10_000, description="distinct features, models and alert "
                                           "rules per label; beyond it they add to 'other'")
+
+    # FinOps rollups and retention (streams/finops/migrations.py): None = kept for ever
+    ttl_usage_events_days: int | None = Field(None, ge=1, description="raw usage_events kept this many days")
+    ttl_usage_hourly_days: int | None = Field(None, ge=1, description="usage_hourly rollup rows kept this long")
+    ttl_usage_daily_days: int | None = Field(None, ge=1, description="usage_daily rollup rows kept this long")
+    rollup_refresh_s: int = Field(60, ge=5, le=86_400, description="how often ClickHouse recomputes the "
+                                  "rollups of the last two days from usage_events")
 
     # web endpoint (status, metrics) and logs
     web_host: str = "127.0.0.1"

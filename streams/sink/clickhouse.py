@@ -52,6 +52,9 @@ def apply_ddl(client: Any, database: str) -> None:
         client.command(f"RENAME TABLE {database}.spend_minute TO {database}.spend_minute_legacy")
     for stmt in ddl_statements(database):
         client.command(stmt)
+    from streams.finops.migrations import migrate  # numbered migrations on top of the base schema
+
+    migrate(client, database)
 
 
 def ts_text(ts_ms: int) -> str:
