@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from river import base
 
 from detectors.tails import CountRate, binomial_lower_nats
@@ -23,6 +25,9 @@ class CacheRegression(base.AnomalyDetector):
     - **effect**: the share of cached input tokens fell by ``min_drop`` of its learned
       level *and* by ``min_points`` in absolute terms.
 
+    The bucket is judged alone (a busy scope pages in its first 10 minutes) and together
+    with the ``window - 1`` buckets learned before it (a quiet scope gathers evidence over
+    an hour: a collapse not yet significant is learned, and counts again in the window).
     Scopes whose learned hit rate is under ``min_hit_rate`` (features that do not use
     the cache) score 0, as does everything before ``warmup_calls`` learned calls.
 
@@ -42,6 +47,8 @@ class CacheRegression(base.AnomalyDetector):
         Calls per independent hit or miss.
     warmup_calls
         Calls learned before scoring.
+    window
+        Buckets judged together for quiet scopes.
 
     Examples
     --------
@@ -60,7 +67,7 @@ class CacheRegression(base.AnomalyDetector):
 
     def __init__(self, alpha: float = 0.01, threshold_nats: float = 13.8, min_drop: float = 0.5,
                  min_points: float = 0.1, min_hit_rate: float = 0.05, dispersion: float = 2.0,
-                 warmup_calls: int = 1000) -> None:
+                 warmup_calls: int = 1000, window: int = 6) -> None:
         self.alpha = alpha
         self.threshold_nats = threshold_nats
         self.min_drop = min_drop
@@ -68,6 +75,8 @@ class CacheRegression(base.AnomalyDetector):
         self.min_hit_rate = min_hit_rate
         self.dispersion = dispersion
         self.warmup_calls = warmup_calls
+        self.window = window
+        self._recent: deque[tuple[int, int, int, int]] = deque(maxlen=max(window - 1, 0))
         self._hits = CountRate(alpha)
         self._share = CountRate(alpha)
 
@@ -78,6 +87,12 @@ class CacheRegression(base.AnomalyDetector):
         if self.enough(x):
             self._hits.update(x.get("cached_calls", 0), x["requests"])
             self._share.update(x.get("cached_input_tokens", 0), x["input_tokens"])
+            if self._recent.maxlen:
+                self._recent.append(self._counts(x))
+
+    @staticmethod
+    def _counts(x: dict) -> tuple[int, int, int, int]:
+        return x["requests"], x.get("cached_calls", 0), x["input_tokens"], x.get("cached_input_tokens", 0)
 
     @property
     def baseline_share(self) -> float:
@@ -86,8 +101,14 @@ class CacheRegression(base.AnomalyDetector):
     def score_one(self, x: dict) -> float:
         if not self.enough(x) or self._hits.units < self.warmup_calls or self._hits.rate < self.min_hit_rate:
             return 0.0
-        evidence = binomial_lower_nats(x.get("cached_calls", 0), x["requests"], self._hits.rate, self.dispersion)
-        share = x.get("cached_input_tokens", 0) / x["input_tokens"]
-        fall = self._share.rate - share
+        counts = self._counts(x)
+        score = self._score(*counts)
+        if self._recent:
+            score = max(score, self._score(*(sum(c) for c in zip(counts, *self._recent, strict=True))))
+        return score
+
+    def _score(self, requests: int, cached_calls: int, input_tokens: int, cached_tokens: int) -> float:
+        evidence = binomial_lower_nats(cached_calls, requests, self._hits.rate, self.dispersion)
+        fall = self._share.rate - cached_tokens / input_tokens
         effect = fall / max(self._share.rate * self.min_drop, self.min_points)
         return max(0.0, min(evidence / self.threshold_nats, effect))

@@ -22,8 +22,10 @@ class CostRate(base.AnomalyDetector):
     Cost per second = calls per second x cost per call, and the score needs both:
 
     - **effect**: (calls / expected calls) x (median call cost / its baseline) reaches
-      ``factor`` (4.0 = "cost per second 300% above baseline"); the median, so one costly
-      call (the per-call cap's business) moves nothing;
+      ``factor`` (3.0: cost per second up 200%); the median, so one costly call (the
+      per-call cap's business) moves nothing. Not the seeds' "300% above baseline" (4.0):
+      one minute of a 5x runaway, with Poisson noise on its calls and its median, can
+      measure 4x, and it must page in its first full minute;
     - **significance**: either the call count is too high for a Poisson count at the
       learned calls per minute (divided by ``dispersion`` for bursty clients), or too many
       calls cost over ``call_factor`` x the baseline median for the learned share of such
@@ -32,7 +34,10 @@ class CostRate(base.AnomalyDetector):
     The expected calls per minute is a fast exponentially weighted mean (``alpha`` 0.05:
     the last ~20 minutes), which follows the daily and weekly curve (it moves a few percent
     in 20 minutes) while a runaway is a step; flagged minutes are never learned, so the step
-    does not become the baseline. A 5x loop on a scope with 100 calls a minute scores
+    does not become the baseline, and a minute is learned with its calls clipped at
+    ``2 x`` the baseline, so a rise that stays just under the bar is learned only slowly
+    (a real, lasting rise is learned in about 15 minutes). A 5x loop on a scope with 100
+    calls a minute scores
     thousands of nats in its first full minute. Under ``min_usd_per_minute`` nothing flags;
     before ``warmup`` learned minutes nothing is scored. The engine issues a control
     (the kill switch) when it fires.
@@ -71,7 +76,7 @@ class CostRate(base.AnomalyDetector):
 
     """
 
-    def __init__(self, warmup: int = 30, alpha: float = 0.05, cost_alpha: float = 0.02, factor: float = 4.0,
+    def __init__(self, warmup: int = 30, alpha: float = 0.05, cost_alpha: float = 0.02, factor: float = 3.0,
                  call_factor: float = 4.0, threshold_nats: float = 13.8, dispersion: float = 2.0,
                  min_usd_per_minute: float = 0.005, min_requests: int = 3) -> None:
         self.warmup = warmup
@@ -111,7 +116,10 @@ class CostRate(base.AnomalyDetector):
             if self._per_call.n >= self.warmup:
                 self._costly.update(*self._count_costly(x))
             self._per_call.update(self._median(x))
-        self._calls.update(n * 60 / max(x.get("seconds", 60), 1))
+        per_minute = n * 60 / max(x.get("seconds", 60), 1)
+        if self._calls.n >= self.warmup:
+            per_minute = min(per_minute, 2 * max(self._calls.mean, 1.0))
+        self._calls.update(per_minute)
 
     def _score(self, x: dict, prefix: str) -> float:
         n, seconds = x.get(f"{prefix}requests", 0), max(x.get(f"{prefix}seconds", 60), 1)
