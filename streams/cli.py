@@ -216,7 +216,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from streams.evaluate import azure_clean_alerts, evaluate, evaluate_generated
     from streams.scenarios import azure_tokens
 
-    console = Console(stderr=args.json)
+    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
     started = time.monotonic()
 
     def progress(name: str) -> None:
