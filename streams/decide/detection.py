@@ -89,6 +89,8 @@ class DetectorHub:
         self.active: dict[tuple[str, tuple], list[int]] = {}  # (rule, scope) -> [since_ms, normal_streak]
         self.dirty: set[tuple[str, tuple]] = set()  # (rule, scope) whose model or incident changed: to save
         self.enabled = [r for r, c in self.config.items() if c.enabled]
+        self._current: set[tuple[str, tuple]] = set()  # models built or checked by this process
+        self._layouts: dict[str, set[str]] = {}
 
     # -- per event: only additions --------------------------------------------------------------
     def observe(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, cost: int,
@@ -246,7 +248,20 @@ class DetectorHub:
         det = self.models.get(key)
         if det is None:
             det = self.models[key] = CLASSES[rule](**self.config[rule].params)
+            self._current.add(key)
+        elif key not in self._current:
+            # restored from a snapshot: a model pickled by an earlier version of its class (other
+            # state attributes) would fail on first use; it learns afresh instead
+            if set(vars(det)) != self._layout(rule):
+                det = self.models[key] = CLASSES[rule](**self.config[rule].params)
+            self._current.add(key)
         return det
+
+    def _layout(self, rule: str) -> set[str]:
+        layout = self._layouts.get(rule)
+        if layout is None:
+            layout = self._layouts[rule] = set(vars(CLASSES[rule](**self.config[rule].params)))
+        return layout
 
     def _judge(self, rule: str, scope: tuple, x: dict[str, Any], at_ms: int, observed: Decimal) -> None:
         det = self._model(rule, scope)

@@ -100,3 +100,16 @@ def test_cache_regression_ignores_features_without_a_cache():
         det.learn_one({"requests": 400, "cached_calls": 0, "input_tokens": 400_000, "cached_input_tokens": 0})
     assert det.score_one({"requests": 400, "cached_calls": 0, "input_tokens": 400_000,
                           "cached_input_tokens": 0}) == 0.0
+
+
+def test_a_model_restored_from_an_earlier_class_layout_learns_afresh_instead_of_crashing():
+    from detectors import RetryStorm
+
+    e, rng = engine(), random.Random(4)
+    old = RetryStorm()
+    del old.__dict__["_rate"]  # as pickled before the count-based rate existed
+    old.__dict__["_baseline"] = object()
+    e.detectors.models[("retry_storm", ("acme", "chat", "gpt-4o"))] = old
+    _minutes(e, rng, 0, 5, 20, storm=True)
+    assert [a.rule for a in e.drain().alerts if a.state == "firing"][:1] == ["retry_storm"]
+    assert "_rate" in vars(e.detectors.models[("retry_storm", ("acme", "chat", "gpt-4o"))])
