@@ -8,6 +8,8 @@ The input is **streamed**: events are read, validated and decided one at a time,
 never held as a whole. A file is mostly in time order already (it is a log); a small
 reorder buffer (``REORDER_MS`` of event time, a heap) puts the stragglers back in order,
 and an event later than that is processed where it arrives, as the live worker would.
+The stores' changelog records are taken and dropped at every drain, as the worker takes
+them to write them (kept, they grew with every key ever changed or deleted).
 So the backtest holds what the live worker holds (the engine's state: dedupe horizon,
 open buckets, one model per rule and scope) plus the buffer: memory is bounded by scopes
 and by the event rate, not by the number of events (``tokenbrake backtest --rss-at``).
@@ -85,6 +87,8 @@ def run(engine: Engine, events: Iterable[UsageEvent]) -> Iterator[dict[str, Any]
 
 def _drain(engine: Engine) -> Iterator[dict[str, Any]]:
     out = engine.drain()
+    for store in engine.stores.values():
+        store.changes()  # the worker writes these to its changelogs; here nothing keeps them
     for control in out.controls:
         yield {"kind": "control", **control.model_dump(mode="json", exclude_none=True)}
     for alert in out.alerts:

@@ -55,6 +55,13 @@ def _state_size(e):
             sum(len(s) for name, s in e.stores.items() if name != "dedupe"))
 
 
+def test_changelog_records_are_not_kept_by_the_backtest():
+    e = engine()
+    for _ in run(e, itertools.chain.from_iterable(_day_of_traffic(d) for d in range(2))):
+        pass
+    assert all(store.changes() == [] for store in e.stores.values())
+
+
 def test_engine_state_is_bounded_by_scopes_not_by_events():
     e = engine()
     sizes, marks = [], []
