@@ -62,7 +62,7 @@ VOLUMES = {
     "standard": Volume("standard", {"acme": 8.0, "globex": 6.0, "initech": 4.0, "umbrella": 2.0}, 0.01, 9, {
         "retry_storm": ("globex", "chat"), "runaway_loop": ("acme", "chat"), "model_switch": ("acme", "summarize"),
         "context_growth": ("globex", "chat"), "cache_collapse": ("acme", "chat"), "huge_call": ("umbrella", "chat"),
-        "batch_export": ("initech", None), "heavy_user": ("acme", None)}),
+        "batch_export": ("initech", None), "heavy_user": ("umbrella", None)}),
     "production": Volume("production", {"acme": 270.0, "globex": 50.0, "initech": 15.0, "umbrella": 5.0}, 0.015, 8, {
         "retry_storm": ("acme", "chat"), "runaway_loop": ("acme", "summarize"),
         "model_switch": ("globex", "summarize"), "context_growth": ("globex", "chat"),
@@ -117,7 +117,7 @@ def plan_incidents(rng: random.Random, volume: Volume) -> list[Incident]:
     switch, collapse, huge = at(weekdays[0], 8, 12), at(weekdays[1], 9, 13), at(weekdays[1], 2, 22)
     growth = at(volume.days - 5, 0, 12)  # crosses +25% ~2.9 days later, due within a day of that
     crossed = growth + int(math.log(1.25) / math.log(GROWTH_PER_DAY) * DAY_MS)
-    heavy = at(last - 1, 6, 10)
+    heavy = at(last - 1, 6, 10)  # on a tenant no other incident of that day touches
 
     def inc(kind: str, rule: str, start: int, end: int, also: list[str], **kw: Any) -> Incident:
         return Incident(kind, rule, s[kind][0], s[kind][1], start, end, also, **kw)
