@@ -2,6 +2,7 @@
 more = flag) and learns with ``learn_one``; the engine never lets one learn from a point it
 flagged. Rule ids (AlertEvent.rule) are part of the contract."""
 
+from detectors.cache_regression import CacheRegression
 from detectors.cost_rate import CostRate
 from detectors.heavy_user import HeavyUser
 from detectors.request_cost_cap import RequestCostCap
@@ -11,6 +12,8 @@ from detectors.token_inflation import TokenInflation
 
 #: rule id -> detector class
 RULES = {"retry_storm": RetryStorm, "spend_spike": SpendSpike, "cost_rate": CostRate,
-         "token_inflation": TokenInflation, "heavy_user": HeavyUser, "request_cost_cap": RequestCostCap}
+         "token_inflation": TokenInflation, "heavy_user": HeavyUser, "request_cost_cap": RequestCostCap,
+         "cache_regression": CacheRegression}
 
-__all__ = ["RULES", "CostRate", "HeavyUser", "RequestCostCap", "RetryStorm", "SpendSpike", "TokenInflation"]
+__all__ = ["RULES", "CacheRegression", "CostRate", "HeavyUser", "RequestCostCap", "RetryStorm", "SpendSpike",
+           "TokenInflation"]

@@ -2,96 +2,145 @@
 
 from __future__ import annotations
 
-import math
+import statistics
 
 from river import base
 
 from detectors.baseline import EWBaseline
+from detectors.tails import CountRate, binomial_upper_nats, poisson_upper_nats
 
 
 class CostRate(base.AnomalyDetector):
-    """Scores the cost per second of one tenant x feature over a short sliding window.
+    """Scores the cost per second of one tenant x feature, each closed minute.
 
-    ``x`` holds ``requests`` (calls in the window), ``median_call_nanos`` (the median cost
-    of those calls, nano-USD), ``seconds`` (the window, 5 minutes sliding by the minute)
-    and ``cost_nanos`` (their total). Cost per second = cost per call x calls per second,
-    and each factor is judged robustly:
+    ``x`` holds the closed minute's ``requests`` and ``costs`` (a sample of its call
+    costs, nano-USD; or ``median_call_nanos``), ``seconds`` (60), and optionally the same
+    for a longer window ending with it (``window_requests``, ``window_costs``,
+    ``window_seconds``: 5 minutes), so a quiet scope gathers evidence over minutes while
+    a busy one is judged on its last minute alone. Each is scored; the higher counts.
 
-    - the median cost per call against its baseline (a model switch makes every call
-      dearer; one heavy-tailed call moves the median not at all);
-    - the call count against its baseline, counted only when the excess is significant
-      for a Poisson count (``n - lam >= z * sqrt(lam) + 2``), so a quiet scope going from
-      one call to four is not a runaway, while an agent loop is.
+    Cost per second = calls per second x cost per call, and the score needs both:
 
-    The score is their product over ``factor`` (4.0 = 300% above): 1.0 or more flags.
-    ``enough(x)`` is False with fewer than ``min_requests`` calls: such windows are
-    neither scored nor learned. Under ``min_usd_per_minute`` a window is learned but
-    never flagged. This is the
-    kill-switch rule: the engine also issues a control when it fires.
+    - **effect**: (calls / expected calls) x (median call cost / its baseline) reaches
+      ``factor`` (3.0: cost per second up 200%); the median, so one costly call (the
+      per-call cap's business) moves nothing. Not the seeds' "300% above baseline" (4.0):
+      one minute of a 5x runaway, with Poisson noise on its calls and its median, can
+      measure 4x, and it must page in its first full minute;
+    - **significance**: either the call count is too high for a Poisson count at the
+      learned calls per minute (divided by ``dispersion`` for bursty clients), or too many
+      calls cost over ``call_factor`` x the baseline median for the learned share of such
+      calls (binomial); ``-ln p >= threshold_nats``.
+
+    The expected calls per minute is a fast exponentially weighted mean (``alpha`` 0.05:
+    the last ~20 minutes), which follows the daily and weekly curve (it moves a few percent
+    in 20 minutes) while a runaway is a step; flagged minutes are never learned, so the step
+    does not become the baseline, and a minute is learned with its calls clipped at
+    ``2 x`` the baseline, so a rise that stays just under the bar is learned only slowly
+    (a real, lasting rise is learned in about 15 minutes). A 5x loop on a scope with 100
+    calls a minute scores
+    thousands of nats in its first full minute. Under ``min_usd_per_minute`` nothing flags;
+    before ``warmup`` learned minutes nothing is scored. The engine issues a control
+    (the kill switch) when it fires.
 
     Parameters
     ----------
     warmup
-        Windows learned before scoring.
+        Minutes learned before scoring.
     alpha
-        Weight of a new window in the baselines.
+        Weight of a new minute in the calls-per-minute baseline.
+    cost_alpha
+        Weight of a new minute in the median-cost baseline and the share of costly calls.
     factor
-        Multiple of the baseline cost rate that flags.
+        Multiple of the baseline cost per second that flags.
+    call_factor
+        A call costing this multiple of the baseline median counts as costly.
+    threshold_nats
+        ``-ln`` of the p-value bound that flags (13.8 ~ 1e-6).
+    dispersion
+        Overdispersion of call counts (bursty clients).
     min_usd_per_minute
         Spend per minute below which nothing is flagged.
     min_requests
-        Calls in the window below which nothing is judged.
-    z
-        Poisson significance for the call-count factor.
+        Calls in a minute below which its median cost is not learned.
 
     Examples
     --------
     >>> det = CostRate()
     >>> for _ in range(40):
-    ...     det.learn_one({"requests": 50, "median_call_nanos": 4_000_000, "seconds": 300})
-    >>> normal = det.score_one({"requests": 60, "median_call_nanos": 4_500_000, "seconds": 300})
-    >>> switched = det.score_one({"requests": 50, "median_call_nanos": 60_000_000, "seconds": 300})
-    >>> looping = det.score_one({"requests": 400, "median_call_nanos": 5_000_000, "seconds": 300})
+    ...     det.learn_one({"requests": 50, "median_call_nanos": 4_000_000, "seconds": 60})
+    >>> normal = det.score_one({"requests": 60, "median_call_nanos": 4_500_000, "seconds": 60})
+    >>> switched = det.score_one({"requests": 50, "median_call_nanos": 60_000_000, "seconds": 60})
+    >>> looping = det.score_one({"requests": 250, "median_call_nanos": 4_000_000, "seconds": 60})
     >>> normal < 1.0 <= min(switched, looping)
     True
 
     """
 
-    def __init__(self, warmup: int = 30, alpha: float = 0.02, factor: float = 4.0,
-                 min_usd_per_minute: float = 0.005, min_requests: int = 3, z: float = 4.0) -> None:
+    def __init__(self, warmup: int = 30, alpha: float = 0.05, cost_alpha: float = 0.02, factor: float = 3.0,
+                 call_factor: float = 4.0, threshold_nats: float = 13.8, dispersion: float = 2.0,
+                 min_usd_per_minute: float = 0.005, min_requests: int = 3) -> None:
         self.warmup = warmup
         self.alpha = alpha
+        self.cost_alpha = cost_alpha
         self.factor = factor
+        self.call_factor = call_factor
+        self.threshold_nats = threshold_nats
+        self.dispersion = dispersion
         self.min_usd_per_minute = min_usd_per_minute
         self.min_requests = min_requests
-        self.z = z
-        self._per_call = EWBaseline(alpha)
         self._calls = EWBaseline(alpha)
+        self._per_call = EWBaseline(cost_alpha)
+        self._costly = CountRate(cost_alpha)
 
     @staticmethod
-    def _median(x: dict) -> float:
-        median = x.get("median_call_nanos")
+    def _median(x: dict, prefix: str = "") -> float:
+        costs = x.get(f"{prefix}costs")
+        if costs:
+            return float(statistics.median(costs))
+        median = x.get(f"{prefix}median_call_nanos")
         if median is None:
-            median = x.get("cost_nanos", 0) / max(x.get("requests", 1), 1)
+            median = x.get(f"{prefix}cost_nanos", 0) / max(x.get(f"{prefix}requests", 1), 1)
         return float(median)
 
-    def enough(self, x: dict) -> bool:
-        return x.get("requests", 0) >= self.min_requests
+    def _count_costly(self, x: dict, prefix: str = "") -> tuple[int, int]:
+        bar = self.call_factor * self._per_call.mean
+        costs = x.get(f"{prefix}costs")
+        if costs:
+            return sum(1 for c in costs if c > bar), len(costs)
+        n = x.get(f"{prefix}requests", 0)
+        return (n if self._median(x, prefix) > bar else 0), n
 
     def learn_one(self, x: dict) -> None:
-        if x.get("requests", 0) >= self.min_requests:
+        n = x.get("requests", 0)
+        if n >= self.min_requests:
+            if self._per_call.n >= self.warmup:
+                self._costly.update(*self._count_costly(x))
             self._per_call.update(self._median(x))
-        self._calls.update(x.get("requests", 0))
+        per_minute = n * 60 / max(x.get("seconds", 60), 1)
+        if self._calls.n >= self.warmup:
+            per_minute = min(per_minute, 2 * max(self._calls.mean, 1.0))
+        self._calls.update(per_minute)
+
+    def _score(self, x: dict, prefix: str) -> float:
+        n, seconds = x.get(f"{prefix}requests", 0), max(x.get(f"{prefix}seconds", 60), 1)
+        median = self._median(x, prefix)
+        if n <= 0 or median * n * 60 / seconds < self.min_usd_per_minute * 1e9:
+            return 0.0
+        expected = max(self._calls.mean, 0.2) * seconds / 60
+        effect = (n / expected) * (median / max(self._per_call.mean, 1.0)) / self.factor
+        costly, sampled = self._count_costly(x, prefix)
+        evidence = max(poisson_upper_nats(n, expected, self.dispersion),
+                       binomial_upper_nats(costly, sampled, max(self._costly.rate, 0.02)))
+        return min(effect, evidence / self.threshold_nats)
 
     def score_one(self, x: dict) -> float:
-        per_minute = self._median(x) * x.get("requests", 0) * 60 / max(x.get("seconds", 60), 1)
-        if self._per_call.n < self.warmup or not self.enough(x) or per_minute < self.min_usd_per_minute * 1e9:
+        if self._per_call.n < self.warmup:
             return 0.0
-        per_call = self._median(x) / max(self._per_call.mean, 1.0)
-        lam, n = max(self._calls.mean, 0.5), x.get("requests", 0)
-        count = n / lam if n - lam >= self.z * math.sqrt(lam) + 2 else 1.0
-        return per_call * max(count, 1.0) / self.factor
+        score = self._score(x, "")
+        if x.get("window_requests"):
+            score = max(score, self._score(x, "window_"))
+        return score
 
     @property
     def baseline_usd_per_minute(self) -> float:
-        return self._per_call.mean * self._calls.mean / 5 / 1e9
+        return self._per_call.mean * self._calls.mean / 1e9

@@ -1,38 +1,53 @@
-"""Retry storms: retries and errors per call far above a scope's own baseline."""
+"""Retry storms: failed and retried attempts far above a scope's own failure rate."""
 
 from __future__ import annotations
 
 from river import base
 
-from detectors.baseline import EWBaseline
+from detectors.tails import CountRate, poisson_upper_nats
 
 
 class RetryStorm(base.AnomalyDetector):
-    """Scores one minute of one tenant x feature x model by its retry-and-error ratio.
+    """Scores one minute (or the open part of one) of one tenant x feature x model.
 
-    ``x`` holds the minute's ``requests``, ``retries`` (attempt > 0) and ``errors``
-    (status not ok). The score is the ratio's distance from its baseline in standard
-    deviations, divided by ``z_threshold``: 1.0 or more flags a storm. Guards: fewer than
-    ``min_requests`` calls, fewer than ``min_failures`` retries and errors, or a ratio
-    under ``min_ratio``, score 0 (organic 1-2% failures never reach them). Cold start
-    (fewer than ``warmup`` minutes learned): only a ratio of ``cold_ratio`` or more flags.
+    ``x`` holds the minute's ``requests`` (attempts), ``retries`` (attempt > 0) and
+    ``errors`` (status not ok). Failures = retries + errors. Two conditions, both needed:
+
+    - **significance**: the failures are too many for a Poisson count at the scope's
+      learned failure rate, ``-ln p >= threshold_nats`` (Chernoff bound). Failures come in
+      pairs (a failed attempt, then its retry), so the count is divided by ``dispersion``.
+      Evidence grows with volume: at 200 calls a minute a storm is certain within seconds;
+      at 2 calls a minute it takes many failures, so the organic 1-2% never pages.
+    - **effect**: the failure ratio is at least ``factor`` times the learned rate *and*
+      ``min_excess`` above it, in absolute terms (a 3% scope going to 4.5% is not a storm,
+      however significant at 2,000 calls a minute).
+
+    The score is the smaller of the two, each over its bar: 1.0 or more flags. The rate is
+    count-weighted (busy minutes weigh more) and forgets ``alpha`` per learned minute;
+    until ``warmup_calls`` calls are learned it is taken as at least ``cold_rate``.
+    Fewer than ``min_failures`` failures never flag.
 
     Parameters
     ----------
-    warmup
-        Minutes learned before the baseline is trusted.
     alpha
-        Weight of a new minute in the baseline.
-    z_threshold
-        Standard deviations above the baseline that flag.
-    min_requests
-        Minimum calls in the minute.
-    min_ratio
-        Minimum (retries + errors) / requests to flag at all.
+        Weight lost per learned minute by the failure rate (0.002 ~ the last 8 hours).
+    threshold_nats
+        ``-ln`` of the p-value bound that flags (16 ~ 1e-7: about 100,000 scope-minutes a
+        day are tested, many of them several times while the minute is open).
+    factor
+        Failure ratio over the learned rate that may flag.
+    min_excess
+        Failure ratio above the learned rate that may flag (absolute).
     min_failures
-        Minimum retries + errors in the minute.
-    cold_ratio
-        Ratio that flags during cold start.
+        Minimum retries + errors.
+    dispersion
+        Failures per independent incident (an error and its retry).
+    min_rate
+        Floor of the learned rate.
+    cold_rate
+        Floor of the rate while fewer than ``warmup_calls`` calls are learned.
+    warmup_calls
+        Calls learned before the scope's own rate is trusted.
 
     Examples
     --------
@@ -43,39 +58,46 @@ class RetryStorm(base.AnomalyDetector):
     >>> storm = det.score_one({"requests": 400, "retries": 250, "errors": 200})
     >>> normal < 1.0 <= storm
     True
+    >>> det.score_one({"requests": 2000, "retries": 60, "errors": 60}) < 1.0  # significant, too small
+    True
 
     """
 
-    def __init__(self, warmup: int = 10, alpha: float = 0.05, z_threshold: float = 6.0, min_requests: int = 5,
-                 min_ratio: float = 0.4, cold_ratio: float = 0.6, min_failures: int = 5) -> None:
-        self.min_failures = min_failures
-        self.warmup = warmup
+    def __init__(self, alpha: float = 0.002, threshold_nats: float = 16.0, factor: float = 3.0,
+                 min_excess: float = 0.1, min_failures: int = 5, dispersion: float = 2.0, min_rate: float = 0.01,
+                 cold_rate: float = 0.1, warmup_calls: int = 300) -> None:
         self.alpha = alpha
-        self.z_threshold = z_threshold
-        self.min_requests = min_requests
-        self.min_ratio = min_ratio
-        self.cold_ratio = cold_ratio
-        self._baseline = EWBaseline(alpha)
+        self.threshold_nats = threshold_nats
+        self.factor = factor
+        self.min_excess = min_excess
+        self.min_failures = min_failures
+        self.dispersion = dispersion
+        self.min_rate = min_rate
+        self.cold_rate = cold_rate
+        self.warmup_calls = warmup_calls
+        self._rate = CountRate(alpha)
 
     @staticmethod
-    def _ratio(x: dict) -> float:
-        requests = x.get("requests", 0)
-        return (x.get("retries", 0) + x.get("errors", 0)) / requests if requests else 0.0
+    def _failures(x: dict) -> int:
+        return x.get("retries", 0) + x.get("errors", 0)
 
     def enough(self, x: dict) -> bool:
-        """Enough calls in the minute to judge it (otherwise it is neither scored nor learned)."""
-        return x.get("requests", 0) >= self.min_requests
+        """A minute with calls can be judged (quiet ones are judged by the significance test)."""
+        return x.get("requests", 0) > 0
+
+    def rate(self) -> float:
+        floor = self.min_rate if self._rate.units >= self.warmup_calls else self.cold_rate
+        return max(self._rate.rate, floor)
 
     def learn_one(self, x: dict) -> None:
         if x.get("requests", 0) > 0:
-            self._baseline.update(self._ratio(x))
+            self._rate.update(self._failures(x), x["requests"])
 
     def score_one(self, x: dict) -> float:
-        ratio = self._ratio(x)
-        failures = x.get("retries", 0) + x.get("errors", 0)
-        if x.get("requests", 0) < self.min_requests or ratio < self.min_ratio or failures < self.min_failures:
+        n, k = x.get("requests", 0), self._failures(x)
+        if n <= 0 or k < self.min_failures:
             return 0.0
-        if self._baseline.n < self.warmup:
-            return ratio / self.cold_ratio
-        spread = max(self._baseline.std, 0.05)
-        return max(0.0, (ratio - self._baseline.mean) / spread / self.z_threshold)
+        rate = self.rate()
+        evidence = poisson_upper_nats(k, n * rate, self.dispersion) / self.threshold_nats
+        effect = (k / n) / max(rate * self.factor, rate + self.min_excess)
+        return min(evidence, effect)

@@ -1,94 +1,111 @@
-"""Token inflation: input tokens per request for a feature drift up."""
+"""Token inflation: input tokens per call for a feature rise, at once or slowly."""
 
 from __future__ import annotations
 
-from river import base, drift
+import statistics
+from collections import deque
 
-from detectors.baseline import EWBaseline
+from river import base
 
 
 class TokenInflation(base.AnomalyDetector):
-    """Scores one hour of one tenant x feature by its mean input tokens per request
-    against a slow baseline, with River's Page-Hinkley test for upward drift.
+    """Scores one closed hour of one tenant x feature by its median input tokens per call.
 
-    ``x`` holds ``requests`` and ``input_tokens`` for the bucket and, when known,
-    ``median_input_tokens`` (preferred: one huge call is not inflation). The score is
-    ``ratio / factor`` where ``ratio`` = mean / baseline; it flags (1.0 or more) when the
-    ratio is ``factor`` (+25%) or more *and* Page-Hinkley detected an upward drift within
-    the last ``drift_memory`` buckets, or
-    at once when the ratio reaches ``jump_factor`` (a prompt version that doubles the
-    context). Guards: fewer than ``min_requests`` per bucket score 0; no score before
-    ``warmup`` buckets.
+    ``x`` holds ``requests`` and ``median_input_tokens`` for the hour (or ``input_tokens``,
+    the total, from which a mean is taken). Two forms, the higher score counts:
+
+    - **step**: the hour's median against the reference, flagging at ``jump_factor``
+      (+60%: a prompt version that doubles the context pages within its first hour);
+    - **drift**: the level of the last 24 judged hours (the median of their medians, so a
+      rise must hold for half a day to count) against the reference, flagging at
+      ``factor`` (+25%).
+
+    The **reference** is the median of the last ``reference_days`` daily levels (a daily
+    level = the median of 24 judged hours). Why this one: a week holds every weekday
+    and weekend once, so a weekly mix is not drift; the median of seven days ignores up to
+    three days of anything, so a drift of 8% a day is still measured against where it
+    started when it crosses +25% on its third day (the slow exponential baseline it
+    replaces followed such a drift and never reached +25%); and a rise that is sustained
+    for a week becomes the new normal, as it should (the seeds' week-over-week rule).
+    Until ``min_days`` daily levels are known the step form uses the median of the last
+    24 hours and the drift form is off. Hours with fewer than ``min_requests`` calls are
+    neither scored nor learned.
 
     Parameters
     ----------
     warmup
-        Buckets learned before scoring.
-    alpha
-        Weight of a new bucket in the baseline (0.02 ~ the last two days of hours).
+        Judged hours learned before anything is scored.
     factor
-        Ratio to the baseline that flags once drift is confirmed.
+        Sustained ratio to the reference that flags.
     jump_factor
-        Ratio to the baseline that flags at once.
+        One hour's ratio to the reference that flags.
     min_requests
-        Minimum calls per bucket.
-    suspect_factor
-        Buckets at this ratio or above feed the drift test but not the baseline.
-    drift_memory
-        Buckets for which a detected drift counts.
+        Minimum calls in the hour.
+    reference_days
+        Daily levels the reference is the median of.
+    min_days
+        Daily levels needed before the drift form scores.
 
     Examples
     --------
     >>> det = TokenInflation()
-    >>> for _ in range(50):
-    ...     det.learn_one({"requests": 100, "input_tokens": 100_000})
-    >>> normal = det.score_one({"requests": 100, "input_tokens": 105_000})
-    >>> bloated = det.score_one({"requests": 100, "input_tokens": 210_000})
+    >>> for hour in range(24 * 7):
+    ...     det.learn_one({"requests": 100, "median_input_tokens": 1000})
+    >>> normal = det.score_one({"requests": 100, "median_input_tokens": 1050})
+    >>> bloated = det.score_one({"requests": 100, "median_input_tokens": 2100})
     >>> normal < 1.0 <= bloated
+    True
+    >>> for hour in range(24 * 3):  # creeping up by 0.5% an hour for three days
+    ...     det.learn_one({"requests": 100, "median_input_tokens": 1000 * 1.005 ** hour})
+    >>> 1000 * 1.005 ** 72 < 1000 * det.jump_factor  # never a step
+    True
+    >>> det.score_one({"requests": 100, "median_input_tokens": 1000 * 1.005 ** 72}) >= 1.0
     True
 
     """
 
-    def __init__(self, warmup: int = 24, alpha: float = 0.02, factor: float = 1.25, jump_factor: float = 1.6,
-                 min_requests: int = 30, suspect_factor: float = 1.15, drift_memory: int = 3) -> None:
+    def __init__(self, warmup: int = 24, factor: float = 1.25, jump_factor: float = 1.6, min_requests: int = 30,
+                 reference_days: int = 7, min_days: int = 3) -> None:
         self.warmup = warmup
-        self.suspect_factor = suspect_factor
-        self.drift_memory = drift_memory
-        self.alpha = alpha
         self.factor = factor
         self.jump_factor = jump_factor
         self.min_requests = min_requests
-        self._baseline = EWBaseline(alpha)
-        self._drift = drift.PageHinkley(min_instances=6, delta=0.05, threshold=1.0, mode="up")
-        self._since_drift = 10**9
+        self.reference_days = reference_days
+        self.min_days = min_days
+        self._hours: deque[float] = deque(maxlen=24)
+        self._days: deque[float] = deque(maxlen=reference_days)
+        self._learned = 0
 
     @staticmethod
-    def _mean(x: dict) -> float:
+    def _median(x: dict) -> float:
         if x.get("median_input_tokens") is not None:
             return float(x["median_input_tokens"])
         return x.get("input_tokens", 0) / x["requests"] if x.get("requests") else 0.0
 
     def enough(self, x: dict) -> bool:
-        """Enough calls in the bucket to judge it (otherwise it is neither scored nor learned)."""
+        """Enough calls in the hour to judge it (otherwise it is neither scored nor learned)."""
         return x.get("requests", 0) >= self.min_requests
 
+    def reference(self) -> float | None:
+        if len(self._days) < self.min_days:
+            return None
+        return float(statistics.median(self._days))
+
     def learn_one(self, x: dict) -> None:
-        if x.get("requests", 0) < self.min_requests:
+        if not self.enough(x):
             return
-        mean = self._mean(x)
-        if self._baseline.n >= self.warmup:
-            ratio = mean / max(self._baseline.mean, 1.0)
-            self._drift.update(ratio)
-            self._since_drift = 0 if self._drift.drift_detected else self._since_drift + 1
-            if ratio >= self.suspect_factor:
-                return  # a creeping rise must not become the new baseline
-        self._baseline.update(mean)
+        self._hours.append(self._median(x))
+        self._learned += 1
+        if self._learned % 24 == 0:
+            self._days.append(float(statistics.median(self._hours)))
 
     def score_one(self, x: dict) -> float:
-        if x.get("requests", 0) < self.min_requests or self._baseline.n < self.warmup:
+        if not self.enough(x) or self._learned < self.warmup:
             return 0.0
-        ratio = self._mean(x) / max(self._baseline.mean, 1.0)
-        if ratio >= self.jump_factor:
-            return ratio / self.jump_factor
-        drifting = self._since_drift < self.drift_memory
-        return ratio / self.factor if drifting else min(ratio / self.jump_factor, 0.99)
+        median, reference = self._median(x), self.reference()
+        step_base = reference if reference is not None else statistics.median(self._hours)
+        score = median / max(step_base, 1.0) / self.jump_factor
+        if reference is not None:
+            level = statistics.median([*list(self._hours)[1:], median])
+            score = max(score, level / max(reference, 1.0) / self.factor)
+        return score

@@ -3,11 +3,22 @@
 The engine's clock is the events' own time (no wall clock), ticked once per event-time
 second, so the same file always yields the same decisions, and the same decisions the
 live worker makes on the same events.
+
+The input is **streamed**: events are read, validated and decided one at a time, and
+never held as a whole. A file is mostly in time order already (it is a log); a small
+reorder buffer (``REORDER_MS`` of event time, a heap) puts the stragglers back in order,
+and an event later than that is processed where it arrives, as the live worker would.
+The stores' changelog records are taken and dropped at every drain, as the worker takes
+them to write them (kept, they grew with every key ever changed or deleted).
+So the backtest holds what the live worker holds (the engine's state: dedupe horizon,
+open buckets, one model per rule and scope) plus the buffer: memory is bounded by scopes
+and by the event rate, not by the number of events (``tokenbrake backtest --rss-at``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import heapq
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,40 +28,59 @@ from schemas.codec import dumps, loads
 from schemas.usage import UsageEvent
 from streams.engine import Engine
 
+REORDER_MS = 60_000
 #: a CSV trace is stamped from this instant (a Monday, 00:00 UTC), so the same trace always
 #: gives the same decisions (the live ``replay`` stamps it in the present instead)
 TRACE_START_MS = 1_767_571_200_000  # 2026-01-05T00:00:00Z
 
 
-def load_events(path: Path, fmt: str = "jsonl", seed: int = 7,
-                speed: float = 1.0) -> tuple[list[UsageEvent], list[tuple[int, str]]]:
-    """Valid events sorted by ts (stable), and (line, error) for the invalid ones. ``fmt``
-    ``azure`` or ``burstgpt``: a trace attributed to tenants as ``replay`` does (seeded)."""
+def read_events(path: Path, on_error: Callable[[int, str], None] | None = None, fmt: str = "jsonl",
+                seed: int = 7, speed: float = 1.0) -> Iterator[UsageEvent]:
+    """Valid events in file order, one at a time; ``on_error(line, message)`` for the others.
+    ``fmt`` ``azure`` or ``burstgpt``: a trace attributed to tenants as ``replay`` does (seeded)."""
     if fmt != "jsonl":
         from streams.replay import trace_events
 
-        return _validated(enumerate(trace_events(path, fmt, speed, TRACE_START_MS, seed), 2))
-    events, errors = [], []
+        for lineno, obj in enumerate(trace_events(path, fmt, speed, TRACE_START_MS, seed), 2):
+            try:
+                yield UsageEvent.model_validate(_strip(obj))
+            except ValidationError as exc:
+                if on_error is not None:
+                    on_error(lineno, str(exc).splitlines()[0])
+        return
     with open(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                events.append(UsageEvent.model_validate(_strip(loads(line))))
+                yield UsageEvent.model_validate(_strip(loads(line)))
             except (ValidationError, ValueError) as exc:
-                errors.append((lineno, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
-    events.sort(key=lambda e: e.ts)
-    return events, errors
+                if on_error is not None:
+                    on_error(lineno, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
-def _validated(numbered: Iterable[tuple[int, dict[str, Any]]]) -> tuple[list[UsageEvent], list[tuple[int, str]]]:
-    events, errors = [], []
-    for lineno, obj in numbered:
-        try:
-            events.append(UsageEvent.model_validate(_strip(obj)))
-        except ValidationError as exc:
-            errors.append((lineno, str(exc).splitlines()[0]))
-    events.sort(key=lambda e: e.ts)
+def in_time_order(events: Iterable[UsageEvent], reorder_ms: int = REORDER_MS) -> Iterator[UsageEvent]:
+    """Events sorted by ts within a sliding ``reorder_ms`` of event time (stable); the
+    buffer holds only the events of the last ``reorder_ms``."""
+    heap: list[tuple[int, int, UsageEvent]] = []
+    newest = None
+    for seq, ev in enumerate(events):
+        ts = int(ev.ts.timestamp() * 1000)
+        heapq.heappush(heap, (ts, seq, ev))
+        newest = ts if newest is None else max(newest, ts)
+        while heap and heap[0][0] <= newest - reorder_ms:
+            yield heapq.heappop(heap)[2]
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
+def load_events(path: Path, fmt: str = "jsonl", seed: int = 7,
+                speed: float = 1.0) -> tuple[list[UsageEvent], list[tuple[int, str]]]:
+    """A small file as a list, sorted by ts (stable), and (line, error) for invalid lines.
+    For tests and small files only: the backtest itself streams (:func:`read_events`)."""
+    errors: list[tuple[int, str]] = []
+    events = sorted(read_events(path, lambda line, msg: errors.append((line, msg)), fmt, seed, speed),
+                    key=lambda e: e.ts)
     return events, errors
 
 
@@ -67,13 +97,13 @@ def run(engine: Engine, events: Iterable[UsageEvent]) -> Iterator[dict[str, Any]
         if engine.watermark - last_tick >= 1000:
             engine.tick()
             last_tick = engine.watermark
-        yield from _drain(engine)
+            yield from _drain(engine)
     engine.tick()
     yield from _drain(engine)
 
 
 def _drain(engine: Engine) -> Iterator[dict[str, Any]]:
-    out = engine.drain()
+    out = engine.drain()  # also takes the state changes the worker writes to its changelogs: dropped here
     for control in out.controls:
         yield {"kind": "control", **control.model_dump(mode="json", exclude_none=True)}
     for alert in out.alerts:
@@ -87,3 +117,29 @@ def write_decisions(decisions: Iterable[dict[str, Any]], output: Path) -> int:
             fh.write(dumps(decision) + b"\n")
             n += 1
     return n
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (Linux ``/proc``; the peak elsewhere)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def counted(events: Iterable[UsageEvent], at: Iterable[int], report: Callable[[int, float], None]
+            ) -> Iterator[UsageEvent]:
+    """Pass events through, calling ``report(n, rss_mb)`` when the n-th event is reached."""
+    marks = sorted(set(at))
+    n = 0
+    for ev in events:
+        yield ev
+        n += 1
+        while marks and n >= marks[0]:
+            report(marks.pop(0), rss_mb())

@@ -151,7 +151,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from streams.backtest import load_events, run, write_decisions
+    from streams.backtest import counted, in_time_order, read_events, rss_mb, run, write_decisions
+    from streams.decide.named_models import report_named_models
     from streams.decide.policies import PolicyError
     from streams.replay import TraceFormatError, check_format
     from streams.setup import build_engine
@@ -162,8 +163,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return 2
     try:
         check_format(Path(args.input), args.format)
+        rss_at = [int(float(n)) for n in args.rss_at.split(",")] if args.rss_at else []
     except TraceFormatError as exc:
         print(f"backtest: {exc}", file=sys.stderr)
+        return 2
+    except ValueError:
+        print(f"backtest: --rss-at takes event counts, e.g. 500000,1500000 (got {args.rss_at!r})", file=sys.stderr)
         return 2
     if args.policies:
         settings = settings.model_copy(update={"policies_path": Path(args.policies)})
@@ -172,19 +177,32 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except (PolicyError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    from streams.decide.named_models import report_named_models
-
     if not report_named_models(settings.policies_path, settings.price_overrides_path):
         return 2
-    events, errors = load_events(Path(args.input), args.format, args.seed)
-    for lineno, error in errors[:20]:
-        print(f"{args.input}:{lineno}: skipped invalid event: {error}", file=sys.stderr)
-    if not events:
-        print(f"backtest: no valid event in {args.input} ({len(errors)} invalid; the first reasons are above); "
+    invalid, seen = [0], [0]
+
+    def skipped(lineno: int, error: str) -> None:
+        invalid[0] += 1
+        if invalid[0] <= 20:
+            print(f"{args.input}:{lineno}: skipped invalid event: {error}", file=sys.stderr)
+
+    def count(events):  # noqa: ANN001, ANN202
+        for ev in events:
+            seen[0] += 1
+            yield ev
+
+    def report(n: int, rss: float) -> None:
+        print(f"events={n:>9,} rss_mb={rss:7.1f}", file=sys.stderr, flush=True)
+
+    events = counted(count(in_time_order(read_events(Path(args.input), skipped, args.format, args.seed))),
+                     rss_at, report)
+    n = write_decisions(run(engine, events), Path(args.output))
+    if not seen[0]:
+        print(f"backtest: no valid event in {args.input} ({invalid[0]} invalid; the first reasons are above); "
               "a CSV trace needs --format azure|burstgpt", file=sys.stderr)
         return 1
-    n = write_decisions(run(engine, events), Path(args.output))
-    print(f"{len(events)} events ({len(errors)} invalid) -> {n} decisions in {args.output}")
+    print(f"{seen[0]} events ({invalid[0]} invalid) -> {n} decisions in {args.output}"
+          + (f"; rss at the end {rss_mb():.1f} MB" if rss_at else ""))
     return 0
 
 
@@ -232,12 +250,14 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     tokens = azure_tokens(_trace_path())
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = _seeds(args.seeds)
+    volumes = _volumes(args.volume)
     with Progress() as progress:
-        task = progress.add_task("writing scenarios", total=len(seeds) * 2)
-        for seed in seeds:
-            for name, incidents in ((f"incidents-seed{seed}", True), (f"clean-seed{seed}", False)):
-                events, plan = generate(seed, args.days, tokens, incidents=incidents, scale=args.scale)
+        task = progress.add_task("writing scenarios", total=len(seeds) * 2 * len(volumes))
+        for volume, seed in ((v, s) for v in volumes for s in seeds):
+            for name, incidents in ((f"{volume}-incidents-seed{seed}", True), (f"{volume}-clean-seed{seed}", False)):
+                events, plan = generate(seed, args.days, tokens, incidents=incidents, scale=args.scale,
+                                        volume=volume)
                 n = write_scenario(out, name, events, plan)
                 progress.console.print(f"{out / name}.jsonl: {n} events, {len(plan)} incidents")
                 progress.advance(task)
@@ -245,29 +265,73 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        print(f"--seeds takes integers separated by commas, e.g. 1,2,3 (got {text!r})", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _volumes(text: str) -> list[str]:
+    from streams.scenarios import VOLUMES
+
+    volumes = list(VOLUMES) if text == "both" else text.split(",")
+    unknown = [v for v in volumes if v not in VOLUMES]
+    if unknown:
+        print(f"--volume: unknown {', '.join(unknown)}; known: {', '.join(VOLUMES)} or both", file=sys.stderr)
+        raise SystemExit(2)
+    return volumes
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import time
+
     from rich.console import Console
     from rich.table import Table
 
     from schemas.codec import dumps
     from streams.demo import _trace_path
-    from streams.evaluate import azure_clean_alerts, evaluate
+    from streams.evaluate import azure_clean_alerts, evaluate, evaluate_generated
+    from streams.scenarios import azure_tokens
 
-    console = Console(stderr=args.json)
-    report = evaluate(Path(args.scenarios), progress=lambda name: console.print(f"evaluated {name}"))
-    report["azure_clean_replay_alerts"] = len(azure_clean_alerts(_trace_path()))
+    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
+    started = time.monotonic()
+
+    def progress(name: str) -> None:
+        console.print(f"evaluated {name} ({time.monotonic() - started:.0f} s)")
+
+    if bool(args.scenarios) == bool(args.seeds):
+        print("evaluate needs --scenarios DIR (files from `tokenbrake scenarios`) or --seeds 1,2,3 (generated)",
+              file=sys.stderr)
+        return 2
+    if args.scenarios:
+        if not Path(args.scenarios).is_dir():
+            print(f"no such directory: {args.scenarios}", file=sys.stderr)
+            return 2
+        report = evaluate(Path(args.scenarios), progress=progress)
+    else:
+        report = evaluate_generated(_volumes(args.volume), _seeds(args.seeds), azure_tokens(_trace_path()),
+                                    days=args.days, progress=progress)
+    if not args.no_azure:
+        report["azure_clean_replay_alerts"] = len(azure_clean_alerts(_trace_path()))
     if args.json:
         sys.stdout.write(dumps(report).decode() + "\n")
         return 0
-    table = Table(title=f"detectors on {args.scenarios} ({report['clean_days']} clean days)")
-    for col in ("rule", "precision", "recall", "detected/incidents", "median delay (min)", "worst delay (min)",
-                "false alerts/clean day"):
-        table.add_column(col, justify="right" if col != "rule" else "left")
-    for rule, m in report["rules"].items():
-        table.add_row(rule, str(m["precision"]), str(m["recall"]), f"{m['detected']}/{m['incidents']}",
-                      str(m["median_delay_min"]), str(m["worst_delay_min"]), str(m["false_alerts_per_clean_day"]))
-    console.print(table)
-    console.print(f"alerts on the clean replay of the Azure trace: {report['azure_clean_replay_alerts']}")
+    for volume, rep in report["volumes"].items():
+        table = Table(title=f"{volume}: {len(rep['files'])} scenarios, {rep['clean_days']} clean days")
+        for col in ("rule", "precision", "recall", "detected/incidents", "median delay (min)", "worst delay (min)",
+                    "false alerts/clean day"):
+            table.add_column(col, justify="right" if col != "rule" else "left")
+        for rule, m in rep["rules"].items():
+            table.add_row(rule, str(m["precision"]), str(m["recall"]), f"{m['detected']}/{m['incidents']}",
+                          str(m["median_delay_min"]), str(m["worst_delay_min"]),
+                          str(m["false_alerts_per_clean_day"]))
+        console.print(table)
+        for missed in rep["missed"]:
+            console.print(f"  missed: {missed}")
+    if "azure_clean_replay_alerts" in report:
+        console.print(f"alerts on the clean replay of the Azure trace: {report['azure_clean_replay_alerts']}")
     return 0
 
 
@@ -365,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7, help="azure/burstgpt: attribution seed (default 7)")
     p.add_argument("--policies", help="policies file (default TOKENBRAKE_POLICIES_PATH)")
     p.add_argument("--output", required=True, help="where to write one JSON decision per line")
+    p.add_argument("--rss-at", help="print the process's RSS when these event counts are reached, e.g. "
+                   "500000,1500000")
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("control", help="issue a signed control by hand, or list current controls")
@@ -384,12 +450,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("scenarios", help="write seeded, labelled detector scenarios (JSONL)")
     p.add_argument("--out", required=True, help="directory for <name>.jsonl, <name>.labels.json and policies.yaml")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds: one pair of scenarios per seed")
-    p.add_argument("--days", type=int, default=9, help="days of traffic (7 of warm-up, then incidents)")
+    p.add_argument("--days", type=int, help="scenario length (default: the volume's own: 9 standard, 8 production)")
     p.add_argument("--scale", type=float, default=1.0, help="traffic multiplier: 2 doubles the calls per minute")
+    p.add_argument("--volume", default="standard", help="standard, production or both")
     p.set_defaults(func=cmd_scenarios)
 
-    p = sub.add_parser("evaluate", help="precision, recall and delay per detector rule on scenarios")
-    p.add_argument("--scenarios", required=True, help="the directory `tokenbrake scenarios --out` wrote")
+    p = sub.add_parser("evaluate", help="precision, recall, delay and false alerts per detector rule on scenarios")
+    p.add_argument("--scenarios", help="a directory written by `tokenbrake scenarios`")
+    p.add_argument("--seeds", help="generate the scenarios of these seeds on the fly instead, e.g. 1,2,3")
+    p.add_argument("--volume", default="both", help="with --seeds: standard, production or both")
+    p.add_argument("--days", type=int, help="with --seeds: scenario length (default: the volume's own)")
+    p.add_argument("--no-azure", action="store_true", help="skip the clean replay of the Azure trace")
     p.add_argument("--json", action="store_true", help="print the report as JSON only (progress on stderr)")
     p.set_defaults(func=cmd_evaluate)
 

@@ -175,7 +175,7 @@ class Engine:
         self.caps.on_event(tenant, feature, user, model, ev.tenant_tier, cost, ts_ms, partition)
         if self.detectors:
             self.detectors.observe(tenant, feature, user, model, ts_ms, cost, ev.input_tokens, ev.attempt > 0,
-                                   ev.status != "ok")
+                                   ev.status != "ok", ev.cached_input_tokens)
         return PricedEvent(ev, ts_ms, cost, priced, fresh=seen is Seen.NEW)
 
     def tick(self) -> None:

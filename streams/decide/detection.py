@@ -1,8 +1,8 @@
 """Run the River detectors on closed event-time buckets, not on every event.
 
 Per event the hub only adds to a few open buckets (minute per tenant x feature x model,
-10 minutes per tenant x feature, hour per tenant and tenant x feature, the day's spend per
-user). When the watermark passes a bucket's end (plus ``lateness``), every scope's bucket
+10 minutes per tenant x feature for the cache, hour per tenant and tenant x feature, the
+day's spend per user). When the watermark passes a bucket's end (plus ``lateness``), every scope's bucket
 is scored; a flagged bucket fires one alert per incident and is *not* learned; a normal one
 is learned. After ``cooldown`` normal buckets an incident is resolved. ``cost_rate`` also
 issues a control (default: downgrade) that expires after ``ttl`` or is lifted on resolve.
@@ -17,19 +17,19 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from detectors import CostRate, HeavyUser, RetryStorm, SpendSpike, TokenInflation
+from detectors import CacheRegression, CostRate, HeavyUser, RetryStorm, SpendSpike, TokenInflation
 from schemas.control import Reason, Scope
 from streams.aggregate.periods import parse_ttl_seconds
 from streams.emit.events import Contribution, ControlBoard, Emitted, alert
 from streams.price.rates import nanos_to_usd
 
 BUCKET_MS = {"retry_storm": 60_000, "cost_rate": 60_000, "token_inflation": 3_600_000, "spend_spike": 3_600_000,
-             "heavy_user": 3_600_000}
+             "heavy_user": 3_600_000, "cache_regression": 600_000}
 COST_WINDOW_MINUTES = 5
 RESOLVE_BELOW = 0.5  # an incident ends after `cooldown` buckets scoring under this
 SAMPLE = 512  # per-bucket sample of call costs and token counts, for medians
 CLASSES = {"retry_storm": RetryStorm, "cost_rate": CostRate, "token_inflation": TokenInflation,
-           "spend_spike": SpendSpike, "heavy_user": HeavyUser}
+           "spend_spike": SpendSpike, "heavy_user": HeavyUser, "cache_regression": CacheRegression}
 CONTROL_KEYS = {"action", "to_model", "max_rps", "ttl"}
 
 
@@ -89,10 +89,12 @@ class DetectorHub:
         self.active: dict[tuple[str, tuple], list[int]] = {}  # (rule, scope) -> [since_ms, normal_streak]
         self.dirty: set[tuple[str, tuple]] = set()  # (rule, scope) whose model or incident changed: to save
         self.enabled = [r for r, c in self.config.items() if c.enabled]
+        self._current: set[tuple[str, tuple]] = set()  # models built or checked by this process
+        self._layouts: dict[str, set[str]] = {}
 
     # -- per event: only additions --------------------------------------------------------------
     def observe(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, cost: int,
-                input_tokens: int, retry: bool, error: bool) -> None:
+                input_tokens: int, retry: bool, error: bool, cached_tokens: int = 0) -> None:
         opened = self._open
         minute = ts_ms - ts_ms % 60_000
         hour = ts_ms - ts_ms % 3_600_000
@@ -117,6 +119,15 @@ class DetectorHub:
         tok[1] += input_tokens
         if len(tok[2]) < SAMPLE:
             tok[2].append(input_tokens)
+        start = ts_ms - ts_ms % 600_000
+        buckets = opened["cache_regression"].get(start) or opened["cache_regression"].setdefault(start, {})
+        cache = buckets.get(tf)
+        if cache is None:
+            cache = buckets[tf] = [0, 0, 0, 0]
+        cache[0] += 1
+        cache[1] += cached_tokens > 0
+        cache[2] += input_tokens
+        cache[3] += cached_tokens
         buckets = self._call_costs.get(minute) or self._call_costs.setdefault(minute, {})
         costs = buckets.get(tf)
         if costs is None:
@@ -176,6 +187,12 @@ class DetectorHub:
                     self._close_hour(start, closed)
                 elif rule == "heavy_user" and self._on("heavy_user"):
                     self._close_users(start, closed)
+                elif rule == "cache_regression" and self._on("cache_regression"):
+                    for scope, (n, hits, tokens, cached) in closed.items():
+                        x = {"requests": n, "cached_calls": hits, "input_tokens": tokens,
+                             "cached_input_tokens": cached}
+                        self._judge("cache_regression", scope, x, start + size,
+                                    observed=Decimal(cached) / max(tokens, 1))
 
     def _on(self, rule: str) -> bool:
         return self.config[rule].enabled
@@ -203,9 +220,12 @@ class DetectorHub:
                     window.popleft()
                 span = max(1, min(COST_WINDOW_MINUTES, (start - window[0][0]) // 60_000 + 1))
                 total, n = sum(w[1] for w in window), sum(w[2] for w in window)
-                median = statistics.median([c for w in window for c in w[3]] or [0])
-                x = {"cost_nanos": total, "seconds": 60 * span, "requests": n, "median_call_nanos": median}
-                self._judge("cost_rate", scope, x, end, observed=nanos_to_usd(total // span))
+                # the closed minute alone (busy scopes), and the window ending with it (quiet ones)
+                x = {"cost_nanos": cost, "seconds": 60, "requests": calls, "costs": call_costs.get(scope, [])}
+                if span > 1:
+                    x.update(window_cost_nanos=total, window_seconds=60 * span, window_requests=n,
+                             window_costs=[c for w in window for c in w[3]])
+                self._judge("cost_rate", scope, x, end, observed=nanos_to_usd(cost))
 
     def _close_hour(self, start: int, closed: dict[tuple, list[int]]) -> None:
         day = start // 86_400_000
@@ -228,7 +248,20 @@ class DetectorHub:
         det = self.models.get(key)
         if det is None:
             det = self.models[key] = CLASSES[rule](**self.config[rule].params)
+            self._current.add(key)
+        elif key not in self._current:
+            # restored from a snapshot: a model pickled by an earlier version of its class (other
+            # state attributes) would fail on first use; it learns afresh instead
+            if set(vars(det)) != self._layout(rule):
+                det = self.models[key] = CLASSES[rule](**self.config[rule].params)
+            self._current.add(key)
         return det
+
+    def _layout(self, rule: str) -> set[str]:
+        layout = self._layouts.get(rule)
+        if layout is None:
+            layout = self._layouts[rule] = set(vars(CLASSES[rule](**self.config[rule].params)))
+        return layout
 
     def _judge(self, rule: str, scope: tuple, x: dict[str, Any], at_ms: int, observed: Decimal) -> None:
         det = self._model(rule, scope)
@@ -266,6 +299,8 @@ class DetectorHub:
             summary += f"; heaviest users {', '.join(det.heaviest(x, 3))}"
         if rule == "cost_rate":
             summary += f"; ${observed}/min against a baseline of ${det.baseline_usd_per_minute:.4f}/min"
+        if rule == "cache_regression":
+            summary += f"; cached share of input {float(observed):.0%} against {det.baseline_share:.0%}"
         alert(self.out, rule=rule, scope=s, severity="critical" if score >= 2 or rule == "cost_rate" else "warning",
               state="firing", summary=summary, observed=observed, threshold=Decimal(1),
               dedup_key=f"{rule}:{s.key()}:{at_ms}", at_ms=at_ms)

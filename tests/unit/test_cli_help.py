@@ -39,9 +39,9 @@ def test_every_subcommand_option_has_a_help_line(monkeypatch):
 def test_evaluate_prints_a_table_and_no_json_without_json(monkeypatch, capsys, tmp_path):
     import streams.evaluate as evaluate
 
-    report = {"clean_days": 1, "rules": {"retry_storm": {"precision": 1.0, "recall": 1.0, "detected": 1,
-                                                         "incidents": 1, "median_delay_min": 2, "worst_delay_min": 3,
-                                                         "false_alerts_per_clean_day": 0.0}}}
+    rules = {"retry_storm": {"precision": 1.0, "recall": 1.0, "detected": 1, "incidents": 1, "median_delay_min": 2,
+                             "worst_delay_min": 3, "false_alerts_per_clean_day": 0.0}}
+    report = {"volumes": {"standard": {"files": ["s1"], "clean_days": 1, "rules": rules, "missed": []}}}
     monkeypatch.setattr(evaluate, "evaluate", lambda path, progress: dict(report))
     monkeypatch.setattr(evaluate, "azure_clean_alerts", lambda path: [])
     assert cli.main(["evaluate", "--scenarios", str(tmp_path)]) == 0

@@ -17,6 +17,8 @@ NORMAL = {
                                  "median_input_tokens": 1000 + r.randrange(100)},
     "HeavyUser": lambda r: {f"user:u{i}": 1_000_000_000 + r.randrange(100_000_000) for i in range(60)},
     "RequestCostCap": lambda r: {"cost_nanos": r.randrange(1_000_000, 50_000_000)},
+    "CacheRegression": lambda r: {"requests": 200, "cached_calls": 110 + r.randrange(20), "input_tokens": 200_000,
+                                  "cached_input_tokens": 55_000 + r.randrange(10_000)},
 }
 SPIKE = {
     "RetryStorm": lambda r: {"requests": 200, "retries": 120, "errors": 100},
@@ -24,6 +26,8 @@ SPIKE = {
     "TokenInflation": lambda r: {"requests": 100, "input_tokens": 250_000, "median_input_tokens": 2500},
     "HeavyUser": lambda r: {**{f"user:u{i}": 1_000_000_000 for i in range(60)}, "user:u0": 400_000_000_000},
     "RequestCostCap": lambda r: {"cost_nanos": 5_000_000_000},
+    "CacheRegression": lambda r: {"requests": 200, "cached_calls": 3, "input_tokens": 200_000,
+                                  "cached_input_tokens": 900},
 }
 
 
