@@ -112,8 +112,13 @@ def stalled(lab: Lab, w: Worker, app_id: str, quiet_s: float = 15.0, timeout_s: 
 
 
 def last_error(w: Worker) -> str:
-    """The last exception line of the worker's log since its last start."""
+    """Why the agent stopped, from the worker's log since its last start: every distinct
+    ``Crashed reason=`` line (Faust restarts a crashed agent), else the last error line."""
     text = w.log_path.read_text(errors="replace").rsplit("=== chaos harness: start", 1)[-1]
+    crashes = list(dict.fromkeys(ln.split("Crashed reason=", 1)[1][:200] for ln in text.splitlines()
+                                 if "Crashed reason=" in ln))
+    if crashes:
+        return " | ".join(crashes)
     lines = [ln for ln in text.splitlines() if "Error" in ln or "Exception" in ln or "error" in ln[:40]]
     return lines[-1][:300] if lines else ""
 
