@@ -8,11 +8,11 @@ import json
 import random
 import sys
 
-from tests.chaos import scenarios
+from tests.chaos import scenarios, scenarios_input
 from tests.chaos.report import lab, table, write_json
 
 NAMES = {"kill9": scenarios.kill9, "rebalance": scenarios.rebalance, "outage": scenarios.outage,
-         "replay": scenarios.replay, "hostile": scenarios.hostile, "privacy": scenarios.privacy}
+         "replay": scenarios.replay, "hostile": scenarios_input.hostile, "privacy": scenarios_input.privacy}
 
 
 def main() -> int:

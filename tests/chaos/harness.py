@@ -82,7 +82,7 @@ class Worker:
             "TOKENBRAKE_TOPIC_CONTROL": f"{app_id}.control", "TOKENBRAKE_TOPIC_ALERTS": f"{app_id}.alerts",
             "TOKENBRAKE_POLICIES_PATH": str(home / "policies.yaml"), "TOKENBRAKE_LOG_LEVEL": "info",
             "TOKENBRAKE_TOPIC_PARTITIONS": str(partitions), "TOKENBRAKE_SINK_FLUSH_INTERVAL_S": "0.5",
-            "TOKENBRAKE_SINK_RETRY_MAX_S": "5", "TOKENBRAKE_CONTROL_SIGNING_KEYS": "k1:chaos-secret",
+            "TOKENBRAKE_SINK_RETRY_MAX_S": "5", "TOKENBRAKE_CONTROL_SIGNING_KEYS": "k1:chaos-secret-16-chars",
         })
         env.update({f"TOKENBRAKE_{k.upper()}": str(v) for k, v in overrides.items()})
         self.env = env

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.chaos import scenarios
+from tests.chaos import scenarios, scenarios_input
 from tests.chaos.conftest import RUNS, SEED
 from tests.chaos.report import table
 from tests.chaos.scenarios import Lab
@@ -21,7 +21,7 @@ def _run(lab: Lab, scenario: Callable, seed: int, **kwargs: object) -> None:
 
 
 def test_hostile_messages_are_dead_lettered_and_valid_ones_counted_once(chaos_lab):
-    _run(chaos_lab, scenarios.hostile, SEED)
+    _run(chaos_lab, scenarios_input.hostile, SEED)
 
 
 def test_replaying_the_whole_input_twice_changes_nothing(chaos_lab):
@@ -43,4 +43,4 @@ def test_kill9_three_times_under_load_and_totals_stay_exact(chaos_lab, run):
 
 def test_no_raw_user_id_in_any_log_topic_or_table(chaos_lab):
     """Last: scans what every scenario before it left (and a reporter's own events)."""
-    _run(chaos_lab, scenarios.privacy, SEED)
+    _run(chaos_lab, scenarios_input.privacy, SEED)
