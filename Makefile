@@ -54,7 +54,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check schemas streams detectors clients tests
 
 schemas: $(STAMP)
-	$(BIN)/python -m schemas.export
+	$(BIN)/python -m tokenbrake.schemas.export
 
 bench: $(STAMP)
 	$(BIN)/tokenbrake bench

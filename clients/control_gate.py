@@ -23,10 +23,10 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
-from schemas.codec import JSONDecodeError, loads
-from schemas.control import ControlEvent
-from schemas.sequence import issued_ms, order_key
-from schemas.signing import verify
+from tokenbrake.schemas.codec import JSONDecodeError, loads
+from tokenbrake.schemas.control import ControlEvent
+from tokenbrake.schemas.sequence import issued_ms, order_key
+from tokenbrake.schemas.signing import verify
 
 
 class Ignored(StrEnum):
@@ -46,8 +46,8 @@ def expires_ms(control: ControlEvent) -> int | None:
 class ControlGate:
     """Judges control records for one view; remembers the highest order key per scope.
 
-    >>> from schemas.control import Reason, Scope
-    >>> from schemas.signing import sign
+    >>> from tokenbrake.schemas.control import Reason, Scope
+    >>> from tokenbrake.schemas.signing import sign
     >>> gate = ControlGate({"k1": b"s"}, max_future_skew_ms=1_000)
     >>> def signed(seq, action="block"):
     ...     c = ControlEvent(control_id=f"c{seq}", issued_at=seq, seq=seq, scope=Scope(tenant_id="acme"),

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from clients.control_gate import ControlGate, Ignored, expires_ms
-from clients.reporter import hash_user
-from clients.security import KafkaSecurity, connection_kwargs
-from schemas.common import dollars
-from schemas.control import ControlEvent, scope_key
-from schemas.sequence import wall_clock_ms
-from schemas.signing import parse_keyring
+from tokenbrake.clients.control_gate import ControlGate, Ignored, expires_ms
+from tokenbrake.clients.reporter import hash_user
+from tokenbrake.clients.security import KafkaSecurity, connection_kwargs
+from tokenbrake.schemas.common import dollars
+from tokenbrake.schemas.control import ControlEvent, scope_key
+from tokenbrake.schemas.sequence import wall_clock_ms
+from tokenbrake.schemas.signing import parse_keyring
 
 log = logging.getLogger("tokenbrake.killswitch")
 

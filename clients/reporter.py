@@ -22,10 +22,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from clients.security import KafkaSecurity, connection_kwargs
-from schemas.codec import dumps
-from schemas.outcome import OutcomeEvent
-from schemas.usage import UsageEvent
+from tokenbrake.clients.security import KafkaSecurity, connection_kwargs
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.schemas.outcome import OutcomeEvent
+from tokenbrake.schemas.usage import UsageEvent
 
 log = logging.getLogger("tokenbrake.reporter")
 

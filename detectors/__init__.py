@@ -2,13 +2,13 @@
 more = flag) and learns with ``learn_one``; the engine never lets one learn from a point it
 flagged. Rule ids (AlertEvent.rule) are part of the contract."""
 
-from detectors.cache_regression import CacheRegression
-from detectors.cost_rate import CostRate
-from detectors.heavy_user import HeavyUser
-from detectors.request_cost_cap import RequestCostCap
-from detectors.retry_storm import RetryStorm
-from detectors.spend_spike import SpendSpike
-from detectors.token_inflation import TokenInflation
+from tokenbrake.detectors.cache_regression import CacheRegression
+from tokenbrake.detectors.cost_rate import CostRate
+from tokenbrake.detectors.heavy_user import HeavyUser
+from tokenbrake.detectors.request_cost_cap import RequestCostCap
+from tokenbrake.detectors.retry_storm import RetryStorm
+from tokenbrake.detectors.spend_spike import SpendSpike
+from tokenbrake.detectors.token_inflation import TokenInflation
 
 #: rule id -> detector class
 RULES = {"retry_storm": RetryStorm, "spend_spike": SpendSpike, "cost_rate": CostRate,

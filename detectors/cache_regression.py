@@ -6,7 +6,7 @@ from collections import deque
 
 from river import base
 
-from detectors.tails import CountRate, binomial_lower_nats
+from tokenbrake.detectors.tails import CountRate, binomial_lower_nats
 
 
 class CacheRegression(base.AnomalyDetector):

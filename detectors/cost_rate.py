@@ -6,8 +6,8 @@ import statistics
 
 from river import base
 
-from detectors.baseline import EWBaseline
-from detectors.tails import CountRate, binomial_upper_nats, poisson_upper_nats
+from tokenbrake.detectors.baseline import EWBaseline
+from tokenbrake.detectors.tails import CountRate, binomial_upper_nats, poisson_upper_nats
 
 
 class CostRate(base.AnomalyDetector):

@@ -6,7 +6,7 @@ import heapq
 
 from river import base
 
-from detectors.baseline import EWBaseline
+from tokenbrake.detectors.baseline import EWBaseline
 
 
 class HeavyUser(base.AnomalyDetector):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from river import base
 
-from detectors.tails import CountRate, poisson_upper_nats
+from tokenbrake.detectors.tails import CountRate, poisson_upper_nats
 
 
 class RetryStorm(base.AnomalyDetector):

@@ -7,7 +7,7 @@ Run it from the repository's root, beside a running worker::
 import asyncio
 import os
 
-from clients import KillSwitch, UsageReporter, from_openai_usage
+from tokenbrake.clients import KillSwitch, UsageReporter, from_openai_usage
 
 
 async def fake_llm(model: str, prompt: str) -> dict:

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.common import Deadline, Id
+from tokenbrake.schemas.common import Deadline, Id
 
 Action = Literal["allow", "throttle", "downgrade", "block"]
 Severity = Literal["info", "warning", "critical"]

@@ -1,13 +1,13 @@
-"""Write one JSON Schema per event into ``schemas/jsonschema/`` (``python -m schemas.export``)."""
+"""Write one JSON Schema per event into ``schemas/jsonschema/`` (``python -m tokenbrake.schemas.export``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from schemas.control import AlertEvent, ControlEvent
-from schemas.outcome import OutcomeEvent
-from schemas.usage import UsageEvent
+from tokenbrake.schemas.control import AlertEvent, ControlEvent
+from tokenbrake.schemas.outcome import OutcomeEvent
+from tokenbrake.schemas.usage import UsageEvent
 
 OUT = Path(__file__).with_name("jsonschema")
 MODELS = {"usage_event": UsageEvent, "control_event": ControlEvent, "alert_event": AlertEvent,

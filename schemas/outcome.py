@@ -14,8 +14,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from schemas.common import Id, Timestamp, no_float
-from schemas.usage import ScopeId
+from tokenbrake.schemas.common import Id, Timestamp, no_float
+from tokenbrake.schemas.usage import ScopeId
 
 #: a value may be negative (a refund) but is a decimal string, never a float
 Value = Annotated[Decimal, BeforeValidator(no_float), Field(gt=Decimal(-10**9), lt=Decimal(10**9), decimal_places=9)]

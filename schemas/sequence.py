@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from schemas.control import ControlEvent
-from schemas.signing import sign
+from tokenbrake.schemas.control import ControlEvent
+from tokenbrake.schemas.signing import sign
 
 
 def wall_clock_ms() -> int:
@@ -64,7 +64,7 @@ class ControlSigner:
     itself, so two controls issued within one millisecond still get increasing sequences.
 
     >>> signer = ControlSigner("k1", b"s", clock=lambda: 5_000, last_seen=lambda key: 7_000)
-    >>> from schemas.control import Reason, Scope
+    >>> from tokenbrake.schemas.control import Reason, Scope
     >>> c = ControlEvent(control_id="c1", issued_at=9_000, scope=Scope(tenant_id="acme"), action="block",
     ...                  reason=Reason(rule="r", observed=1, threshold=1, period="day"))
     >>> first, second = signer.issue(c), signer.issue(c)

@@ -14,8 +14,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from schemas.codec import dumps_canonical
-from schemas.control import ControlEvent
+from tokenbrake.schemas.codec import dumps_canonical
+from tokenbrake.schemas.control import ControlEvent
 
 
 def _payload(event: ControlEvent) -> bytes:

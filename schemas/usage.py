@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.common import Id, Timestamp, Usd
+from tokenbrake.schemas.common import Id, Timestamp, Usd
 
 #: Upper bound on any token count of one call: larger is a bug, not a call.
 MAX_TOKENS = 10_000_000

@@ -1,6 +1,6 @@
 import sys
 
-from streams.cli import main
+from tokenbrake.streams.cli import main
 
 if __name__ == "__main__":  # not when a spawned child (the ClickHouse writer) imports it
     sys.exit(main())

@@ -7,9 +7,9 @@ from typing import Any
 import faust
 from faust.auth import OAuthCredentials, SASLCredentials, SSLCredentials
 
-from clients.security import KafkaSecurity
-from streams.faust_internals import patches as compat
-from streams.settings import Settings
+from tokenbrake.clients.security import KafkaSecurity
+from tokenbrake.streams.faust_internals import patches as compat
+from tokenbrake.streams.settings import Settings
 
 
 class RawBytes(faust.Schema):

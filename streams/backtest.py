@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.codec import dumps, loads
-from schemas.usage import UsageEvent
-from streams.engine import Engine
+from tokenbrake.schemas.codec import dumps, loads
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.engine import Engine
 
 REORDER_MS = 60_000
 #: a CSV trace is stamped from this instant (a Monday, 00:00 UTC), so the same trace always
@@ -39,7 +39,7 @@ def read_events(path: Path, on_error: Callable[[int, str], None] | None = None, 
     """Valid events in file order, one at a time; ``on_error(line, message)`` for the others.
     ``fmt`` ``azure`` or ``burstgpt``: a trace attributed to tenants as ``replay`` does (seeded)."""
     if fmt != "jsonl":
-        from streams.replay import trace_events
+        from tokenbrake.streams.replay import trace_events
 
         for lineno, obj in enumerate(trace_events(path, fmt, speed, TRACE_START_MS, seed), 2):
             try:

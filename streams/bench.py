@@ -28,10 +28,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from clients.killswitch import KillSwitch
-from schemas.codec import dumps, loads
-from streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
-from streams.status import fetch_status
+from tokenbrake.clients.killswitch import KillSwitch
+from tokenbrake.schemas.codec import dumps, loads
+from tokenbrake.streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
+from tokenbrake.streams.status import fetch_status
 
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku"),
           ("anthropic", "claude-sonnet-4-5")]
@@ -131,7 +131,7 @@ class Worker:
                     "TOKENBRAKE_LOG_LEVEL": os.environ.get("TB_BENCH_LOG", "warning")})
         self.env = env
         self.log = open(home / f"{app_id}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=env, stdout=self.log,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tokenbrake.streams", "run"], env=env, stdout=self.log,
                                      stderr=self.log, **CHILD)
         self.url = f"http://127.0.0.1:{self.port}/tokenbrake/stats"
         self._last = 0
@@ -324,10 +324,10 @@ def core_cost(n: int = 50_000) -> dict[str, float]:
     without the detectors, on the same events. The detectors' share is the difference."""
     from pydantic import TypeAdapter
 
-    from schemas.usage import UsageEvent
-    from streams.decide.policies import parse_policies
-    from streams.engine import Engine
-    from streams.price import PriceBook
+    from tokenbrake.schemas.usage import UsageEvent
+    from tokenbrake.streams.decide.policies import parse_policies
+    from tokenbrake.streams.engine import Engine
+    from tokenbrake.streams.price import PriceBook
 
     raw = dumps(make_events(n, seed=5))
     started = time.perf_counter()

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 def _settings():  # noqa: ANN202 - validated as a whole, errors printed plainly
     import os
 
-    from streams.settings import Settings, unknown_variables
+    from tokenbrake.streams.settings import Settings, unknown_variables
 
     for warning in unknown_variables(dict(os.environ)):
         print(warning, file=sys.stderr)
@@ -33,30 +33,30 @@ def _bootstrap(args: argparse.Namespace, settings, command: str) -> str:  # noqa
     if not bootstrap:
         print(f"{command} needs a broker: --bootstrap HOST:PORT or TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
         raise SystemExit(2)
-    from streams.reach import require_broker
+    from tokenbrake.streams.reach import require_broker
 
     require_broker(bootstrap, command)
     return bootstrap
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from streams.decide.policies import PolicyError
-    from streams.runner import run_worker
+    from tokenbrake.streams.decide.policies import PolicyError
+    from tokenbrake.streams.runner import run_worker
 
     settings = _settings()
     try:
-        from streams.setup import build_engine
+        from tokenbrake.streams.setup import build_engine
 
         build_engine(settings)  # policies, overrides and fallback checked before anything starts
         if settings.paging_routes_path is not None:
-            from streams.paging.commands import load_checked
+            from tokenbrake.streams.paging.commands import load_checked
 
             load_checked(settings)  # the routes file and the secrets it names, before the pager starts
     except (PolicyError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    from streams.decide.named_models import report_named_models
-    from streams.reach import require_broker, require_free_port
+    from tokenbrake.streams.decide.named_models import report_named_models
+    from tokenbrake.streams.reach import require_broker, require_free_port
 
     if not report_named_models(settings.policies_path, settings.price_overrides_path):
         return 2
@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streams.runner import run_broker
+    from tokenbrake.streams.runner import run_broker
 
     return run_broker(_settings(), args.port)
 
@@ -75,10 +75,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from streams.broker import ensure_topics
-    from streams.publish import publish
-    from streams.replay import TraceFormatError, check_format, trace_events
-    from streams.runner import topics_of
+    from tokenbrake.streams.broker import ensure_topics
+    from tokenbrake.streams.publish import publish
+    from tokenbrake.streams.replay import TraceFormatError, check_format, trace_events
+    from tokenbrake.streams.runner import topics_of
 
     settings = _settings()
     try:
@@ -115,7 +115,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import os
 
-    from streams.status import fetch_status, recorded_worker_url, render_status, status_url
+    from tokenbrake.streams.status import fetch_status, recorded_worker_url, render_status, status_url
 
     settings = _settings()
     if args.url:
@@ -142,7 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
               "with --url http://HOST:PORT", file=sys.stderr)
         return 1
     if args.json:
-        from schemas.codec import dumps
+        from tokenbrake.schemas.codec import dumps
 
         sys.stdout.write(dumps(status).decode() + "\n")
     else:
@@ -151,11 +151,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from streams.backtest import counted, in_time_order, read_events, rss_mb, run, write_decisions
-    from streams.decide.named_models import report_named_models
-    from streams.decide.policies import PolicyError
-    from streams.replay import TraceFormatError, check_format
-    from streams.setup import build_engine
+    from tokenbrake.streams.backtest import counted, in_time_order, read_events, rss_mb, run, write_decisions
+    from tokenbrake.streams.decide.named_models import report_named_models
+    from tokenbrake.streams.decide.policies import PolicyError
+    from tokenbrake.streams.replay import TraceFormatError, check_format
+    from tokenbrake.streams.setup import build_engine
 
     settings = _settings()
     if not Path(args.input).is_file():
@@ -207,15 +207,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
-    from streams.operator import build_control, list_controls, print_controls, publish_control, run
+    from tokenbrake.streams.operator import build_control, list_controls, print_controls, publish_control, run
 
     settings = _settings()
     bootstrap = _bootstrap(args, settings, "control")
     if args.action == "list":
         controls = run(list_controls(settings, bootstrap))
         if args.json:
-            from schemas.codec import dumps
-            from streams.operator import control_rows
+            from tokenbrake.schemas.codec import dumps
+            from tokenbrake.streams.operator import control_rows
 
             sys.stdout.write(dumps(control_rows(controls)).decode() + "\n")
         else:
@@ -245,8 +245,8 @@ def cmd_control(args: argparse.Namespace) -> int:
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from streams.demo import _trace_path
-    from streams.scenarios import SCENARIO_POLICIES, azure_tokens, generate, write_scenario
+    from tokenbrake.streams.demo import _trace_path
+    from tokenbrake.streams.scenarios import SCENARIO_POLICIES, azure_tokens, generate, write_scenario
 
     out = Path(args.out)
     tokens = azure_tokens(_trace_path())
@@ -274,7 +274,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def _volumes(text: str) -> list[str]:
-    from streams.scenarios import VOLUMES
+    from tokenbrake.streams.scenarios import VOLUMES
 
     volumes = list(VOLUMES) if text == "both" else text.split(",")
     unknown = [v for v in volumes if v not in VOLUMES]
@@ -290,10 +290,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from schemas.codec import dumps
-    from streams.demo import _trace_path
-    from streams.evaluate import azure_clean_alerts, evaluate, evaluate_generated
-    from streams.scenarios import azure_tokens
+    from tokenbrake.schemas.codec import dumps
+    from tokenbrake.streams.demo import _trace_path
+    from tokenbrake.streams.evaluate import azure_clean_alerts, evaluate, evaluate_generated
+    from tokenbrake.streams.scenarios import azure_tokens
 
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
     started = time.monotonic()
@@ -336,8 +336,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from schemas.codec import dumps
-    from streams.bench import run_bench
+    from tokenbrake.schemas.codec import dumps
+    from tokenbrake.streams.bench import run_bench
 
     _exit_on_sigterm()
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
@@ -359,14 +359,14 @@ def _exit_on_sigterm() -> None:
 
 
 def cmd_pager(args: argparse.Namespace) -> int:
-    from streams.paging.commands import run_pager
+    from tokenbrake.streams.paging.commands import run_pager
 
     settings = _settings()
     return run_pager(settings, _bootstrap(args, settings, "pager"))
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from streams.paging.commands import cmd_alerts_list, cmd_alerts_test
+    from tokenbrake.streams.paging.commands import cmd_alerts_list, cmd_alerts_test
 
     settings = _settings()
     if args.action == "test":
@@ -378,14 +378,14 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streams.demo import run_demo
+    from tokenbrake.streams.demo import run_demo
 
     _exit_on_sigterm()
     return run_demo(speed=args.speed)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streams.extras import missing_extra_message
+    from tokenbrake.streams.extras import missing_extra_message
 
     if (missing := missing_extra_message()) is not None:  # a service's base install: say which extra
         print(missing, file=sys.stderr)
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="trace seconds per wall second (default 60: the 58-minute trace in about a minute)")
     p.set_defaults(func=cmd_demo)
 
-    from streams.finops.commands import add_finops_commands
+    from tokenbrake.streams.finops.commands import add_finops_commands
 
     add_finops_commands(sub)
 

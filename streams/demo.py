@@ -25,14 +25,14 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from clients.killswitch import KillSwitch
-from schemas.control import ControlEvent
-from streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
-from streams.publish import publish
-from streams.replay import FEATURES, trace_events
-from streams.runner import worker_topics
-from streams.settings import Settings
-from streams.status import fetch_status
+from tokenbrake.clients.killswitch import KillSwitch
+from tokenbrake.schemas.control import ControlEvent
+from tokenbrake.streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
+from tokenbrake.streams.publish import publish
+from tokenbrake.streams.replay import FEATURES, trace_events
+from tokenbrake.streams.runner import worker_topics
+from tokenbrake.streams.settings import Settings
+from tokenbrake.streams.status import fetch_status
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "AzureLLMInferenceTrace_conv.csv"
 POLICIES = Path(__file__).with_name("demo_policies.yaml")
@@ -142,7 +142,7 @@ async def _replay(settings: Settings, bootstrap: str, web: str, speed: float, co
 
 
 def _summary(settings: Settings, console: Console) -> None:
-    from streams.sink.clickhouse import connect
+    from tokenbrake.streams.sink.clickhouse import connect
 
     client = connect(settings.resolved_clickhouse_dsn)
     db = settings.clickhouse_database
@@ -184,8 +184,8 @@ def run_demo(speed: float = 60.0) -> int:
         asyncio.run(ensure_topics(broker.bootstrap, *worker_topics(settings)))
         env["TOKENBRAKE_KAFKA_BOOTSTRAP"] = broker.bootstrap
         with open(home / "worker.log", "wb") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=env, stdout=log, stderr=log,
-                                      **CHILD)
+            worker = subprocess.Popen([sys.executable, "-m", "tokenbrake.streams", "run"], env=env, stdout=log,
+                                      stderr=log, **CHILD)
             try:
                 web = f"http://127.0.0.1:{port}/tokenbrake/status"
                 if not _wait_ready(web, worker):

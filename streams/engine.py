@@ -14,22 +14,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.control import ControlEvent, Scope
-from schemas.signing import Sealer
-from schemas.usage import UsageEvent
-from streams.aggregate.periods import day_of, minute_of, month_of
-from streams.aggregate.spend import COST, FIELDS, SpendAggregator, day_key, month_key
-from streams.aggregate.store import Store
-from streams.decide.baselines import BaselineKeeper
-from streams.decide.budgets import BudgetEvaluator
-from streams.decide.caps import RequestCostCaps, UnpricedModels
-from streams.decide.detection import DetectorHub
-from streams.decide.overrides import OperatorOverrides
-from streams.decide.policies import PoliciesFile
-from streams.emit.events import ControlBoard, Emitted
-from streams.ingest.dedupe import Deduper, Seen
-from streams.price.pricebook import PriceBook
-from streams.price.rates import nanos_to_usd
+from tokenbrake.schemas.control import ControlEvent, Scope
+from tokenbrake.schemas.signing import Sealer
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.aggregate.periods import day_of, minute_of, month_of
+from tokenbrake.streams.aggregate.spend import COST, FIELDS, SpendAggregator, day_key, month_key
+from tokenbrake.streams.aggregate.store import Store
+from tokenbrake.streams.decide.baselines import BaselineKeeper
+from tokenbrake.streams.decide.budgets import BudgetEvaluator
+from tokenbrake.streams.decide.caps import RequestCostCaps, UnpricedModels
+from tokenbrake.streams.decide.detection import DetectorHub
+from tokenbrake.streams.decide.overrides import OperatorOverrides
+from tokenbrake.streams.decide.policies import PoliciesFile
+from tokenbrake.streams.emit.events import ControlBoard, Emitted
+from tokenbrake.streams.ingest.dedupe import Deduper, Seen
+from tokenbrake.streams.price.pricebook import PriceBook
+from tokenbrake.streams.price.rates import nanos_to_usd
 
 STORES = ("aggregates", "dedupe", "decisions")
 

@@ -15,15 +15,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from schemas.codec import loads
-from schemas.usage import UsageEvent
-from streams.aggregate.periods import DAY_MS
-from streams.backtest import in_time_order, read_events, run
-from streams.decide.policies import parse_policies
-from streams.engine import Engine
-from streams.price import PriceBook
-from streams.replay import read_azure, synthesize
-from streams.scenarios import SCENARIO_POLICIES, VOLUMES, generate
+from tokenbrake.schemas.codec import loads
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.aggregate.periods import DAY_MS
+from tokenbrake.streams.backtest import in_time_order, read_events, run
+from tokenbrake.streams.decide.policies import parse_policies
+from tokenbrake.streams.engine import Engine
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.replay import read_azure, synthesize
+from tokenbrake.streams.scenarios import SCENARIO_POLICIES, VOLUMES, generate
 
 RULES = ("retry_storm", "cost_rate", "spend_spike", "token_inflation", "cache_regression", "request_cost_cap",
          "heavy_user")

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from streams.faust_internals.offsets import committed_positions
+from tokenbrake.streams.faust_internals.offsets import committed_positions
 
 log = logging.getLogger("tokenbrake.metrics")
 

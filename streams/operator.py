@@ -10,13 +10,13 @@ from decimal import Decimal
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
-from clients.killswitch import KillSwitch
-from schemas.codec import dumps
-from schemas.control import ControlEvent, Reason, Scope
-from schemas.sequence import ControlSigner
-from streams.aggregate.periods import parse_ttl_seconds
-from streams.settings import Settings
-from streams.tables import controls_tables
+from tokenbrake.clients.killswitch import KillSwitch
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.schemas.control import ControlEvent, Reason, Scope
+from tokenbrake.schemas.sequence import ControlSigner
+from tokenbrake.streams.aggregate.periods import parse_ttl_seconds
+from tokenbrake.streams.settings import Settings
+from tokenbrake.streams.tables import controls_tables
 
 
 def build_control(action: str, tenant: str, feature: str | None, user: str | None, model: str | None,

@@ -29,12 +29,12 @@ from typing import Any
 
 import faust
 
-from schemas.codec import dumps
-from streams.app import RawBytes
-from streams.faust_internals.batches import take_batches
-from streams.faust_internals.changelog import aiokafka_producer
-from streams.ingest.decode import Rejected
-from streams.ingest.otlp_events import OtlpTranslator
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.app import RawBytes
+from tokenbrake.streams.faust_internals.batches import take_batches
+from tokenbrake.streams.faust_internals.changelog import aiokafka_producer
+from tokenbrake.streams.ingest.decode import Rejected
+from tokenbrake.streams.ingest.otlp_events import OtlpTranslator
 
 log = logging.getLogger("tokenbrake.otlp")
 

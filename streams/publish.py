@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from schemas.codec import dumps
+from tokenbrake.schemas.codec import dumps
 
 
 async def publish(bootstrap: str, topic: str, events: Iterable[dict[str, Any]], *, pace: bool = False,

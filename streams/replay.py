@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from schemas.codec import loads
+from tokenbrake.schemas.codec import loads
 
 #: tenant -> (traffic share, tier); feature -> (model, provider, share of a tenant's calls)
 TENANTS = {"acme": (0.40, "enterprise"), "globex": (0.30, "pro"), "initech": (0.20, "pro"),

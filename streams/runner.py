@@ -11,13 +11,13 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from streams.broker import EmbeddedBroker, ensure_topics, partition_counts
-from streams.logs import configure, logging_config
-from streams.settings import Settings
-from streams.status import remove_worker_file, write_worker_file
+from tokenbrake.streams.broker import EmbeddedBroker, ensure_topics, partition_counts
+from tokenbrake.streams.logs import configure, logging_config
+from tokenbrake.streams.settings import Settings
+from tokenbrake.streams.status import remove_worker_file, write_worker_file
 
 if TYPE_CHECKING:
-    from streams.paging.supervisor import PagerSupervisor
+    from tokenbrake.streams.paging.supervisor import PagerSupervisor
 
 log = logging.getLogger("tokenbrake")
 
@@ -30,7 +30,7 @@ def topics_of(settings: Settings) -> dict[str, int]:
 def worker_topics(settings: Settings) -> tuple[dict[str, int], set[str]]:
     """Every topic the worker uses, Faust's internal ones included, and which are compacted.
     Created up front so Faust never declares topics itself (slow on some brokers)."""
-    from streams.engine import STORES
+    from tokenbrake.streams.engine import STORES
 
     n = settings.topic_partitions
     changelogs = {f"{settings.app_id}-{name}-changelog": n for name in STORES}
@@ -55,7 +55,7 @@ def run_worker(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. Returns the exit code."""
     import faust
 
-    from streams.worker import Runtime
+    from tokenbrake.streams.worker import Runtime
 
     configure(settings.log_level)
     prepare_home(settings)
@@ -108,7 +108,7 @@ def start_pager(settings: Settings, bootstrap: str) -> PagerSupervisor | None:
     """``tokenbrake pager`` beside the worker when a routes file is set (see streams.paging)."""
     if settings.paging_routes_path is None or not settings.pager_in_worker:
         return None
-    from streams.paging.supervisor import PagerSupervisor
+    from tokenbrake.streams.paging.supervisor import PagerSupervisor
 
     return PagerSupervisor(bootstrap).start()
 

@@ -238,7 +238,7 @@ def _cumulative(weights: list[float]) -> Iterator[float]:
 
 
 def write_scenario(out_dir: Path, name: str, events: Iterator[dict[str, Any]], plan: list[Incident]) -> int:
-    from schemas.codec import dumps
+    from tokenbrake.schemas.codec import dumps
 
     out_dir.mkdir(parents=True, exist_ok=True)
     n = 0

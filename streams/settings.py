@@ -15,9 +15,9 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clients.security import KafkaSecurity
-from schemas.signing import parse_keyring
-from streams.aggregate.periods import parse_duration_minutes
+from tokenbrake.clients.security import KafkaSecurity
+from tokenbrake.schemas.signing import parse_keyring
+from tokenbrake.streams.aggregate.periods import parse_duration_minutes
 
 #: Used only when no key is configured; the worker logs a warning at start-up.
 DEV_SIGNING_KEY = "default:tokenbrake-dev-key-change-me"
@@ -269,7 +269,7 @@ class Settings(BaseSettings):
     def _otlp(self) -> Settings:
         problems = []
         if self.otlp_enabled:
-            from streams.ingest.attribution import source_problems  # the mapping's syntax is owned there
+            from tokenbrake.streams.ingest.attribution import source_problems  # the mapping's syntax is owned there
 
             if self.topic_otlp in {self.topic_usage, self.topic_dlq, self.topic_control, self.topic_alerts}:
                 problems.append("topic_otlp must differ from the other topics")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from schemas.signing import Sealer
-from streams.decide.policies import load_policies
-from streams.engine import Engine, EngineConfig
-from streams.price.overrides import Overrides
-from streams.price.pricebook import PriceBook
-from streams.settings import Settings
+from tokenbrake.schemas.signing import Sealer
+from tokenbrake.streams.decide.policies import load_policies
+from tokenbrake.streams.engine import Engine, EngineConfig
+from tokenbrake.streams.price.overrides import Overrides
+from tokenbrake.streams.price.pricebook import PriceBook
+from tokenbrake.streams.settings import Settings
 
 
 def build_engine(settings: Settings, clock: Callable[[], int] | None = None,

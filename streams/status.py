@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from schemas.codec import loads
-from streams.tables import render_status  # noqa: F401 - the CLI's renderer
+from tokenbrake.schemas.codec import loads
+from tokenbrake.streams.tables import render_status  # noqa: F401 - the CLI's renderer
 
 STATUS_PATH = "/tokenbrake/status"
 WORKER_FILE = "worker.json"

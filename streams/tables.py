@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from rich.console import Console
 from rich.table import Table
 
-from schemas.common import dollars
+from tokenbrake.schemas.common import dollars
 
 KINDS = ("tenant", "feature", "user", "model")
 TITLES = {"tenant": "tenants", "feature": "tenant / feature", "user": "tenant / user", "model": "tenant / model"}

@@ -28,37 +28,37 @@ import faust
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from clients.killswitch import KillSwitch
-from schemas.codec import dumps
-from schemas.control import ControlEvent
-from schemas.sequence import ControlSigner
-from streams.app import RawBytes, build_app
-from streams.chunk import Chunk
-from streams.emit.events import Emitted
-from streams.emit.reassert import Reasserter
-from streams.emit.topic_latest import TopicLatest
-from streams.engine import STORES, Drained, PricedEvent, wall_clock_ms
-from streams.faust_internals.batches import take_batches
-from streams.faust_internals.changelog import aiokafka_producer, send_packed
-from streams.faust_internals.tables import table_dicts
-from streams.heap import HeapAger
-from streams.ingest.decode import Rejected, decode, note_unknown_fields
-from streams.ingest.dedupe import Seen
-from streams.ingest.routing import TenantRouter
-from streams.logs import LogBudget
-from streams.metrics import WorkerMeter, install_metrics
-from streams.otlp_flow import install_otlp
-from streams.runtime.dead_letters import DeadLetters
-from streams.runtime.forwarding import Forwarder
-from streams.runtime.publisher import Publisher
-from streams.runtime.status import stats_view, status_view
-from streams.runtime.watchdog import broker_silence
-from streams.settings import Settings
-from streams.setup import build_engine
-from streams.sink.buffer import SinkBuffer
-from streams.sink.clickhouse import alert_row, control_row, now_text, priced_entry, usage_source_bytes
-from streams.sink.process import SinkProcess
-from streams.sink.rollups import Totals, keep_totals
+from tokenbrake.clients.killswitch import KillSwitch
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.schemas.control import ControlEvent
+from tokenbrake.schemas.sequence import ControlSigner
+from tokenbrake.streams.app import RawBytes, build_app
+from tokenbrake.streams.chunk import Chunk
+from tokenbrake.streams.emit.events import Emitted
+from tokenbrake.streams.emit.reassert import Reasserter
+from tokenbrake.streams.emit.topic_latest import TopicLatest
+from tokenbrake.streams.engine import STORES, Drained, PricedEvent, wall_clock_ms
+from tokenbrake.streams.faust_internals.batches import take_batches
+from tokenbrake.streams.faust_internals.changelog import aiokafka_producer, send_packed
+from tokenbrake.streams.faust_internals.tables import table_dicts
+from tokenbrake.streams.heap import HeapAger
+from tokenbrake.streams.ingest.decode import Rejected, decode, note_unknown_fields
+from tokenbrake.streams.ingest.dedupe import Seen
+from tokenbrake.streams.ingest.routing import TenantRouter
+from tokenbrake.streams.logs import LogBudget
+from tokenbrake.streams.metrics import WorkerMeter, install_metrics
+from tokenbrake.streams.otlp_flow import install_otlp
+from tokenbrake.streams.runtime.dead_letters import DeadLetters
+from tokenbrake.streams.runtime.forwarding import Forwarder
+from tokenbrake.streams.runtime.publisher import Publisher
+from tokenbrake.streams.runtime.status import stats_view, status_view
+from tokenbrake.streams.runtime.watchdog import broker_silence
+from tokenbrake.streams.settings import Settings
+from tokenbrake.streams.setup import build_engine
+from tokenbrake.streams.sink.buffer import SinkBuffer
+from tokenbrake.streams.sink.clickhouse import alert_row, control_row, now_text, priced_entry, usage_source_bytes
+from tokenbrake.streams.sink.process import SinkProcess
+from tokenbrake.streams.sink.rollups import Totals, keep_totals
 
 log = logging.getLogger("tokenbrake.worker")
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from schemas.usage import UsageEvent
-from streams.finops.migrations import Retention
-from streams.price import PriceBook
-from streams.price.rates import nanos_to_usd
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, usage_source
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.finops.migrations import Retention
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.sink.clickhouse import ClickHouseWriter, SinkBatch, usage_source
 
 #: 2026-03-02 is a Monday; four full weeks of history, then March 30-31
 START = datetime(2026, 3, 2, tzinfo=UTC)
@@ -85,8 +85,8 @@ RETENTION = Retention(rollup_refresh_s=3600)
 
 def write_audit(dsn: str, db: str = DB) -> tuple[int, int]:
     """Controls and alert state changes through the production writer: (controls, alerts)."""
-    from schemas.control import AlertEvent, ControlEvent, Reason, Scope
-    from streams.sink.clickhouse import alert_row, control_row
+    from tokenbrake.schemas.control import AlertEvent, ControlEvent, Reason, Scope
+    from tokenbrake.streams.sink.clickhouse import alert_row, control_row
 
     controls, alerts = [], []
     for d in (3, 10, 17, 24):
@@ -110,9 +110,9 @@ def write_audit(dsn: str, db: str = DB) -> tuple[int, int]:
 
 def write_outcomes(dsn: str, db: str = DB) -> int:
     """Two resolved tickets per weekday for acme/chat and one merged PR per week for globex/search."""
-    from schemas.outcome import OutcomeEvent
-    from streams.finops.outcomes import write_outcomes as store
-    from streams.sink.clickhouse import connect
+    from tokenbrake.schemas.outcome import OutcomeEvent
+    from tokenbrake.streams.finops.outcomes import write_outcomes as store
+    from tokenbrake.streams.sink.clickhouse import connect
 
     outcomes = []
     for d in range(DAYS):

@@ -11,7 +11,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-from streams.finops.focus import FOCUS_COLUMNS
+from tokenbrake.streams.finops.focus import FOCUS_COLUMNS
 
 NOT_NULL = ["BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency", "BillingPeriodEnd",
             "BillingPeriodStart", "ChargeCategory", "ChargeDescription", "ChargeFrequency", "ChargePeriodEnd",

@@ -6,10 +6,10 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.usage import UsageEvent
-from streams.decide.policies import parse_policies
-from streams.engine import Engine
-from streams.price import PriceBook
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.decide.policies import parse_policies
+from tokenbrake.streams.engine import Engine
+from tokenbrake.streams.price import PriceBook
 
 _ids = itertools.count()
 

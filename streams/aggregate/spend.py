@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from streams.aggregate.periods import MINUTE_MS, day_of, minute_of, month_of, month_of_day
-from streams.aggregate.store import POS, WIDTH, Store, add_into
+from tokenbrake.streams.aggregate.periods import MINUTE_MS, day_of, minute_of, month_of, month_of_day
+from tokenbrake.streams.aggregate.store import POS, WIDTH, Store, add_into
 
 COST, REQUESTS, INPUT, OUTPUT, CACHED, REASONING, ERRORS, RETRIES = range(8)
 FIELDS = ("cost_nanos", "requests", "input_tokens", "output_tokens", "cached_input_tokens",

@@ -21,10 +21,10 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from schemas.codec import dumps, loads
-from schemas.signing import Sealer
-from streams.aggregate.store import Store
-from streams.decide.detection import DetectorHub
+from tokenbrake.schemas.codec import dumps, loads
+from tokenbrake.schemas.signing import Sealer
+from tokenbrake.streams.aggregate.store import Store
+from tokenbrake.streams.decide.detection import DetectorHub
 
 PREFIX = "det|"
 KEEP_MS = 14 * 86_400_000

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from schemas.common import dollars
-from schemas.control import Reason, Scope
-from streams.aggregate.periods import (
+from tokenbrake.schemas.common import dollars
+from tokenbrake.schemas.control import Reason, Scope
+from tokenbrake.streams.aggregate.periods import (
     DAY_MS,
     day_label,
     day_of,
@@ -26,7 +26,7 @@ from streams.aggregate.periods import (
     month_of,
     month_start_ms,
 )
-from streams.aggregate.spend import (
+from tokenbrake.streams.aggregate.spend import (
     COST,
     SpendAggregator,
     day_key,
@@ -36,10 +36,10 @@ from streams.aggregate.spend import (
     scope_tenant,
     scope_user,
 )
-from streams.aggregate.store import Store
-from streams.decide.policies import BudgetPolicy, PoliciesFile, Step
-from streams.emit.events import Contribution, ControlBoard, Emitted, alert
-from streams.price.rates import nanos_to_usd
+from tokenbrake.streams.aggregate.store import Store
+from tokenbrake.streams.decide.policies import BudgetPolicy, PoliciesFile, Step
+from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
+from tokenbrake.streams.price.rates import nanos_to_usd
 
 
 @dataclass(slots=True)

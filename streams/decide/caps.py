@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from detectors.request_cost_cap import RequestCostCap as CapDetector
-from schemas.control import Scope
-from streams.aggregate.periods import day_of
-from streams.aggregate.store import Store
-from streams.decide.policies import RequestCostCap
-from streams.emit.events import Emitted, alert
-from streams.price.rates import nanos_to_usd, usd_to_nanos
+from tokenbrake.detectors.request_cost_cap import RequestCostCap as CapDetector
+from tokenbrake.schemas.control import Scope
+from tokenbrake.streams.aggregate.periods import day_of
+from tokenbrake.streams.aggregate.store import Store
+from tokenbrake.streams.decide.policies import RequestCostCap
+from tokenbrake.streams.emit.events import Emitted, alert
+from tokenbrake.streams.price.rates import nanos_to_usd, usd_to_nanos
 
 
 class RequestCostCaps:

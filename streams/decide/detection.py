@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from detectors import CacheRegression, CostRate, HeavyUser, RetryStorm, SpendSpike, TokenInflation
-from schemas.control import Reason, Scope
-from streams.aggregate.periods import parse_ttl_seconds
-from streams.emit.events import Contribution, ControlBoard, Emitted, alert
-from streams.price.rates import nanos_to_usd
+from tokenbrake.detectors import CacheRegression, CostRate, HeavyUser, RetryStorm, SpendSpike, TokenInflation
+from tokenbrake.schemas.control import Reason, Scope
+from tokenbrake.streams.aggregate.periods import parse_ttl_seconds
+from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
+from tokenbrake.streams.price.rates import nanos_to_usd
 
 BUCKET_MS = {"retry_storm": 60_000, "cost_rate": 60_000, "token_inflation": 3_600_000, "spend_spike": 3_600_000,
              "heavy_user": 3_600_000, "cache_regression": 600_000}

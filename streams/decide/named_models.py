@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from streams.decide.policies import PoliciesFile, _line_of
+from tokenbrake.streams.decide.policies import PoliciesFile, _line_of
 
 DEFAULT_TIERS = ("free", "pro", "team", "business", "enterprise")
 COST_RATE_DEFAULT_TARGET = "gpt-4o-mini"  # streams.decide.detection's default
@@ -87,9 +87,9 @@ def check_policies_file(policies_path: Any, overrides_path: Any = None) -> Named
     """Load the policies and price overrides files the settings name and check them (start-up)."""
     from pathlib import Path
 
-    from streams.decide.policies import load_policies
-    from streams.price.overrides import Overrides
-    from streams.price.pricebook import PriceBook
+    from tokenbrake.streams.decide.policies import load_policies
+    from tokenbrake.streams.price.overrides import Overrides
+    from tokenbrake.streams.price.pricebook import PriceBook
 
     if policies_path is None:
         return NamedModelsCheck()

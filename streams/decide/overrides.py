@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from schemas.control import ControlEvent
-from streams.aggregate.store import Store
-from streams.emit.events import OPERATOR as SOURCE
-from streams.emit.events import Contribution, ControlBoard
+from tokenbrake.schemas.control import ControlEvent
+from tokenbrake.streams.aggregate.store import Store
+from tokenbrake.streams.emit.events import OPERATOR as SOURCE
+from tokenbrake.streams.emit.events import Contribution, ControlBoard
 
 PREFIX = "op|"
 

@@ -33,9 +33,9 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.common import no_float
-from streams.aggregate.periods import parse_duration_minutes
-from streams.price.rates import usd_to_nanos
+from tokenbrake.schemas.common import no_float
+from tokenbrake.streams.aggregate.periods import parse_duration_minutes
+from tokenbrake.streams.price.rates import usd_to_nanos
 
 #: ClickHouse stores money as Decimal(18, 9): below a billion (controls and alerts carry it)
 Money = Annotated[Decimal, BeforeValidator(no_float), Field(gt=0, lt=Decimal(10**9))]
@@ -181,7 +181,7 @@ class PoliciesFile(BaseModel):
     @field_validator("detectors")
     @classmethod
     def _detectors(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from streams.decide.detection import parse_detector_config
+        from tokenbrake.streams.decide.detection import parse_detector_config
 
         parse_detector_config(v)
         return v

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from schemas.control import ACTION_RANK, AlertEvent, ControlEvent, Reason, Scope
+from tokenbrake.schemas.control import ACTION_RANK, AlertEvent, ControlEvent, Reason, Scope
 
 
 def stable_id(*parts: object) -> str:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from clients.control_gate import Ignored
-from schemas.control import ControlEvent, Scope, parse_scope_key
+from tokenbrake.clients.control_gate import Ignored
+from tokenbrake.schemas.control import ControlEvent, Scope, parse_scope_key
 
 #: refusals that leave a record a late view cannot use as the last one under its key
 #: (``expired`` records are newer valid ones: they say the control ended)

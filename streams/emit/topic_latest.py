@@ -15,7 +15,7 @@ worker's answer to it (``streams.emit.reassert``) always goes out; a record the 
 read yet (an operator's) is answered when it is read (``streams.decide.overrides``). The
 worker decides only once its control view has read the topic to its end.
 
->>> from schemas.control import ControlEvent, Scope
+>>> from tokenbrake.schemas.control import ControlEvent, Scope
 >>> block = ControlEvent(control_id="c1", issued_at="2026-01-05T00:00:00Z", action="block",
 ...                      scope=Scope(tenant_id="acme"), reason={"rule": "budget", "observed": "1",
 ...                      "threshold": "1", "period": "day"})
@@ -32,8 +32,8 @@ False
 
 from __future__ import annotations
 
-from clients.control_gate import Ignored
-from schemas.control import ControlEvent
+from tokenbrake.clients.control_gate import Ignored
+from tokenbrake.schemas.control import ControlEvent
 
 Decision = tuple[str, str | None, float | None]
 ALLOW: Decision = ("allow", None, None)

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from streams.faust_internals.patches import FIRST_DELIVERED
+from tokenbrake.streams.faust_internals.patches import FIRST_DELIVERED
 
 
 async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from schemas.codec import dumps
+from tokenbrake.schemas.codec import dumps
 
 
 async def send_packed(producer: Any, topic: str, records: Iterable[tuple[str, Any, int]]) -> list[asyncio.Future]:

@@ -40,7 +40,7 @@ from typing import Any
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from clients.offsets import exact_end_offsets
+from tokenbrake.clients.offsets import exact_end_offsets
 
 _original = faust_aiokafka.AIOKafkaConsumerThread._highwaters
 

@@ -31,7 +31,7 @@ def day_range(args: argparse.Namespace) -> tuple[datetime, datetime]:
 
 
 def _store(settings: Any) -> Any:
-    from streams.finops.store import StoreUnavailable, open_store
+    from tokenbrake.streams.finops.store import StoreUnavailable, open_store
 
     try:
         return open_store(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
@@ -40,8 +40,8 @@ def _store(settings: Any) -> Any:
 
 
 def _pricebook(settings: Any) -> Any:
-    from streams.price import PriceBook
-    from streams.price.overrides import Overrides
+    from tokenbrake.streams.price import PriceBook
+    from tokenbrake.streams.price.overrides import Overrides
 
     try:
         return PriceBook(Overrides.load(settings.price_overrides_path), settings.unpriced_fallback_model)
@@ -50,7 +50,7 @@ def _pricebook(settings: Any) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from streams.cli import _settings
+    from tokenbrake.streams.cli import _settings
 
     try:
         settings = _settings()
@@ -72,8 +72,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace, settings: Any, client: Any, start: datetime, end: datetime,
             output: Path) -> int:
-    from streams.finops import export_files, focus, rollup_sql
-    from streams.finops.model_rates import sync_rates
+    from tokenbrake.streams.finops import export_files, focus, rollup_sql
+    from tokenbrake.streams.finops.model_rates import sync_rates
 
     db = settings.clickhouse_database
     if args.refresh:
@@ -85,10 +85,10 @@ def _export(args: argparse.Namespace, settings: Any, client: Any, start: datetim
             return export_files.write_csv(output, focus.COLUMNS, rows)
         return export_files.write_parquet(output, focus.COLUMNS, rows, focus.MONEY_COLUMNS | focus.PRICE_COLUMNS,
                                           focus.QUANTITY_COLUMNS, focus.DATE_COLUMNS)
-    from streams.finops.queries import run_query
+    from tokenbrake.streams.finops.queries import run_query
 
     if args.query == "outcomes":
-        from streams.finops.outcomes import cost_per_outcome, cost_per_outcome_columns
+        from tokenbrake.streams.finops.outcomes import cost_per_outcome, cost_per_outcome_columns
 
         data = cost_per_outcome(client, db, start, end, args.tenant or "")
         columns = cost_per_outcome_columns()
@@ -118,7 +118,7 @@ def parse_since(text: str) -> timedelta:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from streams.cli import _settings
+    from tokenbrake.streams.cli import _settings
 
     try:
         settings = _settings()
@@ -126,11 +126,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    from streams.finops.report_terminal import print_report
+    from tokenbrake.streams.finops.report_terminal import print_report
 
     print_report(report)
     if args.html:
-        from streams.finops.report_html import render
+        from tokenbrake.streams.finops.report_html import render
 
         Path(args.html).write_text(render(report))
         print(f"report written to {args.html}")
@@ -138,9 +138,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_report(args: argparse.Namespace, settings: Any) -> Any:
-    from streams.decide.policies import PolicyError, load_policies
-    from streams.finops import report_data, rollup_sql
-    from streams.finops.model_rates import sync_rates
+    from tokenbrake.streams.decide.policies import PolicyError, load_policies
+    from tokenbrake.streams.finops import report_data, rollup_sql
+    from tokenbrake.streams.finops.model_rates import sync_rates
 
     until = parse_day(args.until) + timedelta(days=1) if args.until else datetime.now(UTC).date() + timedelta(days=1)
     end = datetime(until.year, until.month, until.day, tzinfo=UTC)
@@ -163,9 +163,9 @@ def build_report(args: argparse.Namespace, settings: Any) -> Any:
 
 
 def cmd_reprice(args: argparse.Namespace) -> int:
-    from streams.cli import _settings
-    from streams.finops.reprice import reprice
-    from streams.finops.svg import usd
+    from tokenbrake.streams.cli import _settings
+    from tokenbrake.streams.finops.reprice import reprice
+    from tokenbrake.streams.finops.svg import usd
 
     try:
         settings = _settings()
@@ -193,10 +193,10 @@ def cmd_reprice(args: argparse.Namespace) -> int:
 def cmd_outcomes_load(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from schemas.codec import loads
-    from schemas.outcome import OutcomeEvent
-    from streams.cli import _settings
-    from streams.finops.outcomes import write_outcomes
+    from tokenbrake.schemas.codec import loads
+    from tokenbrake.schemas.outcome import OutcomeEvent
+    from tokenbrake.streams.cli import _settings
+    from tokenbrake.streams.finops.outcomes import write_outcomes
 
     try:
         settings = _settings()
@@ -232,8 +232,8 @@ def cmd_outcomes_sink(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from streams.cli import _bootstrap, _settings
-    from streams.finops.outcomes_sink import sink_outcomes
+    from tokenbrake.streams.cli import _bootstrap, _settings
+    from tokenbrake.streams.finops.outcomes_sink import sink_outcomes
 
     stopping: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))

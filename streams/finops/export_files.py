@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from streams.finops.focus import iso, plain
+from tokenbrake.streams.finops.focus import iso, plain
 
 
 def cell(value: Any) -> str:

@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from streams.decide.policies import BudgetPolicy
+from tokenbrake.streams.decide.policies import BudgetPolicy
 
 _SQL = """
 WITH toDateTime(%(asof)s, 'UTC') AS asof, {start} AS ps, {end} AS pe, toStartOfHour(asof) AS cur

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.finops import rollup_sql
+from tokenbrake.streams.finops import rollup_sql
 
 #: (number, name, statements for a database)
 Migration = tuple[int, str, Callable[[str], list[str]]]
@@ -178,7 +178,7 @@ class Retention:
 
     @classmethod
     def from_env(cls) -> Retention:
-        from streams.settings import Settings
+        from tokenbrake.streams.settings import Settings
 
         return cls.from_settings(Settings())
 
@@ -206,7 +206,7 @@ def migrate(client: Any, db: str, retention: Retention | None = None) -> list[in
     retention = retention or Retention.from_env()
     apply_retention(client, db, retention)
     if retention.policies_path is not None:
-        from streams.decide.policies import load_policies
+        from tokenbrake.streams.decide.policies import load_policies
 
         sync_budget_policies(client, db, load_policies(retention.policies_path).budgets)
     return now_applied
@@ -216,7 +216,7 @@ def sync_budget_policies(client: Any, db: str, budgets: list[Any]) -> int:
     """Write the day and month budgets (tenant, feature or model scope) as a new snapshot, when they
     differ from the stored one: readers take the rows of the highest version, so a budget removed
     from the file disappears. Returns the rows written."""
-    from streams.finops.forecast import supported
+    from tokenbrake.streams.finops.forecast import supported
 
     wanted = sorted((b.id, b.period, b.scope.tenant, b.scope.feature or "", b.scope.model or "", b.scope.tier or "",
                      b.limit_usd) for b in budgets if supported(b)) or [("", "", "", "", "", "", 0)]

@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from streams.price import PriceBook
-from streams.price.rates import TokenRates
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.price.rates import TokenRates
 
 FEMTO = Decimal(1).scaleb(-15)
 RATE_COLUMNS = ["provider", "model", "day", "input_usd", "output_usd", "cache_read_usd", "cache_write_usd", "priced",

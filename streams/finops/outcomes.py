@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from schemas.outcome import OutcomeEvent
+from tokenbrake.schemas.outcome import OutcomeEvent
 
 LINK_LOOKBACK_DAYS = 7
 OUTCOME_COLUMNS = ["outcome_id", "ts", "tenant_id", "feature_id", "user_id", "kind", "value", "quality",

@@ -22,9 +22,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from schemas.codec import loads
-from schemas.outcome import OutcomeEvent
-from streams.finops.outcomes import write_outcomes
+from tokenbrake.schemas.codec import loads
+from tokenbrake.schemas.outcome import OutcomeEvent
+from tokenbrake.streams.finops.outcomes import write_outcomes
 
 
 @dataclass

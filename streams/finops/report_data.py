@@ -8,8 +8,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from streams.decide.policies import BudgetPolicy
-from streams.finops.forecast import BudgetUse, budget_utilisation
+from tokenbrake.streams.decide.policies import BudgetPolicy
+from tokenbrake.streams.finops.forecast import BudgetUse, budget_utilisation
 
 TOP_N = 8
 
@@ -99,7 +99,7 @@ def collect(client: Any, db: str, start: datetime, end: datetime, tenant: str, p
 
 def _outcomes(client: Any, db: str, start: datetime, end: datetime,
               tenant: str) -> list[tuple[str, str, int, Decimal, Decimal]]:
-    from streams.finops.outcomes import cost_per_outcome
+    from tokenbrake.streams.finops.outcomes import cost_per_outcome
 
     totals: dict[tuple[str, str], list] = {}
     for row in cost_per_outcome(client, db, start, end, tenant):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
-from streams.finops import svg
-from streams.finops.report_data import Report
+from tokenbrake.streams.finops import svg
+from tokenbrake.streams.finops.report_data import Report
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1500px;

@@ -7,8 +7,8 @@ from decimal import Decimal
 from rich.console import Console
 from rich.table import Table
 
-from streams.finops.report_data import Report
-from streams.finops.svg import usd
+from tokenbrake.streams.finops.report_data import Report
+from tokenbrake.streams.finops.svg import usd
 
 
 def _table(title: str, headers: list[str], rows: list[list[str]]) -> Table:

@@ -29,9 +29,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from streams.finops import rollup_sql
-from streams.price import PriceBook
-from streams.price.rates import nanos_to_usd, usd_to_nanos
+from tokenbrake.streams.finops import rollup_sql
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.price.rates import nanos_to_usd, usd_to_nanos
 
 
 @dataclass

@@ -36,7 +36,7 @@ def _quiet_stderr() -> Iterator[None]:
 
 def open_store(dsn: str, database: str) -> Any:
     """A client with the schema and migrations applied (as the worker's writer does)."""
-    from streams.sink.clickhouse import apply_ddl, connect
+    from tokenbrake.streams.sink.clickhouse import apply_ddl, connect
 
     try:
         with _quiet_stderr():  # chdb prints its own copy of an open failure: the operator gets one line

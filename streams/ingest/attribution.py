@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from clients.reporter import hash_user
+from tokenbrake.clients.reporter import hash_user
 
 KINDS = ("span", "resource", "header", "const")
 #: the user of a span that names none (the per-user totals group them)

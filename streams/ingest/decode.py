@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.codec import JSONDecodeError, dumps, loads
-from schemas.usage import UsageEvent
+from tokenbrake.schemas.codec import JSONDecodeError, dumps, loads
+from tokenbrake.schemas.usage import UsageEvent
 
 log = logging.getLogger("tokenbrake.ingest")
 _ONE = UsageEvent.model_validate_json

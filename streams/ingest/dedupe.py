@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
-from streams.aggregate.store import Store
+from tokenbrake.streams.aggregate.store import Store
 
 #: ids per changelog record (~100 KB): far below Kafka's default 1 MB request limit
 CHUNK_MAX = 2000

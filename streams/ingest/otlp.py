@@ -30,7 +30,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from schemas.codec import JSONDecodeError, loads
+from tokenbrake.schemas.codec import JSONDecodeError, loads
 
 #: OTLP status codes (``Status.code``)
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2

@@ -22,12 +22,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.codec import dumps
-from schemas.usage import UsageEvent
-from streams.ingest.attribution import Attribution, headers_dict
-from streams.ingest.decode import MAX_MESSAGE_BYTES, Rejected
-from streams.ingest.genai import ProducerMatch, SpanError, model_of, operation, provider_of, usage
-from streams.ingest.otlp import STATUS_ERROR, OtlpError, OtlpSpan, decode_export
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.ingest.attribution import Attribution, headers_dict
+from tokenbrake.streams.ingest.decode import MAX_MESSAGE_BYTES, Rejected
+from tokenbrake.streams.ingest.genai import ProducerMatch, SpanError, model_of, operation, provider_of, usage
+from tokenbrake.streams.ingest.otlp import STATUS_ERROR, OtlpError, OtlpSpan, decode_export
 
 #: optional UsageEvent fields filled when the contract has them (session_id is newer than the OTLP input)
 _HAS_SESSION = "session_id" in UsageEvent.model_fields

@@ -11,11 +11,11 @@ from typing import Any
 
 import aiohttp
 
-from streams.paging.delivery import RouteRunner
-from streams.paging.incidents import Incident, dedup_key_of
-from streams.paging.receivers import notice_of
-from streams.paging.routes import RoutesError, RoutesFile, Secrets, load_routes, read_secrets
-from streams.settings import Settings
+from tokenbrake.streams.paging.delivery import RouteRunner
+from tokenbrake.streams.paging.incidents import Incident, dedup_key_of
+from tokenbrake.streams.paging.receivers import notice_of
+from tokenbrake.streams.paging.routes import RoutesError, RoutesFile, Secrets, load_routes, read_secrets
+from tokenbrake.streams.settings import Settings
 
 log = logging.getLogger("tokenbrake.pager")
 
@@ -27,8 +27,8 @@ def load_checked(settings: Settings) -> tuple[RoutesFile, dict[str, Secrets]]:
 
 
 def run_pager(settings: Settings, bootstrap: str) -> int:
-    from streams.logs import configure
-    from streams.paging.pager import Pager, serve_status
+    from tokenbrake.streams.logs import configure
+    from tokenbrake.streams.paging.pager import Pager, serve_status
 
     configure(settings.log_level)
     try:
@@ -91,7 +91,7 @@ async def send_test(settings: Settings, route_id: str, now_ms: int) -> list[tupl
 
 
 def cmd_alerts_test(settings: Settings, route_id: str) -> int:
-    from streams.paging.pager import wall_ms
+    from tokenbrake.streams.paging.pager import wall_ms
 
     try:
         answers = asyncio.run(send_test(settings, route_id, wall_ms()))
@@ -111,9 +111,9 @@ def cmd_alerts_list(settings: Settings, bootstrap: str, as_json: bool) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from schemas.codec import dumps
-    from streams.broker import ensure_topics
-    from streams.paging.pager import incident_row, read_incidents
+    from tokenbrake.schemas.codec import dumps
+    from tokenbrake.streams.broker import ensure_topics
+    from tokenbrake.streams.paging.pager import incident_row, read_incidents
 
     async def read() -> dict[str, Incident]:
         await ensure_topics(bootstrap, {settings.topic_incidents: 1}, {settings.topic_incidents})  # as the pager does

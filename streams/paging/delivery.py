@@ -26,8 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from streams.paging.receivers import Notice, Request, build, classify
-from streams.paging.routes import Route, Secrets
+from tokenbrake.streams.paging.receivers import Notice, Request, build, classify
+from tokenbrake.streams.paging.routes import Route, Secrets
 
 BREAKER_FAILURES = 5
 BREAKER_COOLDOWN_S = 30.0

@@ -25,8 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.control import AlertEvent
-from streams.paging.routes import SEVERITIES, Route
+from tokenbrake.schemas.control import AlertEvent
+from tokenbrake.streams.paging.routes import SEVERITIES, Route
 
 State = Literal["open", "resolving", "resolved"]
 Action = Literal["trigger", "resolve"]

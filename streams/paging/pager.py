@@ -33,11 +33,11 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
-from schemas.codec import dumps
-from schemas.control import AlertEvent
-from streams.broker import ensure_topics
-from streams.paging.delivery import Job, Outcome, RouteRunner
-from streams.paging.incidents import (
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.schemas.control import AlertEvent
+from tokenbrake.streams.broker import ensure_topics
+from tokenbrake.streams.paging.delivery import Job, Outcome, RouteRunner
+from tokenbrake.streams.paging.incidents import (
     Incident,
     advance,
     apply_alert,
@@ -48,9 +48,9 @@ from streams.paging.incidents import (
     repost_due,
     series_of,
 )
-from streams.paging.receivers import iso, notice_of
-from streams.paging.routes import RoutesFile, Secrets
-from streams.settings import Settings
+from tokenbrake.streams.paging.receivers import iso, notice_of
+from tokenbrake.streams.paging.routes import RoutesFile, Secrets
+from tokenbrake.streams.settings import Settings
 
 log = logging.getLogger("tokenbrake.pager")
 

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from streams.decide.policies import _line_of
+from tokenbrake.streams.decide.policies import _line_of
 
 SEVERITIES = ("info", "warning", "critical")
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"

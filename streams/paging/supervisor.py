@@ -9,14 +9,14 @@ import subprocess
 import sys
 import threading
 
-from streams.broker import CHILD
+from tokenbrake.streams.broker import CHILD
 
 log = logging.getLogger("tokenbrake.pager")
 
 
 class PagerSupervisor:
     def __init__(self, bootstrap: str, min_backoff_s: float = 1.0, max_backoff_s: float = 60.0) -> None:
-        self.command = [sys.executable, "-m", "streams", "pager", "--bootstrap", bootstrap]
+        self.command = [sys.executable, "-m", "tokenbrake.streams", "pager", "--bootstrap", bootstrap]
         self.min_backoff_s, self.max_backoff_s = min_backoff_s, max_backoff_s
         self.proc: subprocess.Popen | None = None
         self.restarts = 0

@@ -1,3 +1,3 @@
-from streams.price.pricebook import PriceBook, PricedCall
+from tokenbrake.streams.price.pricebook import PriceBook, PricedCall
 
 __all__ = ["PriceBook", "PricedCall"]

@@ -9,7 +9,7 @@ from typing import Any
 from genai_prices import data_snapshot
 from genai_prices.types import ModelPrice, TieredPrices
 
-from streams.price.rates import ModelRates, TokenRates, mtok_to_femto
+from tokenbrake.streams.price.rates import ModelRates, TokenRates, mtok_to_femto
 
 _FIELDS = {"input": "input_mtok", "output": "output_mtok", "cache_read": "cache_read_mtok",
            "cache_write": "cache_write_mtok"}

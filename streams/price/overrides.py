@@ -22,8 +22,8 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from schemas.common import no_float
-from streams.price.rates import ModelRates, TokenRates, mtok_to_femto
+from tokenbrake.schemas.common import no_float
+from tokenbrake.streams.price.rates import ModelRates, TokenRates, mtok_to_femto
 
 Price = Annotated[Decimal, BeforeValidator(no_float), Field(ge=0)]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.price.catalog import Catalog
-from streams.price.overrides import Overrides
-from streams.price.rates import ModelRates
+from tokenbrake.streams.price.catalog import Catalog
+from tokenbrake.streams.price.overrides import Overrides
+from tokenbrake.streams.price.rates import ModelRates
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from streams.emit.dead_letter import dead_letter_record
-from streams.ingest.decode import Rejected
+from tokenbrake.streams.emit.dead_letter import dead_letter_record
+from tokenbrake.streams.ingest.decode import Rejected
 
 log = logging.getLogger("tokenbrake.worker")
 

@@ -7,10 +7,10 @@ import asyncio
 import logging
 from typing import Any
 
-from schemas.codec import dumps
-from streams.faust_internals.changelog import aiokafka_producer
-from streams.ingest.routing import TenantRouter
-from streams.logs import LogBudget
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.faust_internals.changelog import aiokafka_producer
+from tokenbrake.streams.ingest.routing import TenantRouter
+from tokenbrake.streams.logs import LogBudget
 
 log = logging.getLogger("tokenbrake.worker")
 

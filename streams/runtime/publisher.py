@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from schemas.codec import dumps
-from schemas.control import ControlEvent
-from schemas.sequence import ControlSigner
-from streams.emit.events import Emitted
-from streams.emit.topic_latest import TopicLatest
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.schemas.control import ControlEvent
+from tokenbrake.schemas.sequence import ControlSigner
+from tokenbrake.streams.emit.events import Emitted
+from tokenbrake.streams.emit.topic_latest import TopicLatest
 
 log = logging.getLogger("tokenbrake.worker")
 

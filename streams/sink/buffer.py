@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, Unstorable, UsageSource
-from streams.sink.process import SinkProcess
-from streams.sink.rollups import Totals
+from tokenbrake.streams.sink.clickhouse import ClickHouseWriter, SinkBatch, Unstorable, UsageSource
+from tokenbrake.streams.sink.process import SinkProcess
+from tokenbrake.streams.sink.rollups import Totals
 
 log = logging.getLogger("tokenbrake.sink")
 

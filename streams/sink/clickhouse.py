@@ -16,10 +16,10 @@ from typing import Any
 import clickhouse_connect
 import orjson
 
-from schemas.control import AlertEvent, ControlEvent
-from schemas.usage import UsageEvent
-from streams.price.rates import nanos_to_text
-from streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS, Totals, rollup_rows
+from tokenbrake.schemas.control import AlertEvent, ControlEvent
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.price.rates import nanos_to_text
+from tokenbrake.streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS, Totals, rollup_rows
 
 DDL_PATH = Path(__file__).with_name("ddl.sql")
 #: rows per INSERT: a backlog flush must not materialise hundreds of thousands of rows at once
@@ -52,7 +52,7 @@ def apply_ddl(client: Any, database: str) -> None:
         client.command(f"RENAME TABLE {database}.spend_minute TO {database}.spend_minute_legacy")
     for stmt in ddl_statements(database):
         client.command(stmt)
-    from streams.finops.migrations import migrate  # numbered migrations on top of the base schema
+    from tokenbrake.streams.finops.migrations import migrate  # numbered migrations on top of the base schema
 
     migrate(client, database)
 

@@ -24,7 +24,7 @@ import os
 import signal
 from typing import Any
 
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, Unstorable
+from tokenbrake.streams.sink.clickhouse import ClickHouseWriter, SinkBatch, Unstorable
 
 log = logging.getLogger("tokenbrake.sink")
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from streams.price.rates import nanos_to_text
+from tokenbrake.streams.price.rates import nanos_to_text
 
 MINUTE_COLUMNS = ["tenant_id", "dimension", "value", "window_start", "requests", "input_tokens", "output_tokens",
                   "cached_input_tokens", "reasoning_tokens", "errors", "retries", "cost_usd", "version"]

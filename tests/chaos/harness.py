@@ -1,4 +1,4 @@
-"""Real processes for the fault suite: worker processes (``python -m streams run``) and
+"""Real processes for the fault suite: worker processes (``python -m tokenbrake.streams run``) and
 their ClickHouse writer children, a CPU hog, a paced producer, consumer-group lag, and
 chdb directories read in a separate process (only one process may open a chdb directory,
 and one process can hold only one chdb session).
@@ -23,8 +23,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.broker import CHILD, ensure_topics, free_port
-from streams.status import fetch_status
+from tokenbrake.streams.broker import CHILD, ensure_topics, free_port
+from tokenbrake.streams.status import fetch_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def alive(pid: int) -> bool:
 
 
 class Worker:
-    """One ``python -m streams run`` process with its own home (faust dir, chdb dir, log)."""
+    """One ``python -m tokenbrake.streams run`` process with its own home (faust dir, chdb dir, log)."""
 
     def __init__(self, bootstrap: str, home: Path, app_id: str, policies: str, partitions: int,
                  **overrides: Any) -> None:
@@ -104,7 +104,7 @@ class Worker:
         self.url = f"http://127.0.0.1:{port}/tokenbrake"
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== chaos harness: start #{self.starts + 1} at {time.time():.3f} ===\n".encode())
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=self.env, cwd=ROOT,
+            self.proc = subprocess.Popen([sys.executable, "-m", "tokenbrake.streams", "run"], env=self.env, cwd=ROOT,
                                          stdout=log, stderr=log, stdin=subprocess.DEVNULL, **CHILD)
         self.starts += 1
         if wait:

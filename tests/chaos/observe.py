@@ -18,9 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from schemas.codec import loads
 from tests.chaos.harness import read_chdb
 from tests.chaos.workload import NANO, Expected, diff
+from tokenbrake.schemas.codec import loads
 
 
 def nanos(text: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from streams.sink.clickhouse import connect
+from tokenbrake.streams.sink.clickhouse import connect
 
 DB = "tokenbrake"
 

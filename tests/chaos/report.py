@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from streams.broker import EmbeddedBroker
 from tests.chaos.harness import ROOT
 from tests.chaos.scenarios import Lab
+from tokenbrake.streams.broker import EmbeddedBroker
 
 COLUMNS = ("scenario", "seed", "result", "sent", "counted", "stored", "lost", "double", "settle_s", "seconds")
 FIGURES_PATH = Path(os.environ.get("CHAOS_FIGURES", ROOT / ".tokenbrake" / "chaos-figures.json"))

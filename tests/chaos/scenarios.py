@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from schemas.codec import loads
-from streams.broker import EmbeddedBroker
-from streams.ingest.routing import TenantRouter
 from tests.chaos import observe
 from tests.chaos.harness import CpuHog, Producer, Worker, consume_all, descendants, lag, wait_for
 from tests.chaos.workload import Workload, make_workload
+from tokenbrake.schemas.codec import loads
+from tokenbrake.streams.broker import EmbeddedBroker
+from tokenbrake.streams.ingest.routing import TenantRouter
 
 
 @dataclass

@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from schemas.codec import loads
 from tests.chaos.harness import Producer, Worker, consume_all, lag, produce
 from tests.chaos.hostile import UNPRICED_TENANT, cases
 from tests.chaos.scenarios import Figures, Lab, _app, judge, settle
 from tests.chaos.workload import Workload, make_workload
+from tokenbrake.schemas.codec import loads
 
 
 # -- 5. hostile messages ---------------------------------------------------------------------------
@@ -130,9 +130,9 @@ def privacy(lab: Lab, seed: int, n: int = 2000) -> Figures:
     worker log, the broker's log, any topic on the broker or any table of any chdb directory."""
     import asyncio
 
-    from clients.reporter import UsageReporter
     from tests.chaos.harness import list_topics, read_chdb
     from tests.chaos.workload import RAW_ID_MARK, SALT, raw_user
+    from tokenbrake.clients.reporter import UsageReporter
 
     started = time.monotonic()
     fig = Figures(scenario="privacy", seed=seed, events=n)

@@ -17,8 +17,8 @@ from typing import Any
 
 from genai_prices import Usage, calc_price
 
-from clients.reporter import hash_user
-from schemas.codec import dumps
+from tokenbrake.clients.reporter import hash_user
+from tokenbrake.schemas.codec import dumps
 
 SALT = b"chaos-salt"
 RAW_ID_MARK = "@example.com"

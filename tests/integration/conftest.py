@@ -1,5 +1,5 @@
 """Real embedded parts: one Tansu broker per session; each test's worker is a real
-`python -m streams run` process with its own topics, consumer group and chdb directory."""
+`python -m tokenbrake.streams run` process with its own topics, consumer group and chdb directory."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas.codec import dumps
-from streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
-from streams.status import fetch_status
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
+from tokenbrake.streams.status import fetch_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ class WorkerProc:
         self.env["TOKENBRAKE_WEB_PORT"] = str(free_port())
         self.url = f"http://127.0.0.1:{self.env['TOKENBRAKE_WEB_PORT']}/tokenbrake/status"
         log = open(self.home / "worker.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "run"], env=self.env, cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tokenbrake.streams", "run"], env=self.env, cwd=ROOT,
                                      stdout=log, stderr=log, **CHILD)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

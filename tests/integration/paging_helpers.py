@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from schemas.codec import loads
-from streams.broker import CHILD, free_port
-from streams.status import fetch_status
 from tests.integration.conftest import ROOT
+from tokenbrake.schemas.codec import loads
+from tokenbrake.streams.broker import CHILD, free_port
+from tokenbrake.streams.status import fetch_status
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, tail: Callable[[], str] = str) -> Any:
@@ -109,7 +109,7 @@ class Receivers:
 
 
 class PagerProc:
-    """``python -m streams pager`` as a real process."""
+    """``python -m tokenbrake.streams pager`` as a real process."""
 
     def __init__(self, env: dict[str, str], home: Path) -> None:
         self.env, self.home = env, home
@@ -119,7 +119,7 @@ class PagerProc:
 
     def start(self, timeout_s: float = 60.0) -> PagerProc:
         log = open(self.home / "pager.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "pager"], env=self.env, cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tokenbrake.streams", "pager"], env=self.env, cwd=ROOT,
                                      stdout=log, stderr=log, **CHILD)
         wait_for(lambda: self.status_or_none() and self.status_or_none()["active"], timeout_s, "the pager to start",
                  self.log_tail)

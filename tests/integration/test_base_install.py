@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = """
 import importlib.util, sys
-from clients import KillSwitch, UsageReporter, from_openai_usage
-from schemas import ControlEvent, UsageEvent
+from tokenbrake.clients import KillSwitch, UsageReporter, from_openai_usage
+from tokenbrake.schemas import ControlEvent, UsageEvent
 absent = [m for m in ("faust", "chdb", "river", "clickhouse_connect", "pydantic_settings", "genai_prices")
           if importlib.util.find_spec(m) is not None]
 print("present:" + ",".join(absent))

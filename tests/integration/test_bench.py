@@ -11,7 +11,7 @@ import sys
 
 
 def test_bench_prints_every_figure_on_a_small_run(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "streams", "bench", "--events", "3000", "--probes", "3",
+    done = subprocess.run([sys.executable, "-m", "tokenbrake.streams", "bench", "--events", "3000", "--probes", "3",
                            "--load", "500", "--json"], cwd=tmp_path, capture_output=True, timeout=240,
                           env={k: v for k, v in os.environ.items() if not k.startswith("TOKENBRAKE_")})
     assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from streams.broker import EmbeddedBroker
+from tokenbrake.streams.broker import EmbeddedBroker
 
 
 def test_a_worker_stops_when_its_broker_is_gone(worker_env, tmp_path):

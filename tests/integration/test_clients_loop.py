@@ -12,13 +12,13 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from clients import KillSwitch, UsageReporter, from_openai_usage
-from schemas.control import ControlEvent
-from streams.operator import build_control, publish_control
-from streams.price import PriceBook
-from streams.price.rates import nanos_to_usd
-from streams.settings import Settings
 from tests.integration.conftest import ROOT, produce, run
+from tokenbrake.clients import KillSwitch, UsageReporter, from_openai_usage
+from tokenbrake.schemas.control import ControlEvent
+from tokenbrake.streams.operator import build_control, publish_control
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.settings import Settings
 
 POLICIES = """
 budgets:
@@ -99,7 +99,7 @@ def test_forged_controls_change_no_decision(worker_env, broker):
     forged = real.model_copy(update={"scope": real.scope.model_copy(update={"tenant_id": "acme"})})
 
     async def scenario() -> tuple[str, str, int]:
-        from streams.broker import ensure_topics
+        from tokenbrake.streams.broker import ensure_topics
 
         await ensure_topics(broker.bootstrap, {worker.topic_control: 1})
         ks = KillSwitch(broker.bootstrap, worker.topic_control, keys=settings.keyring)
@@ -150,7 +150,7 @@ def _alive(pid: int) -> bool:
 def test_children_die_with_their_launcher(tmp_path):
     """A launcher killed with SIGKILL (no cleanup runs) leaves no embedded broker behind."""
     script = tmp_path / "launcher.py"
-    script.write_text("import sys, time\nfrom streams.broker import EmbeddedBroker\n"
+    script.write_text("import sys, time\nfrom tokenbrake.streams.broker import EmbeddedBroker\n"
                       "b = EmbeddedBroker()\nb.start()\nprint(b._proc.pid, flush=True)\ntime.sleep(60)\n")
     launcher = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
     broker_pid = int(launcher.stdout.readline())

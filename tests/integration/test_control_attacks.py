@@ -8,14 +8,14 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-from clients import KillSwitch
-from clients.control_gate import Ignored, expires_ms
-from schemas.codec import dumps
-from schemas.control import ControlEvent
-from schemas.sequence import ControlSigner, wall_clock_ms
-from streams.operator import build_control, publish_control
-from streams.settings import Settings
 from tests.integration.conftest import consume_all, produce, run
+from tokenbrake.clients import KillSwitch
+from tokenbrake.clients.control_gate import Ignored, expires_ms
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.schemas.control import ControlEvent
+from tokenbrake.schemas.sequence import ControlSigner, wall_clock_ms
+from tokenbrake.streams.operator import build_control, publish_control
+from tokenbrake.streams.settings import Settings
 
 CURRENT, REVOKED = "k2:current-secret-16ch", "k1:revoked-secret-16ch"
 
@@ -119,7 +119,7 @@ def test_an_expired_ttl_control_stops_applying_at_its_expiry(worker_env, broker)
     now = [wall_clock_ms()]
 
     async def scenario() -> tuple[str, str, str]:
-        from streams.broker import ensure_topics
+        from tokenbrake.streams.broker import ensure_topics
 
         await ensure_topics(broker.bootstrap, {worker.topic_control: 1}, {worker.topic_control})
         ks = KillSwitch(broker.bootstrap, worker.topic_control, **settings.control_view_kwargs(),
@@ -148,7 +148,7 @@ def test_scope_sequences_follow_the_topic_across_issuers(worker_env, broker):
                         control_signing_keys=CURRENT)
 
     async def scenario() -> tuple[int, int]:
-        from streams.broker import ensure_topics
+        from tokenbrake.streams.broker import ensure_topics
 
         await ensure_topics(broker.bootstrap, {worker.topic_control: 1}, {worker.topic_control})
         ahead = wall_clock_ms() + 60_000  # another issuer, a minute ahead (within the skew)

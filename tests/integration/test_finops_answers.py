@@ -9,14 +9,14 @@ from decimal import ROUND_DOWN, Decimal
 
 import pytest
 
-from streams.decide.policies import parse_policies
-from streams.finops import rollup_sql
-from streams.finops.forecast import budget_utilisation
-from streams.finops.model_rates import sync_rates, usd_per_token
-from streams.price import PriceBook
-from streams.price.rates import nanos_to_usd
-from streams.sink.clickhouse import connect
 from tests import finops_seed as seed
+from tokenbrake.streams.decide.policies import parse_policies
+from tokenbrake.streams.finops import rollup_sql
+from tokenbrake.streams.finops.forecast import budget_utilisation
+from tokenbrake.streams.finops.model_rates import sync_rates, usd_per_token
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.sink.clickhouse import connect
 
 
 @pytest.fixture(scope="module")

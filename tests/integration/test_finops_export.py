@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from streams.price import PriceBook
 from tests import finops_seed as seed
 from tests.focus_rules import problems, read_csv
+from tokenbrake.streams.price import PriceBook
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def store(tmp_path_factory):  # noqa: ANN201
 
 
 def tokenbrake(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streams", *args], env=env, cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tokenbrake.streams", *args], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from schemas.outcome import OutcomeEvent
-from schemas.usage import UsageEvent
-from streams.finops.outcomes import cost_per_outcome, unattributed, write_outcomes
-from streams.price import PriceBook
-from streams.price.rates import nanos_to_usd
-from streams.sink.clickhouse import connect
 from tests import finops_seed as seed
 from tests.focus_rules import read_csv
+from tokenbrake.schemas.outcome import OutcomeEvent
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.finops.outcomes import cost_per_outcome, unattributed, write_outcomes
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.sink.clickhouse import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = datetime(2026, 3, 10, tzinfo=UTC)
@@ -100,7 +100,7 @@ def test_outcomes_load_and_export_from_the_command_line(store):
            "TOKENBRAKE_HOME": str(home)}
 
     def tokenbrake(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "streams", *args], env=env, cwd=ROOT, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "tokenbrake.streams", *args], env=env, cwd=ROOT, capture_output=True,
                               text=True, timeout=300)
 
     done = tokenbrake("outcomes", "load", str(home / "outcomes.jsonl"))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from clients.reporter import UsageReporter, hash_user
-from streams.broker import ensure_topics
-from streams.sink.clickhouse import connect
+from tokenbrake.clients.reporter import UsageReporter, hash_user
+from tokenbrake.streams.broker import ensure_topics
+from tokenbrake.streams.sink.clickhouse import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def test_reported_outcomes_reach_clickhouse_once(broker, tmp_path):
            "TOKENBRAKE_TOPIC_OUTCOMES": topic, "TOKENBRAKE_APP_ID": f"app-{uuid.uuid4().hex[:8]}"}
 
     def sink() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "streams", "outcomes", "sink", "--bootstrap", broker.bootstrap,
+        return subprocess.run([sys.executable, "-m", "tokenbrake.streams", "outcomes", "sink", "--bootstrap", broker.bootstrap,
                                "--exit-when-caught-up"], env=env, cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
 

@@ -12,11 +12,11 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from streams.broker import ensure_topics
-from streams.finops import rollup_sql
-from streams.price import PriceBook
-from streams.sink.clickhouse import connect
 from tests import finops_seed as seed
+from tokenbrake.streams.broker import ensure_topics
+from tokenbrake.streams.finops import rollup_sql
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.sink.clickhouse import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def test_readme_finops_commands_run_as_written(tmp_path, broker):
         # as a shell expands it (the one variable the README uses)
         argv = [a.replace("$TOKENBRAKE_KAFKA_BOOTSTRAP", env["TOKENBRAKE_KAFKA_BOOTSTRAP"])
                 for a in shlex.split(command)[1:]]
-        done = subprocess.run([sys.executable, "-m", "streams", *argv], env=env, cwd=tmp_path,
+        done = subprocess.run([sys.executable, "-m", "tokenbrake.streams", *argv], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
     for name in ("focus-march.csv", "focus-march.parquet", "spend.csv", "users.csv", "controls.csv", "alerts.csv",

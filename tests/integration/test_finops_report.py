@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.price import PriceBook
 from tests import finops_seed as seed
+from tokenbrake.streams.price import PriceBook
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = """
@@ -39,7 +39,7 @@ def report(tmp_path_factory):  # noqa: ANN201
     env = {**os.environ, "TOKENBRAKE_CLICKHOUSE_DSN": dsn, "TOKENBRAKE_CLICKHOUSE_DATABASE": seed.DB,
            "TOKENBRAKE_HOME": str(home), "TOKENBRAKE_POLICIES_PATH": str(home / "policies.yaml"), "COLUMNS": "160"}
     html = home / "report.html"
-    done = subprocess.run([sys.executable, "-m", "streams", "report", "--since", "30d", "--until", "2026-03-30",
+    done = subprocess.run([sys.executable, "-m", "tokenbrake.streams", "report", "--since", "30d", "--until", "2026-03-30",
                            "--html", str(html), "--refresh"], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr

@@ -9,11 +9,11 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from streams.finops import rollup_sql
-from streams.price import PriceBook
-from streams.price.overrides import Overrides
-from streams.sink.clickhouse import connect
 from tests import finops_seed as seed
+from tokenbrake.streams.finops import rollup_sql
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.price.overrides import Overrides
+from tokenbrake.streams.sink.clickhouse import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 # a negotiated discount on gpt-4o: half the list price ($2.50 / $10 per M at list)
@@ -36,7 +36,7 @@ def test_reprice_rewrites_the_range_and_every_rollup_idempotently(tmp_path):
     env.pop("TOKENBRAKE_PRICE_OVERRIDES_PATH", None)
 
     def run() -> str:
-        done = subprocess.run([sys.executable, "-m", "streams", "reprice", "--from", "2026-03-02", "--to",
+        done = subprocess.run([sys.executable, "-m", "tokenbrake.streams", "reprice", "--from", "2026-03-02", "--to",
                                "2026-03-15", "--overrides", str(tmp_path / "prices.yaml")], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
@@ -71,7 +71,7 @@ def test_reprice_rewrites_the_range_and_every_rollup_idempotently(tmp_path):
 
 def test_reprice_mistakes_are_one_line(tmp_path):
     env = {**os.environ, "TOKENBRAKE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'chdb'}", "TOKENBRAKE_HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "streams", "reprice", "--from", "2026-03-02", "--to", "2026-03-15",
+    done = subprocess.run([sys.executable, "-m", "tokenbrake.streams", "reprice", "--from", "2026-03-02", "--to", "2026-03-15",
                            "--overrides", str(tmp_path / "missing.yaml")], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip() == f"--overrides: no such file {tmp_path / 'missing.yaml'}"

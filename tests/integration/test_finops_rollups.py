@@ -9,12 +9,12 @@ from decimal import Decimal
 
 import pytest
 
-from streams.finops import rollup_sql
-from streams.finops.migrations import MIGRATIONS, Retention, applied, migrate
-from streams.price import PriceBook
-from streams.price.rates import nanos_to_usd
-from streams.sink.clickhouse import connect, ddl_statements
 from tests import finops_seed as seed
+from tokenbrake.streams.finops import rollup_sql
+from tokenbrake.streams.finops.migrations import MIGRATIONS, Retention, applied, migrate
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.sink.clickhouse import connect, ddl_statements
 
 SEEDED_DSN: list[str] = []
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from schemas.codec import loads
-from streams import cli
-from streams.sink.clickhouse import ClickHouseWriter
+from tokenbrake.schemas.codec import loads
+from tokenbrake.streams import cli
+from tokenbrake.streams.sink.clickhouse import ClickHouseWriter
 
 
 def _operator_rows(home: Path) -> list[tuple]:

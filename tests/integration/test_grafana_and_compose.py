@@ -13,13 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from schemas.control import AlertEvent, ControlEvent, Reason, Scope
-from schemas.usage import UsageEvent
-from streams.decide.policies import parse_policies
-from streams.engine import Engine, PricedEvent
-from streams.price import PriceBook
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, alert_row, control_row, now_text, usage_source
-from streams.sink.rollups import keep_totals
+from tokenbrake.schemas.control import AlertEvent, ControlEvent, Reason, Scope
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.decide.policies import parse_policies
+from tokenbrake.streams.engine import Engine, PricedEvent
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.sink.clickhouse import (
+    ClickHouseWriter,
+    SinkBatch,
+    alert_row,
+    control_row,
+    now_text,
+    usage_source,
+)
+from tokenbrake.streams.sink.rollups import keep_totals
 
 ROOT = Path(__file__).resolve().parents[2]
 # the Enforcement dashboard has its own data and macros: tests/integration/test_grafana_enforcement.py

@@ -12,18 +12,18 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from schemas.control import AlertEvent, ControlEvent, Reason, Scope
-from schemas.outcome import OutcomeEvent
-from schemas.usage import UsageEvent
-from streams.decide.policies import parse_policies
-from streams.finops import grafana_enforcement as ge
-from streams.finops import rollup_sql
-from streams.finops.migrations import sync_budget_policies
-from streams.finops.outcomes import write_outcomes
-from streams.price import PriceBook
-from streams.price.rates import nanos_to_usd
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, alert_row, control_row, usage_source
 from tests.finops_seed import price
+from tokenbrake.schemas.control import AlertEvent, ControlEvent, Reason, Scope
+from tokenbrake.schemas.outcome import OutcomeEvent
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.decide.policies import parse_policies
+from tokenbrake.streams.finops import grafana_enforcement as ge
+from tokenbrake.streams.finops import rollup_sql
+from tokenbrake.streams.finops.migrations import sync_budget_policies
+from tokenbrake.streams.finops.outcomes import write_outcomes
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.sink.clickhouse import ClickHouseWriter, SinkBatch, alert_row, control_row, usage_source
 
 ALL = "$__all"
 
@@ -157,4 +157,4 @@ def test_budget_utilisation_is_exact_and_follows_the_policies_file(loaded):
 
 def test_generated_files_are_current():
     for path, text in ge.render().items():
-        assert path.read_text() == text, f"run python -m streams.finops.grafana_enforcement: {path.name} is stale"
+        assert path.read_text() == text, f"run python -m tokenbrake.streams.finops.grafana_enforcement: {path.name} is stale"

@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas.codec import loads
-from streams.settings import Settings
 from tests.integration.conftest import ROOT, consume_all, event_json, msg, produce, run
+from tokenbrake.schemas.codec import loads
+from tokenbrake.streams.settings import Settings
 
 POLICIES = """
 budgets:

@@ -6,9 +6,9 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from clients.offsets import exact_end_offsets
-from streams.broker import ensure_topics
 from tests.integration.conftest import run
+from tokenbrake.clients.offsets import exact_end_offsets
+from tokenbrake.streams.broker import ensure_topics
 
 
 def test_exact_end_offsets_reads_past_a_batch_reported_by_its_base(broker):

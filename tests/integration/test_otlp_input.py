@@ -9,12 +9,12 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from schemas.codec import dumps
-from streams.sink.clickhouse import connect
 from tests.integration.conftest import consume_all, produce, run
 from tests.integration.test_metrics import scrape, value
 from tests.otlp_spans import Service, chat, json_bytes, proto_bytes
 from tests.unit.test_otlp_ingest import expected_events, mixed_batch
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.sink.clickhouse import connect
 
 COLUMNS = ("tenant_id, feature_id, user_id, provider, model, input_tokens, output_tokens, cached_input_tokens, "
            "cache_write_tokens, reasoning_tokens, status, cost_usd, ts")

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas.codec import dumps, loads
-from schemas.control import ControlEvent, Scope
-from streams.emit.events import Emitted, alert
-from streams.status import fetch_status
 from tests.integration.conftest import ROOT, consume_all, event_json, msg, produce, run
 from tests.integration.paging_helpers import PagerProc, Receivers, wait_for
+from tokenbrake.schemas.codec import dumps, loads
+from tokenbrake.schemas.control import ControlEvent, Scope
+from tokenbrake.streams.emit.events import Emitted, alert
+from tokenbrake.streams.status import fetch_status
 
 PD_KEY = "pd-routing-key-7f3a9c"
 SLACK_PATH = "/slack/T0001/B0001/slacksecretpath42"
@@ -126,7 +126,7 @@ def test_every_receiver_gets_one_trigger_and_one_resolve_across_a_pager_crash(pa
         [("budget", "open", ["am", "flaky", "pd", "slack"], ["hang"])]
     assert "hang: timeout after 0.5s" in listed[0]["last_error"]
 
-    listed_by_cli = subprocess.run([sys.executable, "-m", "streams", "alerts", "list", "--json"], env=pager.env,
+    listed_by_cli = subprocess.run([sys.executable, "-m", "tokenbrake.streams", "alerts", "list", "--json"], env=pager.env,
                                    cwd=ROOT, capture_output=True, timeout=60, check=True)
     assert loads(listed_by_cli.stdout) == listed  # read from the incidents topic, as the pager sees them
 
@@ -181,7 +181,7 @@ def test_alerts_test_sends_a_trigger_and_a_resolve_through_one_route_and_prints_
     env = pager_env().env
 
     def alerts_test(route: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "streams", "alerts", "test", "--route", route], env=env,
+        return subprocess.run([sys.executable, "-m", "tokenbrake.streams", "alerts", "test", "--route", route], env=env,
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
 
     pd = alerts_test("pd")
@@ -266,7 +266,7 @@ async def control_latency(bootstrap: str, usage: str, control: str, tenant: str)
 
 
 def test_decisions_do_not_wait_for_a_hanging_receiver(worker_env, receivers, broker, tmp_path):
-    from streams.broker import free_port
+    from tokenbrake.streams.broker import free_port
 
     worker = worker_env(POLICIES)
     (tmp_path / "routes.yaml").write_text(HANG_ROUTES)

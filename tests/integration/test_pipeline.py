@@ -8,16 +8,16 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from schemas.codec import dumps, loads
-from schemas.control import ControlEvent
-from schemas.signing import parse_keyring, verify
-from schemas.usage import UsageEvent
-from streams.backtest import run as backtest
-from streams.decide.policies import parse_policies
-from streams.engine import Engine
-from streams.price import PriceBook
-from streams.sink.clickhouse import connect
 from tests.integration.conftest import ROOT, consume_all, event_json, msg, produce, run
+from tokenbrake.schemas.codec import dumps, loads
+from tokenbrake.schemas.control import ControlEvent
+from tokenbrake.schemas.signing import parse_keyring, verify
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.backtest import run as backtest
+from tokenbrake.streams.decide.policies import parse_policies
+from tokenbrake.streams.engine import Engine
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.sink.clickhouse import connect
 
 POLICIES = """
 budgets:
@@ -193,7 +193,7 @@ def test_events_on_another_partition_than_their_tenants_are_forwarded_and_counte
     the worker sends the events on to their tenant's partition and counts them there, once."""
     from aiokafka import AIOKafkaProducer
 
-    from streams.ingest.routing import TenantRouter
+    from tokenbrake.streams.ingest.routing import TenantRouter
 
     worker = worker_env(POLICIES).start()
     right = TenantRouter(2).partition("globex")
@@ -228,11 +228,11 @@ def test_a_usage_topic_with_another_partition_count_is_refused_at_start_up(worke
     import subprocess
     import sys
 
-    from streams.broker import ensure_topics, free_port
+    from tokenbrake.streams.broker import ensure_topics, free_port
 
     worker = worker_env("", web_port=str(free_port()))
     run(ensure_topics(broker.bootstrap, {worker.topic_usage: 3}))  # the worker is configured for 2
-    done = subprocess.run([sys.executable, "-m", "streams", "run"], env=worker.env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "tokenbrake.streams", "run"], env=worker.env, cwd=ROOT,
                           capture_output=True, timeout=60)
     assert done.returncode == 2
     assert b"has 3 partitions but TOKENBRAKE_TOPIC_PARTITIONS is 2" in done.stderr

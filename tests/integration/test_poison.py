@@ -9,9 +9,9 @@ import json
 
 from aiokafka import AIOKafkaProducer
 
-from schemas.codec import dumps
-from streams.emit.dead_letter import DLQ_MAX_BYTES
 from tests.integration.conftest import consume_all, event_json, msg, run
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.emit.dead_letter import DLQ_MAX_BYTES
 
 HUGE_TS = 10**30
 

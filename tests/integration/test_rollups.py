@@ -8,12 +8,12 @@ from decimal import Decimal
 
 import pytest
 
-from schemas.usage import UsageEvent
-from streams.decide.policies import parse_policies
-from streams.engine import Engine, PricedEvent
-from streams.price import PriceBook
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, now_text, usage_source
-from streams.sink.rollups import keep_totals
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.decide.policies import parse_policies
+from tokenbrake.streams.engine import Engine, PricedEvent
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.sink.clickhouse import ClickHouseWriter, SinkBatch, now_text, usage_source
+from tokenbrake.streams.sink.rollups import keep_totals
 
 NOW_MS = (int(time.time() * 1000) // 60_000) * 60_000 - 60_000
 
@@ -97,7 +97,7 @@ def test_the_writer_process_survives_its_child_dying_and_reports_errors(tmp_path
     import os
     import signal
 
-    from streams.sink.process import SinkProcess
+    from tokenbrake.streams.sink.process import SinkProcess
 
     engine = Engine(parse_policies(""), PriceBook(), clock=lambda: NOW_MS + 120_000)
     sink = SinkProcess(f"chdb://{tmp_path / 'chdb'}", "tb")
@@ -133,7 +133,7 @@ def test_the_writer_process_survives_its_child_dying_and_reports_errors(tmp_path
 
 
 def test_an_old_user_keyed_spend_minute_is_kept_aside(tmp_path):
-    from streams.sink.clickhouse import connect
+    from tokenbrake.streams.sink.clickhouse import connect
 
     dsn = f"chdb://{tmp_path / 'chdb'}"
     client = connect(dsn)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from streams.sink.buffer import SinkBuffer
-from streams.sink.process import SinkProcess
+from tokenbrake.streams.sink.buffer import SinkBuffer
+from tokenbrake.streams.sink.process import SinkProcess
 
 
 def test_a_hung_clickhouse_write_times_out_and_is_reported():

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from clients import KafkaSecurity, KillSwitch, UsageReporter
-from schemas.control import ControlEvent
-from streams.broker import EmbeddedBroker, free_port
 from tests.integration.conftest import ROOT, run
 from tests.integration.tls import TLSProxy, make_test_ca
+from tokenbrake.clients import KafkaSecurity, KillSwitch, UsageReporter
+from tokenbrake.schemas.control import ControlEvent
+from tokenbrake.streams.broker import EmbeddedBroker, free_port
 
 POLICIES = """
 budgets:
@@ -77,7 +77,7 @@ def test_reporter_worker_killswitch_and_cli_over_tls(tls_broker, worker_env):
                                 model="gpt-4o", input_tokens=20_000, output_tokens=500)
                 await asyncio.sleep(0.01)
             env = {**worker.env, "TOKENBRAKE_TOPIC_CONTROL": worker.topic_control}
-            cli = subprocess.run([sys.executable, "-m", "streams", "control", "block", "--tenant", "globex",
+            cli = subprocess.run([sys.executable, "-m", "tokenbrake.streams", "control", "block", "--tenant", "globex",
                                   "--reason", "over TLS"], env=env, cwd=ROOT, capture_output=True, text=True,
                                  timeout=60, check=False)
             assert cli.returncode == 0, cli.stderr

@@ -11,10 +11,10 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from schemas.usage import UsageEvent
-from streams.engine import PricedEvent
-from streams.sink.buffer import SinkBuffer
-from streams.sink.clickhouse import ClickHouseWriter, SinkBatch, now_text, usage_source
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.engine import PricedEvent
+from tokenbrake.streams.sink.buffer import SinkBuffer
+from tokenbrake.streams.sink.clickhouse import ClickHouseWriter, SinkBatch, now_text, usage_source
 
 NOW_MS = int(time.time() * 1000) - 60_000
 

@@ -4,9 +4,9 @@ bounded by scopes and the event rate, not by the number of events (issue 13)."""
 import itertools
 from datetime import UTC, datetime
 
-from schemas.codec import dumps
-from streams.backtest import counted, in_time_order, read_events, run
 from tests.helpers import NOW_MS, engine, event
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.backtest import counted, in_time_order, read_events, run
 
 T0 = NOW_MS // 60_000 * 60_000 - 10 * 86_400_000
 

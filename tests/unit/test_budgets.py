@@ -1,7 +1,7 @@
 from decimal import Decimal
 
-from streams.aggregate.periods import DAY_MS
 from tests.helpers import NOW_MS, engine, event
+from tokenbrake.streams.aggregate.periods import DAY_MS
 
 POLICY = """
 budgets:
@@ -156,7 +156,7 @@ request_cost_caps:
 
 
 def test_with_no_policies_file_a_call_over_one_dollar_alerts_and_budgets_warn_at_80_percent():
-    from streams.decide.policies import load_policies, parse_policies
+    from tokenbrake.streams.decide.policies import load_policies, parse_policies
 
     defaults = load_policies(None)
     assert [(c.id, c.max_usd) for c in defaults.request_cost_caps] == [("default-1usd", Decimal("1.00"))]

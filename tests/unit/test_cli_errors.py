@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import cli
-from streams.broker import free_port
+from tokenbrake.streams import cli
+from tokenbrake.streams.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURE = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"

@@ -1,10 +1,17 @@
 import time
 from datetime import UTC, datetime, timedelta
 
-from clients import KillSwitch, TokenBucket, UsageReporter, from_anthropic_usage, from_openai_usage, hash_user
-from schemas.codec import dumps
-from schemas.control import ControlEvent, Reason, Scope
-from schemas.signing import sign
+from tokenbrake.clients import (
+    KillSwitch,
+    TokenBucket,
+    UsageReporter,
+    from_anthropic_usage,
+    from_openai_usage,
+    hash_user,
+)
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.schemas.control import ControlEvent, Reason, Scope
+from tokenbrake.schemas.signing import sign
 
 KEYS = "k1:secret"
 
@@ -122,7 +129,8 @@ def test_clients_never_import_faust():
     import subprocess
     import sys
 
-    code = "import clients, examples.service, sys; assert not any(m.split('.')[0] == 'faust' for m in sys.modules)"
+    code = ("import tokenbrake.clients, examples.service, sys; "
+            "assert not any(m.split('.')[0] == 'faust' for m in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
 
@@ -151,7 +159,7 @@ def test_record_never_raises_and_counts_what_it_refuses():
 
 
 def test_the_reporter_rejects_a_misspelled_field():
-    from clients.reporter import UsageReporter
+    from tokenbrake.clients.reporter import UsageReporter
 
     reporter = UsageReporter("127.0.0.1:1", user_id_salt="s")
     assert reporter.record(tenant_id="acme", feature_id="chat", user_id="u", provider="openai", model="gpt-4o",

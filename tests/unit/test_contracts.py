@@ -5,11 +5,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.codec import dumps, loads
-from schemas.control import ControlEvent, Reason, Scope, scope_key
-from schemas.export import OUT, render
-from schemas.signing import parse_keyring, sign, verify
 from tests.helpers import event
+from tokenbrake.schemas.codec import dumps, loads
+from tokenbrake.schemas.control import ControlEvent, Reason, Scope, scope_key
+from tokenbrake.schemas.export import OUT, render
+from tokenbrake.schemas.signing import parse_keyring, sign, verify
 
 
 def test_jsonschema_files_are_current():

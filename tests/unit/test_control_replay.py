@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clients import KillSwitch, hash_user
-from clients.control_gate import Ignored
-from schemas.codec import dumps, loads
-from schemas.control import ControlEvent, Reason, Scope, parse_scope_key
-from schemas.sequence import ControlSigner, next_seq, order_key
-from schemas.signing import sign, verify
+from tokenbrake.clients import KillSwitch, hash_user
+from tokenbrake.clients.control_gate import Ignored
+from tokenbrake.schemas.codec import dumps, loads
+from tokenbrake.schemas.control import ControlEvent, Reason, Scope, parse_scope_key
+from tokenbrake.schemas.sequence import ControlSigner, next_seq, order_key
+from tokenbrake.schemas.signing import sign, verify
 
 T0 = 1_800_000_000_000  # ms; every clock here is injected
 KEYS = {"k1": b"secret-1", "k2": b"secret-2"}
@@ -226,7 +226,7 @@ def test_the_ignored_callback_sees_every_refusal():
 
 
 def test_the_worker_answers_a_refused_last_record_on_a_scope_it_holds_a_control_for():
-    from streams.emit.reassert import Reasserter
+    from tokenbrake.streams.emit.reassert import Reasserter
 
     clock = Clock()
     ks = switch(clock)

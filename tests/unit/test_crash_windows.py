@@ -16,9 +16,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.aggregate.store import WIDTH
-from streams.engine import STORES
 from tests.helpers import NOW_MS, engine, event
+from tokenbrake.streams.aggregate.store import WIDTH
+from tokenbrake.streams.engine import STORES
 
 TENANTS, USERS = ("acme", "globex"), ("u1", "u2", "u3")
 
@@ -124,8 +124,8 @@ def test_a_reread_event_is_added_only_to_the_buckets_it_missed():
 def test_one_tenants_future_event_moves_only_its_own_clock():
     """Issue 11 (4.): a rolling-budget block of one tenant is not lifted by another tenant's
     event stamped an hour ahead; an event beyond the allowed skew is refused (Seen.FUTURE)."""
-    from streams.engine import EngineConfig
-    from streams.ingest.dedupe import Seen
+    from tokenbrake.streams.engine import EngineConfig
+    from tokenbrake.streams.ingest.dedupe import Seen
 
     clock = [NOW_MS]
     e = engine("""
@@ -152,8 +152,8 @@ budgets:
 def test_an_event_older_than_the_dedupe_horizon_is_late_from_the_first_event_on():
     """Found by the fault suite's hostile corpus: before the first expiry moved the dedupe floor,
     an event two days old was counted (it would reopen a day the worker no longer holds)."""
-    from streams.engine import EngineConfig
-    from streams.ingest.dedupe import Seen
+    from tokenbrake.streams.engine import EngineConfig
+    from tokenbrake.streams.ingest.dedupe import Seen
 
     e = engine(clock=lambda: NOW_MS, config=EngineConfig(dedupe_horizon_minutes=24 * 60))
     assert e.process(event(ts=NOW_MS - 2 * 86_400_000), 0, 1) is Seen.LATE

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-import detectors
+from tokenbrake import detectors
 
 NORMAL = {
     "RetryStorm": lambda r: {"requests": 60 + r.randrange(20), "retries": r.randrange(3), "errors": r.randrange(3)},

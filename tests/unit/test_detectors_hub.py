@@ -49,7 +49,7 @@ def test_cost_rate_fires_once_issues_control_and_resolves():
 def test_detectors_can_be_configured_and_disabled():
     import pytest
 
-    from streams.decide.policies import PolicyError, parse_policies
+    from tokenbrake.streams.decide.policies import PolicyError, parse_policies
 
     assert parse_policies("detectors:\n  cost_rate: {factor: 6, action: throttle, max_rps: 2}\n")
     with pytest.raises(PolicyError):
@@ -71,14 +71,14 @@ def _baseline_then_release(e, start_minute: int, minutes: int, t: int, model: st
 
 def _persisted(e) -> list:
     """The decisions store as a restarted worker reads it back (JSON through the changelog)."""
-    from schemas.codec import dumps, loads
+    from tokenbrake.schemas.codec import dumps, loads
 
     store = e.stores["decisions"]
     return [(k, loads(dumps(v)), store.partition_of(k)) for k, v in store.items()]
 
 
 def test_detector_baselines_survive_a_restart_only_when_sealed_and_unchanged():
-    from schemas.signing import Sealer
+    from tokenbrake.schemas.signing import Sealer
 
     sealer = Sealer("k1", b"secret", {"k1": b"secret"})
     t = (NOW_MS - 3 * 3_600_000) // 60_000 * 60_000

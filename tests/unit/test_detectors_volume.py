@@ -3,8 +3,8 @@ fast on real incidents (issue 13). Seeded, event time only; each test well under
 
 import random
 
-from detectors import CacheRegression, TokenInflation
 from tests.helpers import NOW_MS, engine, event
+from tokenbrake.detectors import CacheRegression, TokenInflation
 
 T0 = (NOW_MS - 30 * 3_600_000) // 3_600_000 * 3_600_000  # hour-aligned, in the past
 
@@ -103,7 +103,7 @@ def test_cache_regression_ignores_features_without_a_cache():
 
 
 def test_a_model_restored_from_an_earlier_class_layout_learns_afresh_instead_of_crashing():
-    from detectors import RetryStorm
+    from tokenbrake.detectors import RetryStorm
 
     e, rng = engine(), random.Random(4)
     old = RetryStorm()

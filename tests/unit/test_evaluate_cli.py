@@ -1,10 +1,10 @@
 """``tokenbrake backtest --rss-at`` and ``tokenbrake evaluate`` on small inputs (the big
 measurements are commands quoted in the README)."""
 
-from schemas.codec import dumps
-from streams.cli import main
-from streams.scenarios import generate
 from tests.helpers import event
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.cli import main
+from tokenbrake.streams.scenarios import generate
 
 
 def test_backtest_streams_a_file_and_prints_rss_at_the_marks(tmp_path, capsys):
@@ -41,8 +41,8 @@ def test_production_volume_has_busy_scopes_failures_retries_and_cached_input():
 def test_evaluate_tallies_recall_delay_and_clean_alerts_per_rule():
     from dataclasses import asdict
 
-    from schemas.usage import UsageEvent
-    from streams.evaluate import Tally
+    from tokenbrake.schemas.usage import UsageEvent
+    from tokenbrake.streams.evaluate import Tally
 
     tally = Tally()
     events, plan = generate(2, 6, _tokens(), volume="standard")

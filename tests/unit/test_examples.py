@@ -5,10 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.decide.named_models import check_policies_file
-from streams.decide.policies import load_policies
-from streams.settings import Settings
-from streams.setup import build_engine
+from tokenbrake.streams.decide.named_models import check_policies_file
+from tokenbrake.streams.decide.policies import load_policies
+from tokenbrake.streams.settings import Settings
+from tokenbrake.streams.setup import build_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ from faust.stores import memory
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.faust_internals import patches as compat
+from tokenbrake.streams.faust_internals import patches as compat
 
 #: the versions the patches were written against (pinned exactly in pyproject.toml)
 PINNED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}

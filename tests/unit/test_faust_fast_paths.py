@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from streams.faust_internals import patches as compat
-from streams.faust_internals.batches import take_batches
-from streams.faust_internals.patches import FIRST_DELIVERED
+from tokenbrake.streams.faust_internals import patches as compat
+from tokenbrake.streams.faust_internals.batches import take_batches
+from tokenbrake.streams.faust_internals.patches import FIRST_DELIVERED
 
 
 class Flow:
@@ -54,7 +54,7 @@ def test_commits_never_skip_a_pending_message():
     the committed offset) must hold the commit back (streams.faust_internals.patches, 5.)."""
     from collections import defaultdict
 
-    from streams.faust_internals.patches import _new_offset
+    from tokenbrake.streams.faust_internals.patches import _new_offset
 
     def consumer(committed, acked):
         return SimpleNamespace(_acked=defaultdict(list, {"tp": list(acked)}), _committed_offset=defaultdict(

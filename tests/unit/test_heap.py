@@ -1,7 +1,7 @@
 import gc
 import time
 
-from streams.heap import HeapAger
+from tokenbrake.streams.heap import HeapAger
 
 
 def test_ages_the_heap_at_most_once_per_interval():

@@ -1,10 +1,10 @@
 import pytest
 
-from schemas.codec import dumps
-from streams.decide.policies import PolicyError, parse_policies
-from streams.ingest.decode import decode
-from streams.ingest.dedupe import Seen
 from tests.helpers import NOW_MS, engine, event
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.decide.policies import PolicyError, parse_policies
+from tokenbrake.streams.ingest.decode import decode
+from tokenbrake.streams.ingest.dedupe import Seen
 
 
 def _raw(**kw):
@@ -40,8 +40,8 @@ def test_dedupe_classifies():
 
 
 def test_dedupe_remembers_where_each_id_was_read_across_a_restart():
-    from streams.aggregate.store import Store
-    from streams.ingest.dedupe import Deduper
+    from tokenbrake.streams.aggregate.store import Store
+    from tokenbrake.streams.ingest.dedupe import Deduper
 
     first = Deduper(Store("dedupe"), 60, 1000)
     assert first.check("a", NOW_MS, 3, 70_000_000_000) is Seen.NEW  # a large offset, a high partition
@@ -64,7 +64,7 @@ def test_dedupe_remembers_where_each_id_was_read_across_a_restart():
 
 
 def test_dedupe_memory_is_bounded_and_late_events_are_refused():
-    from streams.engine import EngineConfig
+    from tokenbrake.streams.engine import EngineConfig
 
     e = engine(config=EngineConfig(dedupe_horizon_minutes=60, dedupe_max_entries=1000))
     for i in range(3000):
@@ -83,7 +83,7 @@ def test_expired_buckets_are_dropped():
 
 
 def test_day_and_month_buckets_live_until_yesterday_and_last_month_also_after_a_restore():
-    from streams.aggregate.periods import DAY_MS, day_of, month_of
+    from tokenbrake.streams.aggregate.periods import DAY_MS, day_of, month_of
 
     for restored in (False, True):
         e = engine()
@@ -112,7 +112,7 @@ def test_policy_errors_name_line_and_field():
 
 
 def test_dedupe_chunks_stay_small_whatever_the_batch():
-    from streams.ingest.dedupe import CHUNK_MAX, chunk_entries
+    from tokenbrake.streams.ingest.dedupe import CHUNK_MAX, chunk_entries
 
     e = engine()
     for i in range(CHUNK_MAX * 2 + 10):
@@ -123,8 +123,8 @@ def test_dedupe_chunks_stay_small_whatever_the_batch():
 
 
 def test_unknown_fields_are_accepted_counted_and_named_once(caplog):
-    from schemas.codec import dumps as _dumps
-    from streams.ingest.decode import note_unknown_fields
+    from tokenbrake.schemas.codec import dumps as _dumps
+    from tokenbrake.streams.ingest.decode import note_unknown_fields
 
     base = {"event_id": "e1", "ts": 1_767_571_200_000, "tenant_id": "acme", "feature_id": "chat", "user_id": "u1",
             "provider": "openai", "model": "gpt-4o", "input_tokens": 10, "output_tokens": 1}

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.engine import PricedEvent
-from streams.metrics import WorkerMeter
 from tests.helpers import GPT4O_CALL_NANOS, event
+from tokenbrake.streams.engine import PricedEvent
+from tokenbrake.streams.metrics import WorkerMeter
 
 
 def test_spend_and_tokens_count_fresh_events_only_within_the_label_caps() -> None:

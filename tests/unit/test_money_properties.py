@@ -4,9 +4,9 @@ remaining budget never goes negative."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.aggregate.spend import COST
-from streams.aggregate.store import WIDTH
 from tests.helpers import NOW_MS, engine, event
+from tokenbrake.streams.aggregate.spend import COST
+from tokenbrake.streams.aggregate.store import WIDTH
 
 calls = st.lists(st.tuples(st.sampled_from(["acme", "globex"]), st.sampled_from(["chat", "search"]),
                            st.integers(0, 50_000), st.integers(0, 5_000), st.integers(0, 3_600_000),
@@ -120,7 +120,7 @@ budgets:
 def test_money_text_for_clickhouse_is_exact(nanos):
     from decimal import Decimal
 
-    from streams.price.rates import nanos_to_text, nanos_to_usd
+    from tokenbrake.streams.price.rates import nanos_to_text, nanos_to_usd
 
     text = nanos_to_text(nanos)
     assert Decimal(text) == nanos_to_usd(nanos)
@@ -131,6 +131,6 @@ def test_money_text_for_clickhouse_is_exact(nanos):
 def test_timestamp_text_for_clickhouse_is_exact(ts_ms):
     from decimal import Decimal
 
-    from streams.sink.clickhouse import ts_text
+    from tokenbrake.streams.sink.clickhouse import ts_text
 
     assert Decimal(ts_text(ts_ms)) * 1000 == ts_ms

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import cli
-from streams.decide.named_models import check_policies_file
+from tokenbrake.streams import cli
+from tokenbrake.streams.decide.named_models import check_policies_file
 
 TYPO = """\
 budgets:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 
-from clients.offsets import read_to_high_water
+from tokenbrake.clients.offsets import read_to_high_water
 
 TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
 

@@ -3,10 +3,10 @@ expires or the operator lifts it; the topic's latest message always matches the 
 
 from datetime import UTC, datetime
 
-from streams.aggregate.periods import DAY_MS
-from streams.operator import build_control
 from tests.helpers import NOW_MS, engine, event
 from tests.unit.test_budgets import POLICY, run
+from tokenbrake.streams.aggregate.periods import DAY_MS
+from tokenbrake.streams.operator import build_control
 
 
 def _by_hand(action: str, expires_ms: int | None = None, **kw):
@@ -80,9 +80,9 @@ def test_a_tombstone_on_a_controlled_scope_gets_its_control_again():
     """Issue 11 (6.): a null record on the compacted control topic deletes a scope's last
     control; the worker owning the tenant publishes the effective decision again (never for a
     scope it does not own, nor for a key that never held a control)."""
-    from clients.killswitch import KillSwitch
-    from streams.emit.reassert import Reasserter
     from tests.helpers import NOW_MS, engine, event
+    from tokenbrake.clients.killswitch import KillSwitch
+    from tokenbrake.streams.emit.reassert import Reasserter
 
     e = engine("""
 budgets:

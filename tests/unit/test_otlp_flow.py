@@ -8,11 +8,11 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from schemas.codec import loads
-from streams.ingest.routing import TenantRouter
-from streams.otlp_flow import forward_batch
 from tests.otlp_spans import Service, chat, proto_bytes
 from tests.unit.test_otlp_ingest import translator
+from tokenbrake.schemas.codec import loads
+from tokenbrake.streams.ingest.routing import TenantRouter
+from tokenbrake.streams.otlp_flow import forward_batch
 
 
 class Producer:

@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from clients.reporter import hash_user
-from schemas.codec import dumps, loads
-from schemas.usage import UsageEvent
-from streams.ingest.attribution import Attribution
-from streams.ingest.dedupe import Seen
-from streams.ingest.otlp_events import OtlpTranslator, event_id
-from streams.settings import Settings
 from tests.helpers import engine
 from tests.otlp_spans import Service, chat, json_bytes, json_doc, proto_bytes
+from tokenbrake.clients.reporter import hash_user
+from tokenbrake.schemas.codec import dumps, loads
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.ingest.attribution import Attribution
+from tokenbrake.streams.ingest.dedupe import Seen
+from tokenbrake.streams.ingest.otlp_events import OtlpTranslator, event_id
+from tokenbrake.streams.settings import Settings
 
 SALT = b"reporter-salt"
 DATA = Path(__file__).resolve().parents[1] / "data" / "otlp"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from schemas.control import AlertEvent, Scope
-from streams.paging.delivery import Breaker, TokenBucket, backoff_s, retry_after_s
-from streams.paging.incidents import (
+from tokenbrake.schemas.control import AlertEvent, Scope
+from tokenbrake.streams.paging.delivery import Breaker, TokenBucket, backoff_s, retry_after_s
+from tokenbrake.streams.paging.incidents import (
     Incident,
     advance,
     apply_alert,
@@ -22,7 +22,7 @@ from streams.paging.incidents import (
     repost_due,
     series_of,
 )
-from streams.paging.routes import RoutesError, parse_routes, read_secrets
+from tokenbrake.streams.paging.routes import RoutesError, parse_routes, read_secrets
 
 ROUTES = """\
 flap_window: 5m
@@ -51,7 +51,7 @@ NOON = 1_795_953_600_000  # 2026-11-29 12:00 UTC
 
 def alert(state: str = "firing", severity: str = "warning", rule: str = "budget", at: int = T0, feature: str = "chat",
           policy: str | None = "acme-daily", n: int = 0, tier: str | None = None) -> AlertEvent:
-    from streams.emit.events import stable_id, ts_of
+    from tokenbrake.streams.emit.events import stable_id, ts_of
 
     scope = Scope(tenant_id="acme", feature_id=feature)
     return AlertEvent(alert_id=stable_id(rule, state, severity, at, n), ts=ts_of(at), rule=rule, scope=scope,
@@ -297,7 +297,7 @@ class Hang:
 
 
 def runner_for(script: list[Answer | None], route_yaml: str, sleeps: list[float]) -> Any:
-    from streams.paging.delivery import RouteRunner
+    from tokenbrake.streams.paging.delivery import RouteRunner
 
     routes = parse_routes(route_yaml)
     secrets = read_secrets(routes, ENV)
@@ -314,7 +314,7 @@ def runner_for(script: list[Answer | None], route_yaml: str, sleeps: list[float]
 
 
 def a_notice() -> Any:
-    from streams.paging.receivers import notice_of
+    from tokenbrake.streams.paging.receivers import notice_of
 
     return notice_of(apply_alert(None, alert(), [], NOON), "trigger", NOON, "http://g")
 
@@ -350,7 +350,7 @@ async def test_a_hanging_receiver_costs_one_timeout_per_attempt_then_gives_up():
 
 
 def test_the_route_queue_is_bounded():
-    from streams.paging.delivery import Job
+    from tokenbrake.streams.paging.delivery import Job
 
     runner = runner_for([], PD_ROUTE, [])
     job = Job("s", "pd", "trigger", a_notice())
@@ -363,7 +363,7 @@ def test_a_day_old_firing_alert_opens_no_incident(routes):
 
 
 def test_the_worker_refuses_to_start_on_a_bad_routes_file_naming_line_field_and_variable(tmp_path, monkeypatch, capsys):
-    from streams.cli import main
+    from tokenbrake.streams.cli import main
 
     for name in [k for k in os.environ if k.startswith("TOKENBRAKE_") or k.startswith("TB_")]:
         monkeypatch.delenv(name)

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from schemas.codec import loads
-from streams.paging.receivers import Notice, alertmanager, pagerduty, slack, webhook
-from streams.paging.routes import Secrets
+from tokenbrake.schemas.codec import loads
+from tokenbrake.streams.paging.receivers import Notice, alertmanager, pagerduty, slack, webhook
+from tokenbrake.streams.paging.routes import Secrets
 
 DOCS = Path(__file__).parent / "receiver_docs"
 ROOT = Path(__file__).resolve().parents[2]

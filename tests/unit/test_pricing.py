@@ -6,9 +6,9 @@ from genai_prices import Usage, calc_price
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.price import PriceBook
-from streams.price.overrides import Overrides, PriceOverride
-from streams.price.rates import ModelRates, TokenRates, nanos_to_usd
+from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.price.overrides import Overrides, PriceOverride
+from tokenbrake.streams.price.rates import ModelRates, TokenRates, nanos_to_usd
 
 WHEN = datetime(2025, 6, 1, tzinfo=UTC)
 WHEN_MS = int(WHEN.timestamp() * 1000)

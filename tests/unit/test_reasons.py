@@ -3,9 +3,9 @@ the exact amounts."""
 
 from decimal import Decimal
 
-from clients.killswitch import _reason
-from streams.operator import build_control
 from tests.helpers import NOW_MS, engine, event
+from tokenbrake.clients.killswitch import _reason
+from tokenbrake.streams.operator import build_control
 
 POLICY = """
 budgets:

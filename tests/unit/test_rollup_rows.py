@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from streams.aggregate.store import DELETED
-from streams.sink.rollups import keep_totals, rollup_rows
+from tokenbrake.streams.aggregate.store import DELETED
+from tokenbrake.streams.sink.rollups import keep_totals, rollup_rows
 
 VEC = [1_500_000, 2, 300, 40, 5, 6, 1, 1]  # cost nanos, requests, input, output, cached, reasoning, errors, retries
 

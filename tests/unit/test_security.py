@@ -11,9 +11,9 @@ from aiokafka.abc import AbstractTokenProvider
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 
-from clients import KafkaSecurity, KillSwitch, UsageReporter
-from streams.app import build_app, faust_credentials
-from streams.settings import Settings
+from tokenbrake.clients import KafkaSecurity, KillSwitch, UsageReporter
+from tokenbrake.streams.app import build_app, faust_credentials
+from tokenbrake.streams.settings import Settings
 
 SCRAM = {"kafka_bootstrap": "broker.example:9096", "kafka_security_protocol": "SASL_SSL",
          "kafka_sasl_mechanism": "SCRAM-SHA-512", "kafka_sasl_username": "svc-tokenbrake",

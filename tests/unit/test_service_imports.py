@@ -5,13 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.extras import WORKER_MODULES
+from tokenbrake.streams.extras import WORKER_MODULES
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_clients_and_schemas_import_nothing_from_the_worker_extra():
-    code = ("import sys, clients, schemas, schemas.signing, schemas.export, clients.offsets\n"
+    code = ("import sys, tokenbrake.clients, tokenbrake.schemas, tokenbrake.schemas.signing, "
+            "tokenbrake.schemas.export, tokenbrake.clients.offsets\n"
             f"print(sorted(m for m in {sorted(WORKER_MODULES)!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -20,7 +21,7 @@ def test_clients_and_schemas_import_nothing_from_the_worker_extra():
 def test_the_command_line_names_the_extra_when_it_is_missing(monkeypatch, capsys):
     import importlib.util
 
-    from streams import cli
+    from tokenbrake.streams import cli
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faust" else real(name, *a))

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import MIN_SECRET_CHARS, Settings, unknown_variables
+from tokenbrake.streams.settings import MIN_SECRET_CHARS, Settings, unknown_variables
 
 
 def test_problems_are_reported_together():

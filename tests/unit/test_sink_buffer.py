@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.sink.buffer import SinkBuffer
+from tokenbrake.streams.sink.buffer import SinkBuffer
 
 
 class RecordingWriter:  # stands in for the ClickHouse writer: these tests are about acks

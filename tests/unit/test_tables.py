@@ -4,11 +4,11 @@ from io import StringIO
 
 from rich.console import Console
 
-from schemas.codec import dumps, loads
-from streams import cli
-from streams.operator import build_control, control_rows, print_controls
-from streams.status import status_url
-from streams.tables import control_scope, render_status, spend_scope
+from tokenbrake.schemas.codec import dumps, loads
+from tokenbrake.streams import cli
+from tokenbrake.streams.operator import build_control, control_rows, print_controls
+from tokenbrake.streams.status import status_url
+from tokenbrake.streams.tables import control_scope, render_status, spend_scope
 
 LONG_TENANT = "acme-corporation-international"
 STATUS = {
@@ -80,7 +80,7 @@ def test_status_url_accepts_a_base_url():
 
 
 def test_status_says_clearly_when_nothing_answered(capsys, monkeypatch):
-    from streams.broker import free_port
+    from tokenbrake.streams.broker import free_port
 
     monkeypatch.delenv("TOKENBRAKE_WEB_PORT", raising=False)
     port = free_port()

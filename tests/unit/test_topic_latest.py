@@ -4,9 +4,9 @@ new, and no doubt ever keeps a real change from going out."""
 
 from __future__ import annotations
 
-from clients.control_gate import Ignored
-from schemas.control import ControlEvent, Reason, Scope
-from streams.emit.topic_latest import TopicLatest
+from tokenbrake.clients.control_gate import Ignored
+from tokenbrake.schemas.control import ControlEvent, Reason, Scope
+from tokenbrake.streams.emit.topic_latest import TopicLatest
 
 REASON = Reason(rule="budget", observed=1, threshold=1, period="day")
 

@@ -9,10 +9,10 @@ from decimal import Decimal
 
 import orjson
 
-from schemas.usage import UsageEvent
-from streams.engine import PricedEvent
-from streams.ingest.decode import decode
-from streams.sink.clickhouse import (
+from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.engine import PricedEvent
+from tokenbrake.streams.ingest.decode import decode
+from tokenbrake.streams.sink.clickhouse import (
     DDL_PATH,
     USAGE_INSERT_COLUMNS,
     priced_entry,

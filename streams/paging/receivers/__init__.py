@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
-from streams.paging.incidents import Incident
-from streams.paging.routes import Secrets
+from tokenbrake.streams.paging.incidents import Incident
+from tokenbrake.streams.paging.routes import Secrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ def classify(status: int) -> Verdict:
 
 
 def builder(kind: str):  # noqa: ANN201 - the registry: one module per receiver kind
-    from streams.paging.receivers import alertmanager, pagerduty, slack, webhook
+    from tokenbrake.streams.paging.receivers import alertmanager, pagerduty, slack, webhook
 
     return {"pagerduty": pagerduty.build, "slack": slack.build, "alertmanager": alertmanager.build,
             "webhook": webhook.build}[kind]

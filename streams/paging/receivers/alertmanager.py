@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.codec import dumps
-from streams.paging.receivers import Notice, Request, iso
-from streams.paging.routes import Secrets
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.paging.receivers import Notice, Request, iso
+from tokenbrake.streams.paging.routes import Secrets
 
 
 def alert(notice: Notice) -> dict[str, Any]:

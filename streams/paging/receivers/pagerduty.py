@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.codec import dumps
-from streams.paging.receivers import Notice, Request, iso
-from streams.paging.routes import Secrets
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.paging.receivers import Notice, Request, iso
+from tokenbrake.streams.paging.routes import Secrets
 
 #: PagerDuty's severities; tokenbrake has no "error"
 SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.codec import dumps
-from streams.paging.receivers import Notice, Request, iso
-from streams.paging.routes import Secrets
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.paging.receivers import Notice, Request, iso
+from tokenbrake.streams.paging.routes import Secrets
 
 EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
 

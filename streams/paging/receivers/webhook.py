@@ -13,9 +13,9 @@ import hashlib
 import hmac
 from typing import Any
 
-from schemas.codec import dumps
-from streams.paging.receivers import Notice, Request, iso
-from streams.paging.routes import Secrets
+from tokenbrake.schemas.codec import dumps
+from tokenbrake.streams.paging.receivers import Notice, Request, iso
+from tokenbrake.streams.paging.routes import Secrets
 
 
 def payload(notice: Notice) -> dict[str, Any]:
