@@ -19,9 +19,9 @@ from tokenbrake.streams.faust_internals.patches import FIRST_DELIVERED
 
 async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:
     """Yield lists of at most ``max_events`` events: everything queued when the first one
-    arrives, plus what arrives in the next ``within_s`` seconds, once flow control is active.
-    Events fetched before the last rebalance are skipped unacked, as Faust's stream does: their
-    partition's next owner (maybe this worker) reads them again after its seek."""
+    arrives, plus what arrives in the next ``within_s`` seconds. Events fetched before the last
+    rebalance (or while flow control is paused) are skipped unacked, as Faust's stream does:
+    their partition's next owner reads them again after its seek."""
     app = stream.app
     channel = stream.channel  # the iterator clone the conductor delivers to (see App.stream)
     queue = channel.queue
@@ -39,13 +39,6 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
                 _drain(queue, events, max_events)
         except StopAsyncIteration:  # Faust throws it into the queue when the channel stops
             return
-        # Flow control is paused while a rebalance and its recovery run. A message of the current
-        # generation taken meanwhile may have been fetched after the seek that ends the recovery
-        # (the fetch answered between the seek and the resume): dropped, it would never be read
-        # again and commits would stall at it. So wait for the flow instead; a message fetched
-        # before the seek is then read twice, in order (the second time as a redelivery).
-        while not flow.is_active() and not stream.should_stop:
-            await asyncio.sleep(0.02)
         generation = app.consumer_generation_id
         if generation != seen_generation:  # a new assignment: its partitions were sought again
             seen_generation = generation
@@ -53,7 +46,7 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
         live = []
         for event in events:
             message = event.message
-            if message.generation_id != generation:  # its partition was sought again since: read again
+            if not flow.is_active() or message.generation_id != generation:
                 continue
             if message.tp not in first_delivered:
                 first_delivered[message.tp] = message.offset

@@ -123,29 +123,3 @@ def test_delivery_is_inline_only_when_it_cannot_block(monkeypatch):
     assert asyncio.run(scenario(_consumer(full=True))) is False and faust_path == [True]
     assert asyncio.run(scenario(_consumer(suspended=True))) is False and faust_path == [True, True]
 
-
-def test_a_message_taken_while_flow_is_paused_waits_for_it_instead_of_being_dropped():
-    """Found by the fault suite (kill -9, seed 900): a fetch answered between the recovery's
-    seek and the flow's resume delivered messages of the current generation while flow control
-    was still paused; dropped, they were never read again and commits stalled at them."""
-    async def scenario() -> list[list[int]]:
-        queue: asyncio.Queue = asyncio.Queue()
-        flow = Flow(active=False)
-        app = SimpleNamespace(consumer=SimpleNamespace(track_message=lambda m: None),
-                              topics=SimpleNamespace(acking_topics={"usage"}), flow_control=flow,
-                              consumer_generation_id=1)
-        stream = SimpleNamespace(app=app, channel=SimpleNamespace(queue=queue), should_stop=False)
-        for event in (_event(0, generation=0), _event(1), _event(2)):
-            queue.put_nowait(event)
-
-        async def resume() -> None:
-            await asyncio.sleep(0.1)
-            flow.active = True
-
-        task = asyncio.ensure_future(resume())
-        async for batch in take_batches(stream, max_events=10, within_s=0):
-            await task
-            return [[e.message.offset for e in batch]]
-        return []
-
-    assert asyncio.run(scenario()) == [[1, 2]]  # the old generation's message is still skipped
