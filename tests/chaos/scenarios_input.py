@@ -14,6 +14,17 @@ from tokenbrake.schemas.codec import loads
 
 
 # -- 5. hostile messages ---------------------------------------------------------------------------
+def _tenant_key(value: bytes | None) -> bytes:
+    """Keyed by tenant when the message names one, as a producer should key (an event that
+    lands on another partition is forwarded, and dead-lettered from there under another source)."""
+    try:
+        obj = loads(value) if value else None
+    except Exception:  # noqa: BLE001 - hostile bytes: any parse error means no tenant
+        return b"hostile"
+    tenant = obj.get("tenant_id") if isinstance(obj, dict) else None
+    return tenant.encode() if isinstance(tenant, str) and tenant else b"hostile"
+
+
 def hostile(lab: Lab, seed: int, n: int = 5000, every: int = 3) -> Figures:
     """Every hostile kind of ``tests.chaos.hostile`` interleaved with ``n`` valid events (one
     hostile message after every ``every`` valid ones, the valid tail after the last): each
@@ -39,7 +50,7 @@ def hostile(lab: Lab, seed: int, n: int = 5000, every: int = 3) -> Figures:
             if valid_msgs:
                 messages.append(valid_msgs.pop(0))
         where.append(len(messages))
-        messages.append((b"hostile", case.value, len(case.valid_inside)))
+        messages.append((_tenant_key(case.value), case.value, len(case.valid_inside)))
     messages.extend(valid_msgs)  # the tail: the worker must still be deciding after the corpus
     app_id = _app("hostile")
     w = lab.worker(f"hostile-{seed}-{app_id[-6:]}", app_id, "", partitions=2)
