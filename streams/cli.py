@@ -8,35 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import ValidationError
-
-
-def _settings():  # noqa: ANN202 - validated as a whole, errors printed plainly
-    import os
-
-    from tokenbrake.streams.settings import Settings, unknown_variables
-
-    for warning in unknown_variables(dict(os.environ)):
-        print(warning, file=sys.stderr)
-    try:
-        return Settings()
-    except ValidationError as exc:
-        print("invalid settings (TOKENBRAKE_* environment):", file=sys.stderr)
-        for err in exc.errors():
-            print(f"  {'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def _bootstrap(args: argparse.Namespace, settings, command: str) -> str:  # noqa: ANN001
-    """The broker a client command talks to; it never starts the embedded one itself."""
-    bootstrap = args.bootstrap or settings.kafka_bootstrap
-    if not bootstrap:
-        print(f"{command} needs a broker: --bootstrap HOST:PORT or TOKENBRAKE_KAFKA_BOOTSTRAP", file=sys.stderr)
-        raise SystemExit(2)
-    from tokenbrake.streams.reach import require_broker
-
-    require_broker(bootstrap, command)
-    return bootstrap
+from tokenbrake.streams.cli_offline import cmd_backtest, cmd_evaluate, cmd_scenarios
+from tokenbrake.streams.cli_settings import bootstrap_of as _bootstrap
+from tokenbrake.streams.cli_settings import load_settings as _settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -150,62 +124,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_backtest(args: argparse.Namespace) -> int:
-    from tokenbrake.streams.backtest import counted, in_time_order, read_events, rss_mb, run, write_decisions
-    from tokenbrake.streams.decide.named_models import report_named_models
-    from tokenbrake.streams.decide.policies import PolicyError
-    from tokenbrake.streams.replay import TraceFormatError, check_format
-    from tokenbrake.streams.setup import build_engine
-
-    settings = _settings()
-    if not Path(args.input).is_file():
-        print(f"backtest: no such input file {args.input}", file=sys.stderr)
-        return 2
-    try:
-        check_format(Path(args.input), args.format)
-        rss_at = [int(float(n)) for n in args.rss_at.split(",")] if args.rss_at else []
-    except TraceFormatError as exc:
-        print(f"backtest: {exc}", file=sys.stderr)
-        return 2
-    except ValueError:
-        print(f"backtest: --rss-at takes event counts, e.g. 500000,1500000 (got {args.rss_at!r})", file=sys.stderr)
-        return 2
-    if args.policies:
-        settings = settings.model_copy(update={"policies_path": Path(args.policies)})
-    try:
-        engine = build_engine(settings)
-    except (PolicyError, ValueError) as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    if not report_named_models(settings.policies_path, settings.price_overrides_path):
-        return 2
-    invalid, seen = [0], [0]
-
-    def skipped(lineno: int, error: str) -> None:
-        invalid[0] += 1
-        if invalid[0] <= 20:
-            print(f"{args.input}:{lineno}: skipped invalid event: {error}", file=sys.stderr)
-
-    def count(events):  # noqa: ANN001, ANN202
-        for ev in events:
-            seen[0] += 1
-            yield ev
-
-    def report(n: int, rss: float) -> None:
-        print(f"events={n:>9,} rss_mb={rss:7.1f}", file=sys.stderr, flush=True)
-
-    events = counted(count(in_time_order(read_events(Path(args.input), skipped, args.format, args.seed))),
-                     rss_at, report)
-    n = write_decisions(run(engine, events), Path(args.output))
-    if not seen[0]:
-        print(f"backtest: no valid event in {args.input} ({invalid[0]} invalid; the first reasons are above); "
-              "a CSV trace needs --format azure|burstgpt", file=sys.stderr)
-        return 1
-    print(f"{seen[0]} events ({invalid[0]} invalid) -> {n} decisions in {args.output}"
-          + (f"; rss at the end {rss_mb():.1f} MB" if rss_at else ""))
-    return 0
-
-
 def cmd_control(args: argparse.Namespace) -> int:
     from tokenbrake.streams.operator import build_control, list_controls, print_controls, publish_control, run
 
@@ -239,99 +157,6 @@ def cmd_control(args: argparse.Namespace) -> int:
         return 1
     print(f"{signed.action} {signed.scope.key()} (control_id={signed.control_id}, seq={signed.seq}, "
           f"key_id={signed.key_id})")
-    return 0
-
-
-def cmd_scenarios(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
-    from tokenbrake.streams.demo import _trace_path
-    from tokenbrake.streams.scenarios import SCENARIO_POLICIES, azure_tokens, generate, write_scenario
-
-    out = Path(args.out)
-    tokens = azure_tokens(_trace_path())
-    seeds = _seeds(args.seeds)
-    volumes = _volumes(args.volume)
-    with Progress() as progress:
-        task = progress.add_task("writing scenarios", total=len(seeds) * 2 * len(volumes))
-        for volume, seed in ((v, s) for v in volumes for s in seeds):
-            for name, incidents in ((f"{volume}-incidents-seed{seed}", True), (f"{volume}-clean-seed{seed}", False)):
-                events, plan = generate(seed, args.days, tokens, incidents=incidents, scale=args.scale,
-                                        volume=volume)
-                n = write_scenario(out, name, events, plan)
-                progress.console.print(f"{out / name}.jsonl: {n} events, {len(plan)} incidents")
-                progress.advance(task)
-    (out / "policies.yaml").write_text(SCENARIO_POLICIES)
-    return 0
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",")]
-    except ValueError:
-        print(f"--seeds takes integers separated by commas, e.g. 1,2,3 (got {text!r})", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def _volumes(text: str) -> list[str]:
-    from tokenbrake.streams.scenarios import VOLUMES
-
-    volumes = list(VOLUMES) if text == "both" else text.split(",")
-    unknown = [v for v in volumes if v not in VOLUMES]
-    if unknown:
-        print(f"--volume: unknown {', '.join(unknown)}; known: {', '.join(VOLUMES)} or both", file=sys.stderr)
-        raise SystemExit(2)
-    return volumes
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    import time
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from tokenbrake.schemas.codec import dumps
-    from tokenbrake.streams.demo import _trace_path
-    from tokenbrake.streams.evaluate import azure_clean_alerts, evaluate, evaluate_generated
-    from tokenbrake.streams.scenarios import azure_tokens
-
-    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
-    started = time.monotonic()
-
-    def progress(name: str) -> None:
-        console.print(f"evaluated {name} ({time.monotonic() - started:.0f} s)")
-
-    if bool(args.scenarios) == bool(args.seeds):
-        print("evaluate needs --scenarios DIR (files from `tokenbrake scenarios`) or --seeds 1,2,3 (generated)",
-              file=sys.stderr)
-        return 2
-    if args.scenarios:
-        if not Path(args.scenarios).is_dir():
-            print(f"no such directory: {args.scenarios}", file=sys.stderr)
-            return 2
-        report = evaluate(Path(args.scenarios), progress=progress)
-    else:
-        report = evaluate_generated(_volumes(args.volume), _seeds(args.seeds), azure_tokens(_trace_path()),
-                                    days=args.days, progress=progress)
-    if not args.no_azure:
-        report["azure_clean_replay_alerts"] = len(azure_clean_alerts(_trace_path()))
-    if args.json:
-        sys.stdout.write(dumps(report).decode() + "\n")
-        return 0
-    for volume, rep in report["volumes"].items():
-        table = Table(title=f"{volume}: {len(rep['files'])} scenarios, {rep['clean_days']} clean days")
-        for col in ("rule", "precision", "recall", "detected/incidents", "median delay (min)", "worst delay (min)",
-                    "false alerts/clean day"):
-            table.add_column(col, justify="right" if col != "rule" else "left")
-        for rule, m in rep["rules"].items():
-            table.add_row(rule, str(m["precision"]), str(m["recall"]), f"{m['detected']}/{m['incidents']}",
-                          str(m["median_delay_min"]), str(m["worst_delay_min"]),
-                          str(m["false_alerts_per_clean_day"]))
-        console.print(table)
-        for missed in rep["missed"]:
-            console.print(f"  missed: {missed}")
-    if "azure_clean_replay_alerts" in report:
-        console.print(f"alerts on the clean replay of the Azure trace: {report['azure_clean_replay_alerts']}")
     return 0
 
 
