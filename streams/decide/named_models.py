@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from tokenbrake.streams.decide.policies import PoliciesFile, _line_of
+from tokenbrake.streams.decide.policies import PoliciesFile
+from tokenbrake.streams.yaml_files import line_of
 
 DEFAULT_TIERS = ("free", "pro", "team", "business", "enterprise")
 COST_RATE_DEFAULT_TARGET = "gpt-4o-mini"  # streams.decide.detection's default
@@ -63,7 +64,7 @@ def check_named_models(policies: PoliciesFile, text: str, source: str, knows: Ca
     private = {m.lower() for m in policies.private_models}
 
     def where(loc: tuple[Any, ...]) -> str:
-        line = _line_of(root, loc) if root is not None else 1
+        line = line_of(root, loc) if root is not None else 1
         return f"{source}:{line}: {'.'.join(map(str, loc))}"
 
     for loc, model in named_models(policies):

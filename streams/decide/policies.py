@@ -22,13 +22,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -36,6 +34,7 @@ from pydantic import (
 from tokenbrake.schemas.common import no_float
 from tokenbrake.streams.aggregate.periods import parse_duration_minutes
 from tokenbrake.streams.price.rates import usd_to_nanos
+from tokenbrake.streams.yaml_files import validate_yaml
 
 #: ClickHouse stores money as Decimal(18, 9): below a billion (controls and alerts carry it)
 Money = Annotated[Decimal, BeforeValidator(no_float), Field(gt=0, lt=Decimal(10**9))]
@@ -199,36 +198,8 @@ class PolicyError(ValueError):
     """The policies file is invalid; the message names each bad line and field."""
 
 
-def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int:
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            nxt = node.value[part]
-        else:
-            nxt = None
-        if nxt is None:
-            break
-        node = nxt
-    return node.start_mark.line + 1
-
-
 def parse_policies(text: str, source: str = "<policies>") -> PoliciesFile:
-    try:
-        root = yaml.compose(text)
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
-    try:
-        return PoliciesFile.model_validate(doc)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            line = _line_of(root, loc) if root is not None else 1
-            field = ".".join(str(p) for p in loc) or "(file)"
-            lines.append(f"{source}:{line}: {field}: {err['msg']}")
-        raise PolicyError("invalid policies file:\n  " + "\n  ".join(lines)) from None
+    return validate_yaml(text, PoliciesFile, source, PolicyError, "policies")
 
 
 def load_policies(path: Path | None) -> PoliciesFile:

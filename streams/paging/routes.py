@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
-from tokenbrake.streams.decide.policies import _line_of
+from tokenbrake.streams.yaml_files import validate_yaml
 
 SEVERITIES = ("info", "warning", "critical")
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -242,20 +241,9 @@ def read_secrets(routes: RoutesFile, environ: dict[str, str] | None = None) -> d
 
 def parse_routes(text: str, source: str = "<routes>") -> RoutesFile:
     try:
-        root = yaml.compose(text)
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise RoutesError(f"{source}: not valid YAML: {exc}") from exc
-    try:
-        return RoutesFile.model_validate(doc)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            line = _line_of(root, loc) if root is not None else 1
-            field = ".".join(str(p) for p in loc) or "(file)"
-            lines.append(f"{source}:{line}: {field}: {err['msg']}")
-        raise RoutesError("invalid routes file:\n  " + "\n  ".join(lines)) from None
+        return validate_yaml(text, RoutesFile, source, RoutesError, "routes")
+    except RoutesError:
+        raise
     except ValueError as exc:
         raise RoutesError(f"{source}: {exc}") from None
 
