@@ -13,8 +13,7 @@ tests named break each step on purpose):
   5. acknowledge: the chunk's messages are acknowledged only once 3's records are on the
      broker and 4's rows are stored (tests/unit/test_sink_buffer.py); Faust commits offsets
      only over acknowledged messages (streams.faust_internals.patches, 5.).
-A crash anywhere re-reads from the committed offset; streams.engine counts what it re-reads
-only where it is missing (README, "Why a crash at any point neither loses nor double-counts").
+A crash re-reads from the committed offset; the engine counts only what is missing (README).
 """
 
 from __future__ import annotations
@@ -34,10 +33,9 @@ from tokenbrake.schemas.control import ControlEvent
 from tokenbrake.schemas.sequence import ControlSigner
 from tokenbrake.streams.app import RawBytes, build_app
 from tokenbrake.streams.chunk import Chunk
-from tokenbrake.streams.emit.events import Emitted
 from tokenbrake.streams.emit.reassert import Reasserter
 from tokenbrake.streams.emit.topic_latest import TopicLatest
-from tokenbrake.streams.engine import STORES, Drained, PricedEvent, wall_clock_ms
+from tokenbrake.streams.engine import STORES, PricedEvent, wall_clock_ms
 from tokenbrake.streams.faust_internals.batches import take_batches
 from tokenbrake.streams.faust_internals.changelog import aiokafka_producer, send_packed
 from tokenbrake.streams.faust_internals.tables import table_dicts
@@ -303,7 +301,7 @@ class Runtime:
 
     async def _publish_controls(self, chunk: Chunk) -> None:
         controls = self.engine.take_controls()  # before the await: the tick may add more meanwhile
-        published = await self.publish(Emitted(controls, []))
+        published = await self.publisher.publish(controls, [])
         chunk.published.extend(published)  # stored in ClickHouse with the chunk
         self.meter.decided(chunk.taken[-1].message.timestamp if chunk.taken else None, len(published))
 
@@ -315,7 +313,7 @@ class Runtime:
         self.stats["messages"] += len(events)
         async with self._draining:
             drained = self.engine.drain()
-            controls = chunk.published + await self.publish(drained)
+            controls = chunk.published + await self.publisher.publish(drained.controls, drained.alerts)
             durable = await self.persist(drained.changes, wait=False)  # the next chunk is decided meanwhile
         durable += chunk.forwarded
 
@@ -355,7 +353,7 @@ class Runtime:
         (no message waits on them: nothing to acknowledge)."""
         async with self._draining:
             drained = self.engine.drain()
-            controls = await self.publish(drained) if drained.controls or drained.alerts else []
+            controls = await self.publisher.publish(drained.controls, drained.alerts)
             pending = await self.persist(drained.changes, wait=False)
         if pending:
             await asyncio.gather(*pending)
@@ -372,9 +370,6 @@ class Runtime:
             self._stopping = True
             asyncio.ensure_future(self.app.crash(ConnectionError(f"broker unreachable for {silent:.0f}s")))
         return True
-
-    async def publish(self, emitted: Emitted | Drained) -> list[ControlEvent]:
-        return await self.publisher.publish(emitted.controls, emitted.alerts)
 
     async def persist(self, changes: dict[str, list[tuple[str, Any, int]]],
                       wait: bool = True) -> list[asyncio.Future]:
