@@ -45,7 +45,7 @@ test-integration: $(STAMP)
 # taken away, input replayed, hostile messages, privacy; prints each scenario's figures.
 # CHAOS_SEED=N repeats a run; CHAOS_RUNS=N repeats the kill -9 scenario (chaos-long: 5).
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -q tests/chaos
+	$(BIN)/python -m pytest -q tests/chaos $(if $(CHAOS_SELECT),-k "$(CHAOS_SELECT)")
 
 chaos-long: $(STAMP)
 	CHAOS_RUNS=$${CHAOS_RUNS:-5} $(BIN)/python -m pytest -q tests/chaos
