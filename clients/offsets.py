@@ -67,3 +67,25 @@ async def read_to_high_water(consumer: Any, reported: dict[TopicPartition, int],
                 result[tp] = max(result[tp], high_water)
                 pending.discard(tp)
     return result
+
+
+async def first_offset_from(bootstrap: str | list[str], tp: TopicPartition, offset: int, timeout_s: float = 10.0,
+                            **connection: Any) -> int | None:
+    """The offset of the first record at or after ``offset`` in ``tp`` (the log start when
+    ``offset`` is before it), read by a consumer of its own; None if none arrived within
+    ``timeout_s``. Tells a real gap in a partition (records removed by retention, a
+    transaction's markers) from records that were skipped."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", **connection)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            records = (await consumer.getmany(tp, timeout_ms=500, max_records=1)).get(tp)
+            if records:
+                return records[0].offset
+        return None
+    finally:
+        await consumer.stop()

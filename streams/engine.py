@@ -243,6 +243,11 @@ class Engine:
             self.stores[name].attach(data, partitions)
         self.restore({})
 
+    def reread_windows(self) -> dict[int, int]:
+        """Partition -> the highest restored position: events up to it are counted only into
+        the buckets they are missing from."""
+        return dict(sorted(self._reread.items()))
+
     def totals(self) -> Iterable[tuple[str, list[int]]]:
         """Every aggregate (key, counters): what the ClickHouse rollups hold."""
         return self.stores["aggregates"].items()

@@ -135,6 +135,17 @@ class Runtime:
         async def _rebalanced(sender: Any, **kwargs: Any) -> None:
             runtime.generation += 1
 
+        @app.on_partitions_revoked.connect
+        async def _revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+            log.info("partitions revoked", extra={"partitions": runtime._mine(revoked),
+                                                  "generation": runtime.generation,
+                                                  "month_requests": runtime._month_requests()})
+
+        @app.on_partitions_assigned.connect
+        async def _assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+            log.info("partitions assigned", extra={"partitions": runtime._mine(assigned),
+                                                   "generation": runtime.generation})
+
         @app.agent(self.usage_topic, name="usage")
         async def usage(stream: faust.StreamT) -> None:
             try:
@@ -198,7 +209,9 @@ class Runtime:
             for control in list(self._by_hand.values()):  # newer than the persisted state, or idempotent
                 self._on_control(control)
             log.info("state attached", extra={"generation": self.generation,
-                                              "keys": self.engine.stats()["keys"]})
+                                              "keys": self.engine.stats()["keys"],
+                                              "reread_to": self.engine.reread_windows(),
+                                              "month_requests": self._month_requests()})
         return True
 
     def _on_control(self, control: ControlEvent) -> None:
@@ -216,6 +229,19 @@ class Runtime:
             # the audit trail: the owning worker stores it like its own controls; seen again after a
             # restart (the control topic is read from the start), the same row replaces itself
             self.sink.add([], [control_row(control)], [], lambda: None)
+
+    def _month_requests(self) -> dict[int, int]:
+        """DEBUG: partition -> requests summed over month buckets (every scope)."""
+        out: dict[int, int] = {}
+        store = self.engine.stores["aggregates"]
+        for key, value in list(store.items()):
+            if key.startswith("M"):
+                part = store.partition_of(key)
+                out[part] = out.get(part, 0) + value[1]
+        return dict(sorted(out.items()))
+
+    def _mine(self, tps: set[TP]) -> list[int]:
+        return sorted(tp.partition for tp in tps if tp.topic == self.settings.topic_usage)
 
     def _owns(self, tenant: str) -> bool:
         """The tenant's partition is assigned here (and the state attached)."""
@@ -378,6 +404,11 @@ class Runtime:
         makes sure no message is acknowledged before them (the sink awaits them before it acks)."""
         producer = aiokafka_producer(self.app)
         pending = []
+        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topic_usage}
+        foreign = {part for records in changes.values() for _, _, part in records} - owned
+        if foreign:
+            log.warning("state written for partitions not assigned here", extra={"partitions": sorted(foreign),
+                                                                                 "generation": self.generation})
         for name, records in changes.items():
             self.meter.changelog(name, len(records))
             if name == "aggregates":  # the ClickHouse rollups are these same totals

@@ -28,7 +28,15 @@
    with no committed offset (None or 0) where its fetcher is, so they were never read again
    (and, with 5., committed past). Such partitions are sought to their beginning, where
    their reading started (``auto_offset_reset=earliest``): what was already decided is
-   recognised as read again and not counted twice.
+   recognised as read again and not counted twice. Where each partition was sought is kept
+   (``SOUGHT``): in-order delivery resumes there (``batches.take_batches``).
+7. No gaps taken on trust. Faust's fetch loop counts every jump between two offsets it reads
+   as a gap (records removed by compaction, a transaction's markers) and treats the offsets
+   in it as acknowledged. After a seek back to the committed offset, messages fetched from
+   the old position are still delivered: a false jump, and the messages in it (never
+   decided) were committed past, lost. Here no gap is added by the fetch loop;
+   ``take_batches`` delivers each partition in offset order from ``SOUGHT`` and adds a gap
+   only once a reader of its own finds no record in it (``clients.offsets.first_offset_from``).
 """
 
 from __future__ import annotations
@@ -86,6 +94,9 @@ async def _wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
 _original_new_offset = faust_consumer.Consumer._new_offset
 #: topic partition -> the first offset delivered since it was (re)assigned
 FIRST_DELIVERED: dict[Any, int] = {}
+#: topic partition -> where the last seek after a rebalance put it: its committed offset, or
+#: the first offset of a partition never committed (see 6. and 7.)
+SOUGHT: dict[Any, int] = {}
 
 
 def _new_offset(self: Any, tp: Any) -> int | None:
@@ -93,7 +104,9 @@ def _new_offset(self: Any, tp: Any) -> int | None:
     where the partition's committed position is (see 5. above)."""
     acked = self._acked[tp]
     if acked:
-        start = self._committed_offset[tp] or FIRST_DELIVERED.get(tp)
+        start = self._committed_offset[tp]
+        if not start:  # never committed: where it was sought, else the first offset delivered
+            start = SOUGHT.get(tp, FIRST_DELIVERED.get(tp))
         if start is not None and min(acked) > start:
             return None  # a message before the acknowledged ones is still pending
     return _original_new_offset(self, tp)
@@ -106,9 +119,32 @@ async def _seek_to_committed(self: Any) -> Mapping[Any, int]:
     """Faust's seek to the committed offsets, and to the beginning where none is (see 6. above)."""
     committed = await _original_seek_to_committed(self)
     never = [tp for tp, offset in committed.items() if not offset or offset < 0]
+    starts: Mapping[Any, int] = {}
     if never:
-        await self.call_thread(self._ensure_consumer().seek_to_beginning, *never)
+        consumer = self._ensure_consumer()
+        starts = await self.call_thread(consumer.beginning_offsets, never)
+        await self.call_thread(consumer.seek_to_beginning, *never)
+    SOUGHT.clear()
+    SOUGHT.update({tp: offset for tp, offset in committed.items() if offset and offset > 0})
+    SOUGHT.update({tp: offset for tp, offset in starts.items() if offset is not None})
     return committed
+
+
+_original_add_gap = faust_consumer.Consumer._add_gap
+
+
+async def _no_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+    """Faust's fetch loop adds no gap (see 7.); ``add_real_gap`` does, once it is proven."""
+
+
+async def add_real_gap(consumer: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+    """Count offsets ``offset_from..offset_to`` (no record in them) as acknowledged."""
+    await _original_add_gap(consumer, tp, offset_from, offset_to)
+
+
+def bootstrap_of(consumer: Any) -> Any:
+    """The bootstrap servers of Faust's consumer (for a reader of our own)."""
+    return consumer._thread._ensure_consumer()._client._bootstrap_servers
 
 
 def apply(fetch_max_wait_ms: int = 100, shutdown_timeout_s: float = 10.0,
@@ -125,3 +161,4 @@ def apply(fetch_max_wait_ms: int = 100, shutdown_timeout_s: float = 10.0,
         faust_consumer.Consumer.wait_first = _wait_first  # type: ignore[method-assign]
         faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
         thread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
+        faust_consumer.Consumer._add_gap = _no_gap  # type: ignore[method-assign]

@@ -143,3 +143,31 @@ def holes(messages: list[tuple[bytes | None, bytes | None, int]], results: list,
                         "before": seq[i - 1][1] if i else None, "after": seq[j + 1][1] if j + 1 < len(seq) else None})
             i = j + 1
     return out
+
+
+def changelog_regressions(records: list[Any], limit: int = 12) -> dict[str, Any]:
+    """Keys of the aggregates changelog whose request count or position goes down from one
+    record to the next (in the topic's order): a value written from stale state after a newer
+    one (a zombie write), which a later restore would take as the key's value."""
+    last: dict[bytes, tuple[int, int, int, int]] = {}  # key -> (requests, position, partition, offset)
+    found, examples = 0, []
+    for rec in records:
+        if rec.value is None or rec.key is None:
+            continue
+        try:
+            value = loads(rec.value)
+        except ValueError:
+            continue
+        if not isinstance(value, list) or len(value) < 2:
+            continue
+        now = (value[1], value[8] if len(value) > 8 else -1, rec.partition, rec.offset)
+        before = last.get(rec.key)
+        last[rec.key] = now
+        if before is not None and (now[0] < before[0] or now[1] < before[1]):
+            found += 1
+            if len(examples) < limit:
+                examples.append({"key": rec.key.decode(errors="replace"), "partition": rec.partition,
+                                 "before": {"requests": before[0], "pos": before[1], "offset": before[3]},
+                                 "after": {"requests": now[0], "pos": now[1], "offset": now[3],
+                                           "ts": rec.timestamp}})
+    return {"keys": len(last), "regressions": found, "examples": examples}

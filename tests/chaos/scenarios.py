@@ -93,8 +93,8 @@ def tenant_actions(controls: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 def judge(fig: Figures, wl: Workload, statuses: list[dict[str, Any]] | None, dirs: list[Path],
-          sent_events: int, exclude_tenants: set[str] = frozenset(), sent: tuple[list, list] | None = None
-          ) -> dict[str, Any]:
+          sent_events: int, exclude_tenants: set[str] = frozenset(), sent: tuple[list, list] | None = None,
+          bootstrap_app: tuple[str, str] | None = None) -> dict[str, Any]:
     """Fill the headline figures and the exactness checks from the workers and ClickHouse."""
     day = datetime.fromtimestamp(wl.events[0]["ts"] // 1000, tz=UTC).date().isoformat()
     worker = observe.worker_tenants(statuses, day) if statuses is not None else None
@@ -119,6 +119,9 @@ def judge(fig: Figures, wl: Workload, statuses: list[dict[str, Any]] | None, dir
         fig["worker_off_by_partition"] = {p: sum(d) for p, d in sorted(off.items())}
     if sent is not None and views.get("usage_events", {}).get("missing_ids"):
         fig["holes"] = observe.holes(*sent, ch["by_dir"], wl.expected.event_cost.keys())
+    if bootstrap_app is not None:  # no aggregate value may be written over by an older one
+        found = observe.changelog_regressions(consume_all(bootstrap_app[0], f"{bootstrap_app[1]}-aggregates-changelog"))
+        fig.check("no aggregate changelog record goes back", found["regressions"] == 0, found)
     return ch
 
 
@@ -157,7 +160,8 @@ def kill9(lab: Lab, seed: int, n: int = 100_000, kills: int = 3, rate: float = 1
     statuses = [w.status()]
     controls = controls_on_topic(lab, app_id)
     w.stop()
-    judge(fig, wl, statuses, [w.home / "chdb"], n, sent=(wl.messages, producer.results))
+    judge(fig, wl, statuses, [w.home / "chdb"], n, sent=(wl.messages, producer.results),
+          bootstrap_app=(lab.broker.bootstrap, app_id))
     _controls(fig, wl, limit, controls)
     return fig.finish(started)
 
@@ -210,7 +214,8 @@ def rebalance(lab: Lab, seed: int, n: int = 40_000, rate: float = 600.0, pause_s
     statuses = [a.status()]
     controls = controls_on_topic(lab, app_id)
     a.stop()
-    judge(fig, wl, statuses, [w.home / "chdb" for w in (a, b, c)], n, sent=(wl.messages, producer.results))
+    judge(fig, wl, statuses, [w.home / "chdb" for w in (a, b, c)], n, sent=(wl.messages, producer.results),
+          bootstrap_app=(lab.broker.bootstrap, app_id))
     _controls(fig, wl, limit, controls)
     return fig.finish(started)
 

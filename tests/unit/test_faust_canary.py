@@ -29,6 +29,9 @@ SIGNATURES = [
     (faust_aiokafka.AIOKafkaConsumerThread, "call_thread", ["self", "fun", "args", "kwargs"]),
     (faust_consumer.Consumer, "wait_first", ["self", "coros", "timeout"]),
     (faust_consumer.Consumer, "_new_offset", ["self", "tp"]),
+    (faust_consumer.Consumer, "_add_gap", ["self", "tp", "offset_from", "offset_to"]),
+    (faust_consumer.Consumer, "seek", ["self", "partition", "offset"]),
+    (aiokafka.AIOKafkaConsumer, "beginning_offsets", ["self", "partitions"]),
     (faust_consumer.Consumer, "track_message", ["self", "message"]),
     (faust_aiokafka.Producer, "_ensure_producer", ["self"]),
     (aiokafka.AIOKafkaConsumer, "seek_to_beginning", ["self", "partitions"]),
@@ -51,7 +54,7 @@ def test_each_internal_still_has_its_signature(owner, name, params):
         target = {"_highwaters": compat._original, "_new_offset": compat._original_new_offset,
                   "wait_first": compat._original_wait_first,
                   "seek_to_committed": compat._original_seek_to_committed,
-                  "_create_worker_consumer": compat._original_create}[name]
+                  "_create_worker_consumer": compat._original_create, "_add_gap": compat._original_add_gap}[name]
     assert list(inspect.signature(target).parameters) == params
 
 
@@ -67,3 +70,6 @@ def test_the_state_faust_keeps_where_the_patches_read_it():
     source = inspect.getsource(compat._original_new_offset)
     assert "consecutive_numbers" in source and "committed_offset" in source  # the rule patch 5 guards
     assert "if offset and offset > 0" in inspect.getsource(aiokafka.AIOKafkaConsumer.seek_to_committed)  # patch 6
+    drain = inspect.getsource(faust_consumer.Consumer._drain_messages)  # patch 7: the fetch loop adds the gaps
+    assert "self._add_gap(tp, r_offset + 1, offset)" in drain
+    assert "_thread" in faust_consumer.ThreadDelegateConsumer.__init__.__code__.co_names  # patches.bootstrap_of

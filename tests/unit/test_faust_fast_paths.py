@@ -5,11 +5,16 @@ still goes through Faust's interruptible path. (The integration tests run both f
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+from intervaltree import IntervalTree
 
 from tokenbrake.streams.faust_internals import patches as compat
 from tokenbrake.streams.faust_internals.batches import take_batches
-from tokenbrake.streams.faust_internals.patches import FIRST_DELIVERED
+from tokenbrake.streams.faust_internals.patches import FIRST_DELIVERED, SOUGHT
 
 
 class Flow:
@@ -22,38 +27,103 @@ class Flow:
 
 def _event(offset: int, generation: int = 1) -> SimpleNamespace:
     return SimpleNamespace(message=SimpleNamespace(offset=offset, generation_id=generation, tracked=False,
-                                                   topic="usage", tp=("usage", 0)))
+                                                   topic="usage", tp=TP("usage", 0)))
 
 
-def test_take_batches_drains_the_queue_skips_stale_events_and_tracks_the_rest():
-    async def scenario() -> tuple[list[list[int]], list[int]]:
-        queue: asyncio.Queue = asyncio.Queue()
-        tracked: list[int] = []
-        app = SimpleNamespace(consumer=SimpleNamespace(track_message=lambda m: tracked.append(m.offset)),
-                              topics=SimpleNamespace(acking_topics={"usage"}), flow_control=Flow(),
-                              consumer_generation_id=1)
-        stream = SimpleNamespace(app=app, channel=SimpleNamespace(queue=queue), should_stop=False)
-        for event in (_event(0), _event(1, generation=0), _event(2), _event(3), _event(4)):
-            queue.put_nowait(event)
-        batches = []
-        async for batch in take_batches(stream, max_events=3, within_s=0):
-            batches.append([e.message.offset for e in batch])
-            if len(batches) == 2:
-                break
-        return batches, tracked
+def _app(tracked: list[int], sought: list[tuple], flow: Any = None) -> SimpleNamespace:
+    async def seek(tp: Any, offset: int) -> None:
+        sought.append((tp, offset))
 
-    batches, tracked = asyncio.run(scenario())
-    assert batches == [[0, 2], [3, 4]]  # at most 3 taken at a time; offset 1 is from an old generation
-    assert tracked == [0, 2, 3, 4]
+    consumer = SimpleNamespace(track_message=lambda m: tracked.append(m.offset), seek=seek,
+                               _committed_offset=defaultdict(lambda: None), _gap=defaultdict(IntervalTree))
+    return SimpleNamespace(consumer=consumer, topics=SimpleNamespace(acking_topics={"usage"}),
+                           flow_control=flow or Flow(), consumer_generation_id=1)
+
+
+async def _take(app: SimpleNamespace, queued: list[SimpleNamespace], probe: Any, rounds: int) -> list[list[int]]:
+    """The offsets of the first ``rounds`` batches take_batches yields (three events taken at a time)."""
+    queue: asyncio.Queue = asyncio.Queue()
+    stream = SimpleNamespace(app=app, channel=SimpleNamespace(queue=queue), should_stop=False)
+    for event in queued:
+        queue.put_nowait(event)
+    batches: list[list[int]] = []
+    taking = take_batches(stream, max_events=3, within_s=0, probe=probe)
+    while len(batches) < rounds:
+        batch = await asyncio.wait_for(taking.__anext__(), timeout=5)
+        batches.append([e.message.offset for e in batch])
+    return batches
+
+
+def _no_gap_probe(records: set[int]) -> Any:
+    async def probe(tp: Any, offset: int) -> int | None:
+        return min((o for o in records if o >= offset), default=None)
+
+    return probe
+
+
+def test_take_batches_delivers_each_partition_in_offset_order_and_reads_holes_again():
+    """A message further on than the partition's next offset (one fetched before the seek, or
+    after a message from an old generation was skipped) is held back, not acknowledged, and the
+    partition sought back to the next offset: the engine never decides past a hole
+    (streams.faust_internals.patches, 7.)."""
+    tracked: list[int] = []
+    sought: list[tuple] = []
+    SOUGHT.clear()
+    SOUGHT[("usage", 0)] = 0
+    app = _app(tracked, sought)
+    queued = [_event(0), _event(1, generation=0), _event(2), _event(3), _event(4),  # 1: an old generation's
+              _event(1), _event(2), _event(3), _event(4), _event(5)]  # read again from 1 after the seek
+    batches = asyncio.run(_take(app, queued, _no_gap_probe({0, 1, 2, 3, 4, 5}), rounds=4))
+    assert batches == [[0], [1], [2, 3, 4], [5]]
+    assert sought == [(("usage", 0), 1), (("usage", 0), 1)]  # 2, then 3 and 4: all past the hole at 1
+    assert tracked == [0, 1, 2, 3, 4, 5]  # only what was delivered waits for an ack
     assert FIRST_DELIVERED == {("usage", 0): 0}  # where the commit guard expects the acks to start
+    SOUGHT.clear()
+
+
+def test_take_batches_admits_a_real_gap_and_counts_it_acknowledged():
+    """No record at the next offsets (retention, transaction markers), proven by a reader of our
+    own: the jump is delivered and the gap counts as acknowledged, so commits go on."""
+    tracked: list[int] = []
+    sought: list[tuple] = []
+    SOUGHT.clear()
+    SOUGHT[("usage", 0)] = 10
+    app = _app(tracked, sought)
+    batches = asyncio.run(_take(app, [_event(14), _event(15), _event(9)], _no_gap_probe({14, 15}), rounds=1))
+    assert batches == [[14, 15]]  # 9 is before where the partition was sought: delivered and acked before
+    assert sought == []
+    gap = app.consumer._gap[("usage", 0)]
+    assert sorted((i.begin, i.end) for i in gap) == [(10, 14)]
+    SOUGHT.clear()
+
+
+def test_take_batches_holds_messages_taken_while_the_flow_is_paused_and_reads_them_again():
+    tracked: list[int] = []
+    sought: list[tuple] = []
+    SOUGHT.clear()
+    flow = Flow()
+    app = _app(tracked, sought, flow)
+    SOUGHT[("usage", 0)] = 0
+
+    class Pausing(Flow):
+        calls = 0
+
+        def is_active(self) -> bool:  # paused while the second batch is taken
+            Pausing.calls += 1
+            return Pausing.calls not in (2, 3)
+
+    app.flow_control = Pausing()
+    queued = [_event(0), _event(1), _event(2), _event(1), _event(2)]
+    batches = asyncio.run(_take(app, queued, _no_gap_probe({0, 1, 2}), rounds=2))
+    assert batches == [[0], [1, 2]]  # 1 and 2 taken while paused, then read again
+    assert sought == [(("usage", 0), 1)]
+    SOUGHT.clear()
 
 
 def test_commits_never_skip_a_pending_message():
     """Faust commits up to the end of the first run of acknowledged offsets; a message taken
     but not acknowledged before that run (a partition never committed, or one message past
     the committed offset) must hold the commit back (streams.faust_internals.patches, 5.)."""
-    from collections import defaultdict
-
     from tokenbrake.streams.faust_internals.patches import _new_offset
 
     def consumer(committed, acked):
