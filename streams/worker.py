@@ -2,7 +2,8 @@
 
 The ordering contract, stated once (this module and streams.sink.buffer enforce it; the
 tests named break each step on purpose):
-  1. decide: each message's events go through the engine in offset order; bad input is
+  1. decide: each partition's messages go through the engine in offset order, with no hole
+     (streams.faust_internals.batches; tests/unit/test_faust_fast_paths.py); bad input is
      dead-lettered with its reason and bytes as it is met (tests/integration/test_poison.py);
   2. publish: a control goes out as soon as the message that caused it is decided, never
      waiting for ClickHouse; alerts when the chunk ends (test_pipeline, the latency bench);
@@ -138,8 +139,7 @@ class Runtime:
         @app.on_partitions_revoked.connect
         async def _revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
             log.info("partitions revoked", extra={"partitions": runtime._mine(revoked),
-                                                  "generation": runtime.generation,
-                                                  "month_requests": runtime._month_requests()})
+                                                  "generation": runtime.generation})
 
         @app.on_partitions_assigned.connect
         async def _assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
@@ -210,8 +210,7 @@ class Runtime:
                 self._on_control(control)
             log.info("state attached", extra={"generation": self.generation,
                                               "keys": self.engine.stats()["keys"],
-                                              "reread_to": self.engine.reread_windows(),
-                                              "month_requests": self._month_requests()})
+                                              "reread_to": self.engine.reread_windows()})
         return True
 
     def _on_control(self, control: ControlEvent) -> None:
@@ -229,16 +228,6 @@ class Runtime:
             # the audit trail: the owning worker stores it like its own controls; seen again after a
             # restart (the control topic is read from the start), the same row replaces itself
             self.sink.add([], [control_row(control)], [], lambda: None)
-
-    def _month_requests(self) -> dict[int, int]:
-        """DEBUG: partition -> requests summed over month buckets (every scope)."""
-        out: dict[int, int] = {}
-        store = self.engine.stores["aggregates"]
-        for key, value in list(store.items()):
-            if key.startswith("M"):
-                part = store.partition_of(key)
-                out[part] = out.get(part, 0) + value[1]
-        return dict(sorted(out.items()))
 
     def _mine(self, tps: set[TP]) -> list[int]:
         return sorted(tp.partition for tp in tps if tp.topic == self.settings.topic_usage)
@@ -404,11 +393,6 @@ class Runtime:
         makes sure no message is acknowledged before them (the sink awaits them before it acks)."""
         producer = aiokafka_producer(self.app)
         pending = []
-        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topic_usage}
-        foreign = {part for records in changes.values() for _, _, part in records} - owned
-        if foreign:
-            log.warning("state written for partitions not assigned here", extra={"partitions": sorted(foreign),
-                                                                                 "generation": self.generation})
         for name, records in changes.items():
             self.meter.changelog(name, len(records))
             if name == "aggregates":  # the ClickHouse rollups are these same totals
