@@ -39,7 +39,7 @@ def read_events(path: Path, on_error: Callable[[int, str], None] | None = None, 
     """Valid events in file order, one at a time; ``on_error(line, message)`` for the others.
     ``fmt`` ``azure`` or ``burstgpt``: a trace attributed to tenants as ``replay`` does (seeded)."""
     if fmt != "jsonl":
-        from tokenbrake.streams.replay import trace_events
+        from tokenbrake.streams.tools.replay import trace_events
 
         for lineno, obj in enumerate(trace_events(path, fmt, speed, TRACE_START_MS, seed), 2):
             try:

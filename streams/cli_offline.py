@@ -13,8 +13,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from tokenbrake.streams.backtest import counted, in_time_order, read_events, rss_mb, run, write_decisions
     from tokenbrake.streams.decide.named_models import report_named_models
     from tokenbrake.streams.decide.policies import PolicyError
-    from tokenbrake.streams.replay import TraceFormatError, check_format
     from tokenbrake.streams.setup import build_engine
+    from tokenbrake.streams.tools.replay import TraceFormatError, check_format
 
     settings = load_settings()
     if not Path(args.input).is_file():
@@ -68,11 +68,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from tokenbrake.streams.demo import _trace_path
-    from tokenbrake.streams.scenarios import SCENARIO_POLICIES, azure_tokens, generate, write_scenario
+    from tokenbrake.streams.tools.replay import azure_trace_path
+    from tokenbrake.streams.tools.scenarios import SCENARIO_POLICIES, azure_tokens, generate, write_scenario
 
     out = Path(args.out)
-    tokens = azure_tokens(_trace_path())
+    tokens = azure_tokens(azure_trace_path())
     seeds = _seeds(args.seeds)
     volumes = _volumes(args.volume)
     with Progress() as progress:
@@ -97,7 +97,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def _volumes(text: str) -> list[str]:
-    from tokenbrake.streams.scenarios import VOLUMES
+    from tokenbrake.streams.tools.scenarios import VOLUMES
 
     volumes = list(VOLUMES) if text == "both" else text.split(",")
     unknown = [v for v in volumes if v not in VOLUMES]
@@ -114,9 +114,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from tokenbrake.schemas.codec import dumps
-    from tokenbrake.streams.demo import _trace_path
-    from tokenbrake.streams.evaluate import azure_clean_alerts, evaluate, evaluate_generated
-    from tokenbrake.streams.scenarios import azure_tokens
+    from tokenbrake.streams.tools.evaluate import azure_clean_alerts, evaluate, evaluate_generated
+    from tokenbrake.streams.tools.replay import azure_trace_path
+    from tokenbrake.streams.tools.scenarios import azure_tokens
 
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
     started = time.monotonic()
@@ -134,10 +134,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             return 2
         report = evaluate(Path(args.scenarios), progress=progress)
     else:
-        report = evaluate_generated(_volumes(args.volume), _seeds(args.seeds), azure_tokens(_trace_path()),
+        report = evaluate_generated(_volumes(args.volume), _seeds(args.seeds), azure_tokens(azure_trace_path()),
                                     days=args.days, progress=progress)
     if not args.no_azure:
-        report["azure_clean_replay_alerts"] = len(azure_clean_alerts(_trace_path()))
+        report["azure_clean_replay_alerts"] = len(azure_clean_alerts(azure_trace_path()))
     if args.json:
         sys.stdout.write(dumps(report).decode() + "\n")
         return 0

@@ -22,8 +22,8 @@ from tokenbrake.streams.backtest import in_time_order, read_events, run
 from tokenbrake.streams.decide.policies import parse_policies
 from tokenbrake.streams.engine import Engine
 from tokenbrake.streams.price import PriceBook
-from tokenbrake.streams.replay import read_azure, synthesize
-from tokenbrake.streams.scenarios import SCENARIO_POLICIES, VOLUMES, generate
+from tokenbrake.streams.tools.replay import read_azure, synthesize
+from tokenbrake.streams.tools.scenarios import SCENARIO_POLICIES, VOLUMES, generate
 
 RULES = ("retry_storm", "cost_rate", "spend_spike", "token_inflation", "cache_regression", "request_cost_cap",
          "heavy_user")

@@ -9,6 +9,7 @@ buckets and the kill switch behave as they would live.
 from __future__ import annotations
 
 import csv
+import os
 import random
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,19 @@ TENANTS = {"acme": (0.40, "enterprise"), "globex": (0.30, "pro"), "initech": (0.
            "umbrella": (0.10, "free")}
 FEATURES = {"chat": ("gpt-4o", "openai", 0.6), "summarize": ("gpt-4o-mini", "openai", 0.25),
             "search": ("claude-3-5-haiku", "anthropic", 0.15)}
+
+#: the public Azure trace in the project's shared data folder (beside the checkout)
+AZURE_TRACE = Path(__file__).resolve().parents[3] / "shared" / "data" / "AzureLLMInferenceTrace_conv.csv"
+
+
+def azure_trace_path() -> Path:
+    """The Azure trace the demo, ``scenarios`` and ``evaluate`` read: ``TOKENBRAKE_DEMO_TRACE``, else the
+    shared data folder beside the checkout or beside the working directory; exits with one line if none is."""
+    for candidate in (Path(os.environ.get("TOKENBRAKE_DEMO_TRACE", "")), AZURE_TRACE,
+                      Path.cwd().parent / "shared" / "data" / "AzureLLMInferenceTrace_conv.csv"):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit("demo trace not found: set TOKENBRAKE_DEMO_TRACE to AzureLLMInferenceTrace_conv.csv")
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,23 +28,14 @@ from rich.table import Table
 from tokenbrake.clients.killswitch import KillSwitch
 from tokenbrake.schemas.control import ControlEvent
 from tokenbrake.streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
-from tokenbrake.streams.publish import publish
-from tokenbrake.streams.replay import FEATURES, trace_events
 from tokenbrake.streams.runner import worker_topics
 from tokenbrake.streams.settings import Settings
 from tokenbrake.streams.status import fetch_status
+from tokenbrake.streams.tools.publish import publish
+from tokenbrake.streams.tools.replay import FEATURES, azure_trace_path, trace_events
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "AzureLLMInferenceTrace_conv.csv"
 POLICIES = Path(__file__).with_name("demo_policies.yaml")
 CHEAP = {"gpt-4o-mini": "openai"}
-
-
-def _trace_path() -> Path:
-    for candidate in (Path(os.environ.get("TOKENBRAKE_DEMO_TRACE", "")), DATA,
-                      Path.cwd().parent / "shared" / "data" / "AzureLLMInferenceTrace_conv.csv"):
-        if candidate.is_file():
-            return candidate
-    raise SystemExit("demo trace not found: set TOKENBRAKE_DEMO_TRACE to AzureLLMInferenceTrace_conv.csv")
 
 
 class Service:
@@ -108,7 +99,7 @@ def _cents(value: Decimal) -> str:
 
 async def _replay(settings: Settings, bootstrap: str, web: str, speed: float, console: Console) -> Service:
     start_ms = int(time.time() * 1000) + 500
-    events = list(trace_events(_trace_path(), "azure", speed, start_ms))
+    events = list(trace_events(azure_trace_path(), "azure", speed, start_ms))
     ks = KillSwitch(bootstrap, settings.topic_control, **settings.control_view_kwargs())
     await ks.start()
     service = Service(ks)
