@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from decimal import Decimal
 
 from river import base
 
@@ -140,6 +141,10 @@ class CostRate(base.AnomalyDetector):
         if x.get("window_requests"):
             score = max(score, self._score(x, "window_"))
         return score
+
+    def describe(self, x: dict, observed: Decimal) -> str:
+        """The figures an alert's summary adds: the minute's spend against the baseline."""
+        return f"${observed}/min against a baseline of ${self.baseline_usd_per_minute:.4f}/min"
 
     @property
     def baseline_usd_per_minute(self) -> float:

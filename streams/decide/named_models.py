@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
+from tokenbrake.streams.decide.detection import COST_RATE_DEFAULT_TARGET
 from tokenbrake.streams.decide.policies import PoliciesFile
 from tokenbrake.streams.yaml_files import line_of
 
 DEFAULT_TIERS = ("free", "pro", "team", "business", "enterprise")
-COST_RATE_DEFAULT_TARGET = "gpt-4o-mini"  # streams.decide.detection's default
 
 
 @dataclass

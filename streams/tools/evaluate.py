@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tokenbrake.detectors.registry import REGISTRY
 from tokenbrake.schemas.codec import loads
 from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.aggregate.periods import DAY_MS
@@ -25,8 +26,7 @@ from tokenbrake.streams.price import PriceBook
 from tokenbrake.streams.tools.replay import read_azure, synthesize
 from tokenbrake.streams.tools.scenarios import SCENARIO_POLICIES, VOLUMES, generate
 
-RULES = ("retry_storm", "cost_rate", "spend_spike", "token_inflation", "cache_regression", "request_cost_cap",
-         "heavy_user")
+RULES = tuple(spec.rule for spec in REGISTRY)
 GRACE_MS = 2 * 3_600_000  # an alert up to 2h after an incident's end still belongs to it
 
 
