@@ -18,7 +18,7 @@ from tokenbrake.schemas.control import ControlEvent, Scope
 from tokenbrake.schemas.signing import Sealer
 from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.aggregate.periods import day_of, minute_of, month_of
-from tokenbrake.streams.aggregate.spend import COST, FIELDS, SpendAggregator, day_key, month_key
+from tokenbrake.streams.aggregate.spend import COST, FIELDS, SpendAggregator
 from tokenbrake.streams.aggregate.store import Store
 from tokenbrake.streams.decide.baselines import BaselineKeeper
 from tokenbrake.streams.decide.budgets import BudgetEvaluator
@@ -30,6 +30,7 @@ from tokenbrake.streams.emit.events import ControlBoard, Emitted
 from tokenbrake.streams.ingest.dedupe import Deduper, Seen
 from tokenbrake.streams.price.pricebook import PriceBook
 from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.state_keys import DAY, day_key, month_key, parse_bucket_key
 
 STORES = ("aggregates", "dedupe", "decisions")
 
@@ -277,11 +278,10 @@ class Engine:
         """Spend today and this month per scope (top ``limit`` by today's spend) and active controls."""
         now = self.now()
         day, month = day_of(now), month_of(now)
-        prefix = f"d{day}|"
         rows = []
         for key, vec in self.agg.store.items():
-            if key.startswith(prefix):
-                scope = key[len(prefix):]
+            kind, number, scope = parse_bucket_key(key)
+            if kind == DAY and number == day:
                 mvec = self.agg.get(month_key(month, scope)) or [0] * len(FIELDS)
                 rows.append({"scope": scope, "today_usd": str(nanos_to_usd(vec[COST])),
                              "month_usd": str(nanos_to_usd(mvec[COST])),

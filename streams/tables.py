@@ -17,17 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenbrake.schemas.common import dollars
+from tokenbrake.streams.state_keys import parse_scope
 
 KINDS = ("tenant", "feature", "user", "model")
 TITLES = {"tenant": "tenants", "feature": "tenant / feature", "user": "tenant / user", "model": "tenant / model"}
-_SPEND_PARTS = {"t": "tenant", "f": "feature", "u": "user", "m": "model"}
 
 
 def spend_scope(key: str) -> tuple[str, str]:
     """``t=acme|f=chat`` -> (``feature``, ``acme / chat``)."""
-    parts = dict(p.split("=", 1) for p in key.split("|") if "=" in p)
-    kind = next((_SPEND_PARTS[k] for k in ("f", "u", "m") if k in parts), "tenant")
-    return kind, " / ".join(v for v in parts.values())
+    tenant, kind, value = parse_scope(key)
+    return kind, f"{tenant} / {value}" if value else tenant
 
 
 def control_scope(key: str) -> tuple[str, str]:

@@ -26,20 +26,22 @@ from tokenbrake.streams.aggregate.periods import (
     month_of,
     month_start_ms,
 )
-from tokenbrake.streams.aggregate.spend import (
-    COST,
-    SpendAggregator,
+from tokenbrake.streams.aggregate.spend import COST, SpendAggregator
+from tokenbrake.streams.aggregate.store import Store
+from tokenbrake.streams.decide.policies import BudgetPolicy, PoliciesFile, Step
+from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
+from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.state_keys import (
+    BUDGET,
+    budget_key,
     day_key,
     month_key,
+    parse_budget_key,
     scope_feature,
     scope_model,
     scope_tenant,
     scope_user,
 )
-from tokenbrake.streams.aggregate.store import Store
-from tokenbrake.streams.decide.policies import BudgetPolicy, PoliciesFile, Step
-from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
-from tokenbrake.streams.price.rates import nanos_to_usd
 
 
 @dataclass(slots=True)
@@ -167,7 +169,7 @@ class BudgetEvaluator:
 
     def _evaluate(self, c: _Compiled, agg_scope: str, scope: Scope | tuple[str, str, str, str], at_ms: int,
                   now_ms: int, partition: int | None, tier: str | None = None) -> None:
-        skey = f"b|{c.policy.id}|{agg_scope}"
+        skey = budget_key(c.policy.id, agg_scope)
         period = self._period(c, now_ms)
         state = self.store.get(skey)
         level = state[1] if state and state[0] == period else 0
@@ -262,9 +264,9 @@ class BudgetEvaluator:
         scope on its tenant's clock (``now_of(tenant)``)."""
         self._bands.clear()
         for skey, state in list(self.store.items()):
-            if not skey.startswith("b|") or state[1] == 0:
+            if not skey.startswith(BUDGET) or state[1] == 0:
                 continue
-            _, policy_id, agg_scope = skey.split("|", 2)
+            policy_id, agg_scope = parse_budget_key(skey)
             scope = Scope.model_validate(state[3])
             now_ms = now_of(scope.tenant_id)
             c = self._compiled.get(policy_id)
@@ -294,11 +296,11 @@ class BudgetEvaluator:
         self._rolling.clear()
         self._bands.clear()
         for skey, state in self.store.items():
-            if not skey.startswith("b|") or state[1] == 0:
+            if not skey.startswith(BUDGET) or state[1] == 0:
                 continue
             if state[4] is None:
                 continue
-            policy_id = skey.split("|", 2)[1]
+            policy_id = parse_budget_key(skey)[0]
             action, to_model, max_rps = state[4]
             wish = Contribution(action, Reason(rule="budget", observed=Decimal(0), threshold=Decimal(0), period="",
                                                detail=f"policy {policy_id} (restored)"), policy_id, to_model, max_rps)

@@ -20,13 +20,13 @@ they are read as the position of the message's first element. A chunk is deleted
 
 from __future__ import annotations
 
-import uuid
 from collections import deque
 from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
 from tokenbrake.streams.aggregate.store import Store
+from tokenbrake.streams.state_keys import chunk_key
 
 #: ids per changelog record (~100 KB): far below Kafka's default 1 MB request limit
 CHUNK_MAX = 2000
@@ -74,10 +74,8 @@ class Deduper:
         self._minutes: dict[int, int] = {}
         self._pending: dict[int, tuple[list, list, list]] = {}  # partition -> ids, minutes, positions not sealed
         self._chunks: deque[tuple[int, str]] = deque()  # (newest minute in chunk, chunk key)
-        self._prefix = uuid.uuid4().hex[:8]
         #: partition -> the highest position among the restored ids (see :meth:`rebuild_index`)
         self.restored_positions: dict[int, int] = {}
-        self._seq = 0
 
     def check(self, event_id: str, ts_ms: int, partition: int, pos: int) -> Seen:
         where = pos << 20 | partition if pos >= 0 else -1  # _where(), inlined: per event
@@ -114,8 +112,7 @@ class Deduper:
         for partition, (ids, minutes, positions) in self._pending.items():
             for start in range(0, len(ids), CHUNK_MAX):  # bounded records: Kafka caps request size
                 end = start + CHUNK_MAX
-                self._seq += 1
-                key = f"{self._prefix}:{partition}:{self._seq}"
+                key = chunk_key(partition, positions[start], ids[start])
                 self.store.set(key, {"ids": ids[start:end], "minutes": minutes[start:end],
                                      "positions": positions[start:end]}, partition)
                 self._chunks.append((max(minutes[start:end]), key))
