@@ -8,7 +8,6 @@ State lives in three :class:`Store` objects that the Faust adapter mirrors into 
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -66,10 +65,6 @@ class Drained:
     changes: dict[str, list[tuple[str, Any, int]]]
     #: (tenant, minute) of events later than the minute retention: the sink recomputes them
     stale_minutes: set[tuple[str, int]]
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Engine:

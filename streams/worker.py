@@ -30,25 +30,25 @@ from faust.web import Request, Response, View
 from tokenbrake.clients.killswitch import KillSwitch
 from tokenbrake.schemas.codec import dumps
 from tokenbrake.schemas.control import ControlEvent
-from tokenbrake.schemas.sequence import ControlSigner
+from tokenbrake.schemas.sequence import ControlSigner, wall_clock_ms
 from tokenbrake.streams.app import RawBytes, build_app
 from tokenbrake.streams.chunk import Chunk
 from tokenbrake.streams.emit.reassert import Reasserter
 from tokenbrake.streams.emit.topic_latest import TopicLatest
-from tokenbrake.streams.engine import STORES, PricedEvent, wall_clock_ms
+from tokenbrake.streams.engine import STORES, PricedEvent
 from tokenbrake.streams.faust_internals.batches import take_batches
 from tokenbrake.streams.faust_internals.changelog import aiokafka_producer, send_packed
 from tokenbrake.streams.faust_internals.tables import table_dicts
 from tokenbrake.streams.heap import HeapAger
 from tokenbrake.streams.ingest.decode import Rejected, decode, note_unknown_fields
 from tokenbrake.streams.ingest.dedupe import Seen
-from tokenbrake.streams.ingest.routing import TenantRouter
 from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.metrics import WorkerMeter, install_metrics
 from tokenbrake.streams.otlp_flow import install_otlp
 from tokenbrake.streams.runtime.dead_letters import DeadLetters
 from tokenbrake.streams.runtime.forwarding import Forwarder
 from tokenbrake.streams.runtime.publisher import Publisher
+from tokenbrake.streams.runtime.routing import TenantRouter
 from tokenbrake.streams.runtime.status import stats_view, status_view
 from tokenbrake.streams.runtime.watchdog import broker_silence
 from tokenbrake.streams.settings import Settings
