@@ -18,7 +18,6 @@ from tokenbrake.schemas.signing import Sealer
 from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.aggregate.periods import day_of, minute_of, month_of
 from tokenbrake.streams.aggregate.spend import COST, FIELDS, SpendAggregator
-from tokenbrake.streams.aggregate.store import Store
 from tokenbrake.streams.decide.baselines import BaselineKeeper
 from tokenbrake.streams.decide.budgets import BudgetEvaluator
 from tokenbrake.streams.decide.caps import RequestCostCaps, UnpricedModels
@@ -29,7 +28,8 @@ from tokenbrake.streams.emit.events import ControlBoard, Emitted
 from tokenbrake.streams.ingest.dedupe import Deduper, Seen
 from tokenbrake.streams.price.pricebook import PriceBook
 from tokenbrake.streams.price.rates import nanos_to_usd
-from tokenbrake.streams.state_keys import DAY, day_key, month_key, parse_bucket_key
+from tokenbrake.streams.state.keys import DAY, day_key, month_key, parse_bucket_key
+from tokenbrake.streams.state.store import Store
 
 STORES = ("aggregates", "dedupe", "decisions")
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenbrake.schemas.common import dollars
-from tokenbrake.streams.state_keys import parse_scope
+from tokenbrake.streams.state.keys import parse_scope
 
 KINDS = ("tenant", "feature", "user", "model")
 TITLES = {"tenant": "tenants", "feature": "tenant / feature", "user": "tenant / user", "model": "tenant / model"}

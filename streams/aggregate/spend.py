@@ -16,8 +16,7 @@ from collections import deque
 from typing import Any
 
 from tokenbrake.streams.aggregate.periods import MINUTE_MS, day_of, minute_of, month_of, month_of_day
-from tokenbrake.streams.aggregate.store import POS, WIDTH, Store, add_into
-from tokenbrake.streams.state_keys import (
+from tokenbrake.streams.state.keys import (
     DAY,
     MONTH,
     bucket_keys,
@@ -31,6 +30,7 @@ from tokenbrake.streams.state_keys import (
     scope_tenant,
     scope_user,
 )
+from tokenbrake.streams.state.store import POS, WIDTH, Store, add_into
 
 COST, REQUESTS, INPUT, OUTPUT, CACHED, REASONING, ERRORS, RETRIES = range(8)
 FIELDS = ("cost_nanos", "requests", "input_tokens", "output_tokens", "cached_input_tokens",
@@ -56,7 +56,7 @@ class SpendAggregator:
     def add(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, partition: int,
             vector: tuple[int, ...], pos: int = -1) -> None:
         """Add one priced call to its day, month and minute buckets in every scope; ``pos`` is
-        its position in its partition (see :data:`streams.aggregate.store.POS`).
+        its position in its partition (see :data:`streams.state.store.POS`).
 
         The tenant, feature and model buckets of one (tenant, feature, model, minute) are
         shared by many events: their counter lists are looked up once (again only when

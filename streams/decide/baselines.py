@@ -23,9 +23,9 @@ from typing import Any
 
 from tokenbrake.schemas.codec import dumps, loads
 from tokenbrake.schemas.signing import Sealer
-from tokenbrake.streams.aggregate.store import Store
 from tokenbrake.streams.decide.detection import DetectorHub
-from tokenbrake.streams.state_keys import BASELINE, baseline_key, parse_baseline_key
+from tokenbrake.streams.state.keys import BASELINE, baseline_key, parse_baseline_key
+from tokenbrake.streams.state.store import Store
 
 KEEP_MS = 14 * 86_400_000
 log = logging.getLogger("tokenbrake.baselines")

@@ -27,11 +27,10 @@ from tokenbrake.streams.aggregate.periods import (
     month_start_ms,
 )
 from tokenbrake.streams.aggregate.spend import COST, SpendAggregator
-from tokenbrake.streams.aggregate.store import Store
 from tokenbrake.streams.decide.policies import BudgetPolicy, PoliciesFile, Step
 from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
 from tokenbrake.streams.price.rates import nanos_to_usd
-from tokenbrake.streams.state_keys import (
+from tokenbrake.streams.state.keys import (
     BUDGET,
     budget_key,
     day_key,
@@ -42,6 +41,7 @@ from tokenbrake.streams.state_keys import (
     scope_tenant,
     scope_user,
 )
+from tokenbrake.streams.state.store import Store
 
 
 @dataclass(slots=True)

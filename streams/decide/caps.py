@@ -7,11 +7,11 @@ from decimal import Decimal
 from tokenbrake.detectors.request_cost_cap import RequestCostCap as CapDetector
 from tokenbrake.schemas.control import Scope
 from tokenbrake.streams.aggregate.periods import day_of
-from tokenbrake.streams.aggregate.store import Store
 from tokenbrake.streams.decide.policies import RequestCostCap
 from tokenbrake.streams.emit.events import Emitted, alert
 from tokenbrake.streams.price.rates import nanos_to_usd, usd_to_nanos
-from tokenbrake.streams.state_keys import CAP, cap_key, parse_cap_key, unpriced_key
+from tokenbrake.streams.state.keys import CAP, cap_key, parse_cap_key, unpriced_key
+from tokenbrake.streams.state.store import Store
 
 
 class RequestCostCaps:

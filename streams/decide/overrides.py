@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tokenbrake.schemas.control import ControlEvent
-from tokenbrake.streams.aggregate.store import Store
 from tokenbrake.streams.emit.events import OPERATOR as SOURCE
 from tokenbrake.streams.emit.events import Contribution, ControlBoard
-from tokenbrake.streams.state_keys import OPERATOR, operator_key
+from tokenbrake.streams.state.keys import OPERATOR, operator_key
+from tokenbrake.streams.state.store import Store
 
 
 class OperatorOverrides:

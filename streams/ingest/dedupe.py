@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
-from tokenbrake.streams.aggregate.store import Store
-from tokenbrake.streams.state_keys import chunk_key
+from tokenbrake.streams.state.keys import chunk_key
+from tokenbrake.streams.state.store import Store
 
 #: ids per changelog record (~100 KB): far below Kafka's default 1 MB request limit
 CHUNK_MAX = 2000

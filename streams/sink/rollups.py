@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tokenbrake.streams.price.rates import nanos_to_text
-from tokenbrake.streams.state_keys import DAY, MINUTE, bucket_kind, is_user_scope, parse_bucket_key, parse_scope
+from tokenbrake.streams.state.keys import DAY, MINUTE, bucket_kind, is_user_scope, parse_bucket_key, parse_scope
 
 MINUTE_COLUMNS = ["tenant_id", "dimension", "value", "window_start", "requests", "input_tokens", "output_tokens",
                   "cached_input_tokens", "reasoning_tokens", "errors", "retries", "cost_usd", "version"]

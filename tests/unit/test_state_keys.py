@@ -1,10 +1,10 @@
-"""Every state key format parses back to what it was made of (streams/state_keys.py), and the
+"""Every state key format parses back to what it was made of (streams/state/keys.py), and the
 strings themselves are the ones persisted on the brokers by earlier releases."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenbrake.streams import state_keys as keys
+from tokenbrake.streams.state import keys
 
 # what the contract allows in a tenant, feature, user or model id (schemas.usage.ScopeId)
 ids = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="|"), min_size=1, max_size=40)
@@ -94,8 +94,8 @@ def test_the_persisted_strings_are_unchanged():
 
 
 def _chunks(pos_of):
-    from tokenbrake.streams.aggregate.store import Store
     from tokenbrake.streams.ingest.dedupe import Deduper
+    from tokenbrake.streams.state.store import Store
 
     store = Store("dedupe")
     dedupe = Deduper(store, horizon_minutes=60, max_entries=1000)
