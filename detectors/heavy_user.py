@@ -66,8 +66,8 @@ class HeavyUser(base.AnomalyDetector):
     def _share(self, x: dict) -> tuple[float, int, int]:
         spends = [v for k, v in x.items() if k.startswith("user:")]
         total = sum(spends)
-        k = max(1, int(len(spends) * self.top_fraction))
-        top = sum(heapq.nlargest(k, spends))
+        top = max(1, int(len(spends) * self.top_fraction))
+        top = sum(heapq.nlargest(top, spends))
         return (top / total if total else 0.0), len(spends), total
 
     def describe(self, x: dict, observed: Decimal) -> str:

@@ -111,12 +111,12 @@ def _drain(engine: Engine) -> Iterator[dict[str, Any]]:
 
 
 def write_decisions(decisions: Iterable[dict[str, Any]], output: Path) -> int:
-    n = 0
+    written = 0
     with open(output, "wb") as fh:
         for decision in decisions:
             fh.write(dumps(decision) + b"\n")
-            n += 1
-    return n
+            written += 1
+    return written
 
 
 def rss_mb() -> float:
@@ -137,9 +137,9 @@ def counted(events: Iterable[UsageEvent], at: Iterable[int], report: Callable[[i
             ) -> Iterator[UsageEvent]:
     """Pass events through, calling ``report(n, rss_mb)`` when the n-th event is reached."""
     marks = sorted(set(at))
-    n = 0
+    written = 0
     for ev in events:
         yield ev
-        n += 1
-        while marks and n >= marks[0]:
+        written += 1
+        while marks and written >= marks[0]:
             report(marks.pop(0), rss_mb())

@@ -50,17 +50,17 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             seen[0] += 1
             yield ev
 
-    def report(n: int, rss: float) -> None:
-        print(f"events={n:>9,} rss_mb={rss:7.1f}", file=sys.stderr, flush=True)
+    def report(decisions: int, rss: float) -> None:
+        print(f"events={decisions:>9,} rss_mb={rss:7.1f}", file=sys.stderr, flush=True)
 
     events = counted(count(in_time_order(read_events(Path(args.input), skipped, args.format, args.seed))),
                      rss_at, report)
-    n = write_decisions(run(engine, events), Path(args.output))
+    decisions = write_decisions(run(engine, events), Path(args.output))
     if not seen[0]:
         print(f"backtest: no valid event in {args.input} ({invalid[0]} invalid; the first reasons are above); "
               "a CSV trace needs --format azure|burstgpt", file=sys.stderr)
         return 1
-    print(f"{seen[0]} events ({invalid[0]} invalid) -> {n} decisions in {args.output}"
+    print(f"{seen[0]} events ({invalid[0]} invalid) -> {decisions} decisions in {args.output}"
           + (f"; rss at the end {rss_mb():.1f} MB" if rss_at else ""))
     return 0
 
@@ -81,8 +81,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
             for name, incidents in ((f"{volume}-incidents-seed{seed}", True), (f"{volume}-clean-seed{seed}", False)):
                 events, plan = generate(seed, args.days, tokens, incidents=incidents, scale=args.scale,
                                         volume=volume)
-                n = write_scenario(out, name, events, plan)
-                progress.console.print(f"{out / name}.jsonl: {n} events, {len(plan)} incidents")
+                written = write_scenario(out, name, events, plan)
+                progress.console.print(f"{out / name}.jsonl: {written} events, {len(plan)} incidents")
                 progress.advance(task)
     (out / "policies.yaml").write_text(SCENARIO_POLICIES)
     return 0
@@ -146,10 +146,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for col in ("rule", "precision", "recall", "detected/incidents", "median delay (min)", "worst delay (min)",
                     "false alerts/clean day"):
             table.add_column(col, justify="right" if col != "rule" else "left")
-        for rule, m in rep["rules"].items():
-            table.add_row(rule, str(m["precision"]), str(m["recall"]), f"{m['detected']}/{m['incidents']}",
-                          str(m["median_delay_min"]), str(m["worst_delay_min"]),
-                          str(m["false_alerts_per_clean_day"]))
+        for rule, figures in rep["rules"].items():
+            table.add_row(rule, str(figures["precision"]), str(figures["recall"]),
+                          f"{figures['detected']}/{figures['incidents']}", str(figures["median_delay_min"]),
+                          str(figures["worst_delay_min"]), str(figures["false_alerts_per_clean_day"]))
         console.print(table)
         for missed in rep["missed"]:
             console.print(f"  missed: {missed}")

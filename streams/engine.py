@@ -68,6 +68,17 @@ class Drained:
 
 
 class Engine:
+    """The core's one port: events in; decisions and state changes out.
+
+    :meth:`process` counts one event (dedupe, price, aggregate, decide), :meth:`take_controls`
+    hands over the controls to publish at once, :meth:`tick` runs what time alone decides
+    (period rollovers, decay, expiry), :meth:`drain` returns everything else decided and every
+    state change since the last drain as one :class:`Drained`, :meth:`attach` and
+    :meth:`restore` give it back its state after a restart. ``clock`` is injected (the
+    worker's wall clock; none in a backtest, where the latest event time stands in), so the
+    same events give the same decisions anywhere.
+    """
+
     def __init__(self, policies: PoliciesFile, pricebook: PriceBook, config: EngineConfig | None = None,
                  clock: Callable[[], int] | None = None, detectors: DetectorHub | bool | None = None,
                  sealer: Sealer | None = None, tenant_partition: Callable[[str], int] | None = None) -> None:

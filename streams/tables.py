@@ -94,12 +94,12 @@ def controls_tables(controls: list[dict[str, Any]], *, full: bool = False) -> li
         if full:
             table.add_column("expires (UTC)", overflow="fold")
             table.add_column("by / reason", overflow="fold")
-        for label, c in rows:
-            cells = [label, c["action"], _detail(c)]
+        for label, cell in rows:
+            cells = [label, cell["action"], _detail(cell)]
             if full:
-                by, rule = c.get("issued_by", ""), c.get("rule", "")
-                cells += [_when(c.get("expires_at")),
-                          f"{by}{f' ({rule})' if rule and rule != by else ''}: {c.get('reason', '')}"]
+                by, rule = cell.get("issued_by", ""), cell.get("rule", "")
+                cells += [_when(cell.get("expires_at")),
+                          f"{by}{f' ({rule})' if rule and rule != by else ''}: {cell.get('reason', '')}"]
             table.add_row(*cells)
         tables.append(table)
     return tables

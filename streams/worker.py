@@ -85,15 +85,15 @@ class Runtime:
         self.key_id, self.secret = settings.signing_key
         # each control gets the next per-scope sequence after the highest read back (schemas.sequence)
         self.signer = ControlSigner(self.key_id, self.secret, last_seen=self.control_view.last_seq)
-        n = settings.topic_partitions
-        self.usage_topic = self.app.topic(settings.topic_usage, schema=RawBytes(), partitions=n)
+        partitions = settings.topic_partitions
+        self.usage_topic = self.app.topic(settings.topic_usage, schema=RawBytes(), partitions=partitions)
         self.dlq_topic = self.app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
-                                        partitions=n)
+                                        partitions=partitions)
         self.control_topic = self.app.topic(settings.topic_control, key_serializer="raw",
                                             value_serializer="raw", partitions=1, compacting=True)
         self.alert_topic = self.app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw",
                                           partitions=1)
-        self.tables = {name: self.app.Table(name, default=None, partitions=n, key_type=str) for name in STORES}
+        self.tables = {name: self.app.Table(name, default=None, partitions=partitions, key_type=str) for name in STORES}
         self.changelogs = {name: table.changelog_topic.get_topic_name() for name, table in self.tables.items()}
         self.sink = SinkBuffer(SinkProcess(settings.resolved_clickhouse_dsn, settings.clickhouse_database,
                                            settings.sink_write_timeout_s),
@@ -318,8 +318,8 @@ class Runtime:
         durable += chunk.forwarded
 
         def ack(events: list[faust.EventT] = events) -> None:
-            for e in events:
-                e.ack()
+            for taken in events:
+                taken.ack()
 
         self.sink.add(rows, [control_row(c) for c in controls], [alert_row(a) for a in drained.alerts], ack,
                       *self._take_rollups(drained.stale_minutes), durable=durable)

@@ -1,10 +1,10 @@
 """Controls an operator issued by hand (``tokenbrake control ...``) hold against the automatic ones.
 
-The control topic keeps one message per scope: before, the next automatic transition on a
-scope (a budget's ``allow`` at midnight, a detector resolving) overwrote an operator's block.
-Now an operator's control is one more wish on the scope's :class:`ControlBoard`, the
-strongest one wins as for every other rule, and it lasts until its ``expires_at`` or until
-the operator's plain ``allow`` withdraws it. An operator's ``allow`` *with* an expiry is an
+The control topic keeps one message per scope, so the next automatic transition on a scope
+(a budget's ``allow`` at midnight, a detector resolving) would overwrite an operator's block
+if it were a message alone. An operator's control is one more wish on the scope's
+:class:`ControlBoard`, the strongest one wins as for every other rule, and it lasts until
+its ``expires_at`` or until the operator's plain ``allow`` withdraws it. An operator's ``allow`` *with* an expiry is an
 override: the scope is allowed until then, whatever the rules want. It is kept in the
 decisions store (``op|<scope key>``), so a restarted worker still honours it.
 

@@ -60,6 +60,13 @@ def _where(partition: int, pos: int) -> int:
 
 
 class Deduper:
+    """Tells a new event from a duplicate, a redelivery and one too late to check, by event id.
+
+    :meth:`check` per event (``Seen``), :meth:`seal` once per decided chunk of messages (the
+    ids first seen become one store record per partition), :meth:`expire` on the watermark,
+    :meth:`rebuild_index` after the store is restored. See the module docstring for the bounds.
+    """
+
     def __init__(self, store: Store, horizon_minutes: int, max_entries: int) -> None:
         self.store = store  # chunk_key -> {"ids": [...], "minutes": [...], "positions": [...]}
         self.horizon_minutes = horizon_minutes

@@ -86,12 +86,12 @@ class Tally:
         self.files.append({"file": name, "events": span.n, "alerts": len(alerts), "incidents": len(incidents)})
         if not incidents:
             self.clean_days += span.days
-            for a in alerts:
-                self.clean_alerts[a["rule"]] += 1
-        for a in alerts:
-            self.fired[a["rule"]] += 1
-            if incidents and any(_matches(a, inc, {inc["rule"], *inc["also"]}) for inc in incidents):
-                self.tp[a["rule"]] += 1
+            for found in alerts:
+                self.clean_alerts[found["rule"]] += 1
+        for found in alerts:
+            self.fired[found["rule"]] += 1
+            if incidents and any(_matches(found, inc, {inc["rule"], *inc["also"]}) for inc in incidents):
+                self.tp[found["rule"]] += 1
         for inc in incidents:
             self.expected[inc["rule"]] += 1
             hits = [_ts(a) for a in alerts if _matches(a, inc, {inc["rule"]})]
@@ -105,13 +105,13 @@ class Tally:
     def report(self) -> dict[str, Any]:
         per_rule = {}
         for rule in RULES:
-            d, fired, expected = self.delays.get(rule, []), self.fired[rule], self.expected[rule]
+            delays, fired, expected = self.delays.get(rule, []), self.fired[rule], self.expected[rule]
             per_rule[rule] = {
                 "precision": round(self.tp[rule] / fired, 3) if fired and expected else None,
                 "recall": round(self.found[rule] / expected, 3) if expected else None,
                 "incidents": expected, "detected": self.found[rule], "alerts": fired,
-                "median_delay_min": round(statistics.median(d), 1) if d else None,
-                "worst_delay_min": round(max(d), 1) if d else None,
+                "median_delay_min": round(statistics.median(delays), 1) if delays else None,
+                "worst_delay_min": round(max(delays), 1) if delays else None,
                 "false_alerts_per_clean_day": round(self.clean_alerts[rule] / self.clean_days, 3)
                 if self.clean_days else None,
             }
