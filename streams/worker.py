@@ -1,7 +1,7 @@
 """The Faust adapter: the worker's composition and its deciding loop.
 
-The ordering contract, stated once (this module and streams.sink.buffer enforce it; the
-tests named break each step on purpose):
+The ordering contract, stated once (this module and streams.sink.buffer enforce it;
+tests/unit/test_ordering_contract.py breaks each step on purpose, and the tests named below too):
   1. decide: each message's events go through the engine in offset order; bad input is
      dead-lettered with its reason and bytes as it is met (tests/integration/test_poison.py);
   2. publish: a control goes out as soon as the message that caused it is decided, never
