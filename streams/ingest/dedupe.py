@@ -10,12 +10,12 @@ count. Each remembered id records the partition and *position* it was first read
 idempotently; see the engine for what is counted again) from a *duplicate* sent twice by a
 producer, or twice in one message (dropped and counted).
 
-Persistence is per batch, not per event: the ids first seen in one batch from one partition
-form one *chunk*, one changelog record (``chunk_key -> {"ids": [...], "minutes": [...],
-"positions": [...]}``, three parallel lists: no list per id in memory). Chunks written by
-earlier versions hold message offsets (``"offsets"``, or ``[[id, minute, offset], ...]``);
-they are read as the position of the message's first element. A chunk is deleted
-(tombstoned) once every id in it is older than the floor.
+Persistence is per chunk of messages (``streams.chunk``), not per event: the ids first seen in
+one chunk from one partition form one *id record*, one changelog record (``state.keys.chunk_key``
+-> ``{"ids": [...], "minutes": [...], "positions": [...]}``, three parallel lists: no list per id
+in memory). Id records written by earlier versions hold message offsets (``"offsets"``, or
+``[[id, minute, offset], ...]``); they are read as the position of the message's first element.
+An id record is deleted (tombstoned) once every id in it is older than the floor.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class Deduper:
 
     def seal(self) -> None:
         """Turn the ids seen since the last call into one chunk per partition (one changelog
-        record each). The engine calls it once per batch."""
+        record each). The engine calls it at each drain (a chunk's end, a tick)."""
         for partition, (ids, minutes, positions) in self._pending.items():
             for start in range(0, len(ids), CHUNK_MAX):  # bounded records: Kafka caps request size
                 end = start + CHUNK_MAX
