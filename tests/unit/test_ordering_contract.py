@@ -1,6 +1,6 @@
 """The worker's ordering contract (the numbered steps of streams/worker.py's docstring), one test per
 step that breaks the step on purpose and shows the check failing, beside the check passing on the
-real code.
+real code; and the same for the rule that the tick never drains the engine in the middle of a batch.
 
 The worker's own deciding loop runs (``Runtime.on_batch``, ``_end_chunk``, ``persist``) with the
 real engine and the real ``SinkBuffer``; what Faust and the brokers would do is played by fakes
@@ -103,12 +103,19 @@ class Broker:
 
 
 class Publisher:
+    """Publishes nothing anywhere; ``during_publish`` stands for what the event loop runs while the
+    agent awaits the broker (the tick's timer, say)."""
+
     def __init__(self, log: list) -> None:
         self.log = log
+        self.during_publish: Any = None
 
     async def publish(self, controls: list, alerts: list) -> list:
         if controls:
             self.log.append(("publish", [c.action for c in controls]))
+            if self.during_publish is not None:
+                during, self.during_publish = self.during_publish, None
+                await during()
         return controls
 
 
@@ -146,6 +153,9 @@ def runtime(log: list, broker: Broker) -> Runtime:
     rt.publisher = Publisher(log)
     rt.app = None
     rt.ready = lambda: True
+    rt._broker_lost = lambda: False
+    rt.heap = SimpleNamespace(maybe_age=lambda: None)
+    rt.reasserter = SimpleNamespace(take=lambda owns: [])
 
     async def dead_letter(msg: Any, rejected: Any) -> None:
         log.append(("dead_letter", msg.offset))
@@ -156,13 +166,20 @@ def runtime(log: list, broker: Broker) -> Runtime:
     return rt
 
 
-async def run_worker(monkeypatch: pytest.MonkeyPatch) -> list:
-    """One batch of five messages decided, the chunk ended, stored, and its changelog acknowledged."""
+async def run_worker(monkeypatch: pytest.MonkeyPatch, tick_mid_batch: bool = False) -> list:
+    """One batch of five messages decided (with ``tick_mid_batch``, the tick's timer fires while the
+    agent awaits the control's publication), the chunk ended, stored, and its changelog acknowledged."""
     log: list = []
     broker = Broker(log)
     monkeypatch.setattr(worker_module, "send_packed", broker.send_packed)
     monkeypatch.setattr(worker_module, "aiokafka_producer", lambda app: None)
     rt = runtime(log, broker)
+    if tick_mid_batch:
+        async def tick() -> None:
+            log.append(("tick",))
+            await rt.on_tick()
+
+        rt.publisher.during_publish = tick
     batch = [Taken(log, offset, b"not json" if tenant is None else
                    dumps(event(tenant_id=tenant, event_id=f"m{offset}", ts=NOW_MS + offset).model_dump(mode="json")))
              for offset, tenant in MESSAGES.items()]
@@ -273,3 +290,21 @@ def test_step_5_acknowledging_before_the_changelog_is_on_the_broker_is_caught(mo
 
     monkeypatch.setattr(Runtime, "persist", not_handed_to_the_sink)
     assert violations(asyncio.run(run_worker(monkeypatch))) == {5}
+
+
+def drained_mid_batch(log: list) -> bool:
+    """Whether the engine was drained between the batch's first and last decided message."""
+    decided = [i for i, entry in enumerate(log) if entry[0] == "process"]
+    return any(entry[0] == "drained" for entry in log[decided[0]:decided[-1]])
+
+
+def test_the_tick_does_not_drain_the_engine_in_the_middle_of_a_batch(monkeypatch):
+    log = asyncio.run(run_worker(monkeypatch, tick_mid_batch=True))
+    assert ("tick",) in log and not drained_mid_batch(log)
+    assert violations(log) == set()  # what the tick decided is drained at the chunk's end
+
+
+def test_a_tick_that_drains_mid_batch_is_caught(monkeypatch):
+    monkeypatch.setattr(Runtime, "_deciding", property(lambda self: False, lambda self, value: None),
+                        raising=False)  # the tick cannot tell that a batch is being decided
+    assert drained_mid_batch(asyncio.run(run_worker(monkeypatch, tick_mid_batch=True)))
