@@ -35,12 +35,12 @@ from tokenbrake.clients.security import KafkaSecurity, connection_kwargs
 from tokenbrake.schemas.common import dollars
 from tokenbrake.schemas.control import ControlEvent, scope_key
 from tokenbrake.schemas.sequence import wall_clock_ms
-from tokenbrake.schemas.signing import parse_keyring
+from tokenbrake.schemas.signing import DEV_SIGNING_KEY, parse_keyring
 
 log = logging.getLogger("tokenbrake.killswitch")
 
-#: The worker's development key (see streams.settings); production sets its own.
-DEV_KEYS = "default:tokenbrake-dev-key-change-me"
+#: The worker's development key; production sets its own.
+DEV_KEYS = DEV_SIGNING_KEY
 
 
 class TokenBucket:
@@ -92,7 +92,14 @@ ALLOW = Decision("allow", "no control applies")
 
 
 class KillSwitch:
-    """Parameters
+    """A service's view of the control topic: whether a call may go ahead, and on which model.
+
+    It reads the compacted control topic in the background, keeps the latest verified control
+    per scope (signature, sequence and expiry checked by its :class:`ControlGate`), and answers
+    :meth:`decide` from memory, without a network call on the request path. ``fail_closed``
+    chooses what a call gets after ``max_staleness_s`` without word from the broker.
+
+    Parameters
     ----------
     keys: the keyring, ``"k1:secret,k2:secret"`` or ``{key_id: secret}``; revoking a key is
         removing it from here.

@@ -36,6 +36,12 @@ def hash_user(user_id: str, salt: bytes) -> str:
 
 
 class UsageReporter:
+    """Publishes one usage event per LLM call (and outcome events) from a service, off the
+    request path: :meth:`record` validates, hashes the user id with ``user_id_salt`` and
+    buffers; a background task sends JSON-array messages keyed by tenant. Start it with
+    :meth:`start`, flush and stop it with :meth:`stop`.
+    """
+
     def __init__(self, bootstrap: str, topic: str = "tokenbrake.usage", *, user_id_salt: str | bytes,
                  max_buffer: int = 10_000, batch_size: int = 200, linger_s: float = 0.2,
                  enable_idempotence: bool | None = None, defaults: dict[str, Any] | None = None,

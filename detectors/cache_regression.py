@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from decimal import Decimal
 
 from river import base
 
@@ -93,6 +94,10 @@ class CacheRegression(base.AnomalyDetector):
     @staticmethod
     def _counts(x: dict) -> tuple[int, int, int, int]:
         return x["requests"], x.get("cached_calls", 0), x["input_tokens"], x.get("cached_input_tokens", 0)
+
+    def describe(self, x: dict, observed: Decimal) -> str:
+        """The figures an alert's summary adds: the bucket's cached share of input against the baseline's."""
+        return f"cached share of input {float(observed):.0%} against {self.baseline_share:.0%}"
 
     @property
     def baseline_share(self) -> float:

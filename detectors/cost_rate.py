@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from decimal import Decimal
 
 from river import base
 
@@ -16,7 +17,7 @@ class CostRate(base.AnomalyDetector):
     ``x`` holds the closed minute's ``requests`` and ``costs`` (a sample of its call
     costs, nano-USD; or ``median_call_nanos``), ``seconds`` (60), and optionally the same
     for a longer window ending with it (``window_requests``, ``window_costs``,
-    ``window_seconds``: 5 minutes), so a quiet scope gathers evidence over minutes while
+    ``window_seconds``: ``registry.COST_WINDOW_MINUTES``), so a quiet scope gathers evidence over minutes while
     a busy one is judged on its last minute alone. Each is scored; the higher counts.
 
     Cost per second = calls per second x cost per call, and the score needs both:
@@ -107,29 +108,29 @@ class CostRate(base.AnomalyDetector):
         costs = x.get(f"{prefix}costs")
         if costs:
             return sum(1 for c in costs if c > bar), len(costs)
-        n = x.get(f"{prefix}requests", 0)
-        return (n if self._median(x, prefix) > bar else 0), n
+        requests = x.get(f"{prefix}requests", 0)
+        return (requests if self._median(x, prefix) > bar else 0), requests
 
     def learn_one(self, x: dict) -> None:
-        n = x.get("requests", 0)
-        if n >= self.min_requests:
+        requests = x.get("requests", 0)
+        if requests >= self.min_requests:
             if self._per_call.n >= self.warmup:
                 self._costly.update(*self._count_costly(x))
             self._per_call.update(self._median(x))
-        per_minute = n * 60 / max(x.get("seconds", 60), 1)
+        per_minute = requests * 60 / max(x.get("seconds", 60), 1)
         if self._calls.n >= self.warmup:
             per_minute = min(per_minute, 2 * max(self._calls.mean, 1.0))
         self._calls.update(per_minute)
 
     def _score(self, x: dict, prefix: str) -> float:
-        n, seconds = x.get(f"{prefix}requests", 0), max(x.get(f"{prefix}seconds", 60), 1)
+        requests, seconds = x.get(f"{prefix}requests", 0), max(x.get(f"{prefix}seconds", 60), 1)
         median = self._median(x, prefix)
-        if n <= 0 or median * n * 60 / seconds < self.min_usd_per_minute * 1e9:
+        if requests <= 0 or median * requests * 60 / seconds < self.min_usd_per_minute * 1e9:
             return 0.0
         expected = max(self._calls.mean, 0.2) * seconds / 60
-        effect = (n / expected) * (median / max(self._per_call.mean, 1.0)) / self.factor
+        effect = (requests / expected) * (median / max(self._per_call.mean, 1.0)) / self.factor
         costly, sampled = self._count_costly(x, prefix)
-        evidence = max(poisson_upper_nats(n, expected, self.dispersion),
+        evidence = max(poisson_upper_nats(requests, expected, self.dispersion),
                        binomial_upper_nats(costly, sampled, max(self._costly.rate, 0.02)))
         return min(effect, evidence / self.threshold_nats)
 
@@ -140,6 +141,10 @@ class CostRate(base.AnomalyDetector):
         if x.get("window_requests"):
             score = max(score, self._score(x, "window_"))
         return score
+
+    def describe(self, x: dict, observed: Decimal) -> str:
+        """The figures an alert's summary adds: the minute's spend against the baseline."""
+        return f"${observed}/min against a baseline of ${self.baseline_usd_per_minute:.4f}/min"
 
     @property
     def baseline_usd_per_minute(self) -> float:

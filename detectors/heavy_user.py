@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from decimal import Decimal
 
 from river import base
 
@@ -65,9 +66,13 @@ class HeavyUser(base.AnomalyDetector):
     def _share(self, x: dict) -> tuple[float, int, int]:
         spends = [v for k, v in x.items() if k.startswith("user:")]
         total = sum(spends)
-        k = max(1, int(len(spends) * self.top_fraction))
-        top = sum(heapq.nlargest(k, spends))
+        top = max(1, int(len(spends) * self.top_fraction))
+        top = sum(heapq.nlargest(top, spends))
         return (top / total if total else 0.0), len(spends), total
+
+    def describe(self, x: dict, observed: Decimal) -> str:
+        """The figures an alert's summary adds: the heaviest users of the bucket."""
+        return f"heaviest users {', '.join(self.heaviest(x, 3))}"
 
     def heaviest(self, x: dict, n: int) -> list[str]:
         users = heapq.nlargest(n, ((v, k) for k, v in x.items() if k.startswith("user:")))

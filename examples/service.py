@@ -8,6 +8,7 @@ import asyncio
 import os
 
 from tokenbrake.clients import KillSwitch, UsageReporter, from_openai_usage
+from tokenbrake.clients.killswitch import DEV_KEYS
 
 
 async def fake_llm(model: str, prompt: str) -> dict:
@@ -29,7 +30,7 @@ async def handle(ks: KillSwitch, reporter: UsageReporter, tenant: str, user: str
 
 
 async def main(bootstrap: str, calls: int = 100, **topics: str) -> list[str]:
-    keys = os.environ.get("TOKENBRAKE_CONTROL_SIGNING_KEYS", "default:tokenbrake-dev-key-change-me")
+    keys = os.environ.get("TOKENBRAKE_CONTROL_SIGNING_KEYS", DEV_KEYS)
     ks = KillSwitch(bootstrap, topics.get("control", "tokenbrake.control"), keys=keys,
                     user_id_salt="example-salt")  # the reporter's salt: decide(user=raw id) matches user controls
     reporter = UsageReporter(bootstrap, topics.get("usage", "tokenbrake.usage"), user_id_salt="example-salt")

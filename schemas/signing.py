@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from tokenbrake.schemas.codec import dumps_canonical
 from tokenbrake.schemas.control import ControlEvent
 
+#: The development keyring (``key_id:secret``): used only when none is configured, and public,
+#: so the worker warns at start-up and keeps no sealed state with it.
+DEV_SIGNING_KEY = "default:tokenbrake-dev-key-change-me"
+
 
 def _payload(event: ControlEvent) -> bytes:
     """The signed bytes: every field but the signature. ``seq`` is left out only when it is

@@ -39,7 +39,7 @@ def read_events(path: Path, on_error: Callable[[int, str], None] | None = None, 
     """Valid events in file order, one at a time; ``on_error(line, message)`` for the others.
     ``fmt`` ``azure`` or ``burstgpt``: a trace attributed to tenants as ``replay`` does (seeded)."""
     if fmt != "jsonl":
-        from tokenbrake.streams.replay import trace_events
+        from tokenbrake.streams.tools.replay import trace_events
 
         for lineno, obj in enumerate(trace_events(path, fmt, speed, TRACE_START_MS, seed), 2):
             try:
@@ -111,12 +111,12 @@ def _drain(engine: Engine) -> Iterator[dict[str, Any]]:
 
 
 def write_decisions(decisions: Iterable[dict[str, Any]], output: Path) -> int:
-    n = 0
+    written = 0
     with open(output, "wb") as fh:
         for decision in decisions:
             fh.write(dumps(decision) + b"\n")
-            n += 1
-    return n
+            written += 1
+    return written
 
 
 def rss_mb() -> float:
@@ -137,9 +137,9 @@ def counted(events: Iterable[UsageEvent], at: Iterable[int], report: Callable[[i
             ) -> Iterator[UsageEvent]:
     """Pass events through, calling ``report(n, rss_mb)`` when the n-th event is reached."""
     marks = sorted(set(at))
-    n = 0
+    written = 0
     for ev in events:
         yield ev
-        n += 1
-        while marks and n >= marks[0]:
+        written += 1
+        while marks and written >= marks[0]:
             report(marks.pop(0), rss_mb())

@@ -50,9 +50,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from tokenbrake.streams.broker import ensure_topics
-    from tokenbrake.streams.publish import publish
-    from tokenbrake.streams.replay import TraceFormatError, check_format, trace_events
     from tokenbrake.streams.runner import topics_of
+    from tokenbrake.streams.tools.publish import publish
+    from tokenbrake.streams.tools.replay import TraceFormatError, check_format, trace_events
 
     settings = _settings()
     try:
@@ -162,7 +162,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from tokenbrake.schemas.codec import dumps
-    from tokenbrake.streams.bench import run_bench
+    from tokenbrake.streams.tools.bench import run_bench
 
     _exit_on_sigterm()
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
@@ -203,7 +203,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tokenbrake.streams.demo import run_demo
+    from tokenbrake.streams.tools.demo import run_demo
 
     _exit_on_sigterm()
     return run_demo(speed=args.speed)

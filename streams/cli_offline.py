@@ -13,8 +13,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from tokenbrake.streams.backtest import counted, in_time_order, read_events, rss_mb, run, write_decisions
     from tokenbrake.streams.decide.named_models import report_named_models
     from tokenbrake.streams.decide.policies import PolicyError
-    from tokenbrake.streams.replay import TraceFormatError, check_format
     from tokenbrake.streams.setup import build_engine
+    from tokenbrake.streams.tools.replay import TraceFormatError, check_format
 
     settings = load_settings()
     if not Path(args.input).is_file():
@@ -50,17 +50,17 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             seen[0] += 1
             yield ev
 
-    def report(n: int, rss: float) -> None:
-        print(f"events={n:>9,} rss_mb={rss:7.1f}", file=sys.stderr, flush=True)
+    def report(decisions: int, rss: float) -> None:
+        print(f"events={decisions:>9,} rss_mb={rss:7.1f}", file=sys.stderr, flush=True)
 
     events = counted(count(in_time_order(read_events(Path(args.input), skipped, args.format, args.seed))),
                      rss_at, report)
-    n = write_decisions(run(engine, events), Path(args.output))
+    decisions = write_decisions(run(engine, events), Path(args.output))
     if not seen[0]:
         print(f"backtest: no valid event in {args.input} ({invalid[0]} invalid; the first reasons are above); "
               "a CSV trace needs --format azure|burstgpt", file=sys.stderr)
         return 1
-    print(f"{seen[0]} events ({invalid[0]} invalid) -> {n} decisions in {args.output}"
+    print(f"{seen[0]} events ({invalid[0]} invalid) -> {decisions} decisions in {args.output}"
           + (f"; rss at the end {rss_mb():.1f} MB" if rss_at else ""))
     return 0
 
@@ -68,11 +68,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from tokenbrake.streams.demo import _trace_path
-    from tokenbrake.streams.scenarios import SCENARIO_POLICIES, azure_tokens, generate, write_scenario
+    from tokenbrake.streams.tools.replay import azure_trace_path
+    from tokenbrake.streams.tools.scenarios import SCENARIO_POLICIES, azure_tokens, generate, write_scenario
 
     out = Path(args.out)
-    tokens = azure_tokens(_trace_path())
+    tokens = azure_tokens(azure_trace_path())
     seeds = _seeds(args.seeds)
     volumes = _volumes(args.volume)
     with Progress() as progress:
@@ -81,8 +81,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
             for name, incidents in ((f"{volume}-incidents-seed{seed}", True), (f"{volume}-clean-seed{seed}", False)):
                 events, plan = generate(seed, args.days, tokens, incidents=incidents, scale=args.scale,
                                         volume=volume)
-                n = write_scenario(out, name, events, plan)
-                progress.console.print(f"{out / name}.jsonl: {n} events, {len(plan)} incidents")
+                written = write_scenario(out, name, events, plan)
+                progress.console.print(f"{out / name}.jsonl: {written} events, {len(plan)} incidents")
                 progress.advance(task)
     (out / "policies.yaml").write_text(SCENARIO_POLICIES)
     return 0
@@ -97,7 +97,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def _volumes(text: str) -> list[str]:
-    from tokenbrake.streams.scenarios import VOLUMES
+    from tokenbrake.streams.tools.scenarios import VOLUMES
 
     volumes = list(VOLUMES) if text == "both" else text.split(",")
     unknown = [v for v in volumes if v not in VOLUMES]
@@ -114,9 +114,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from tokenbrake.schemas.codec import dumps
-    from tokenbrake.streams.demo import _trace_path
-    from tokenbrake.streams.evaluate import azure_clean_alerts, evaluate, evaluate_generated
-    from tokenbrake.streams.scenarios import azure_tokens
+    from tokenbrake.streams.tools.evaluate import azure_clean_alerts, evaluate, evaluate_generated
+    from tokenbrake.streams.tools.replay import azure_trace_path
+    from tokenbrake.streams.tools.scenarios import azure_tokens
 
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
     started = time.monotonic()
@@ -134,10 +134,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             return 2
         report = evaluate(Path(args.scenarios), progress=progress)
     else:
-        report = evaluate_generated(_volumes(args.volume), _seeds(args.seeds), azure_tokens(_trace_path()),
+        report = evaluate_generated(_volumes(args.volume), _seeds(args.seeds), azure_tokens(azure_trace_path()),
                                     days=args.days, progress=progress)
     if not args.no_azure:
-        report["azure_clean_replay_alerts"] = len(azure_clean_alerts(_trace_path()))
+        report["azure_clean_replay_alerts"] = len(azure_clean_alerts(azure_trace_path()))
     if args.json:
         sys.stdout.write(dumps(report).decode() + "\n")
         return 0
@@ -146,10 +146,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for col in ("rule", "precision", "recall", "detected/incidents", "median delay (min)", "worst delay (min)",
                     "false alerts/clean day"):
             table.add_column(col, justify="right" if col != "rule" else "left")
-        for rule, m in rep["rules"].items():
-            table.add_row(rule, str(m["precision"]), str(m["recall"]), f"{m['detected']}/{m['incidents']}",
-                          str(m["median_delay_min"]), str(m["worst_delay_min"]),
-                          str(m["false_alerts_per_clean_day"]))
+        for rule, figures in rep["rules"].items():
+            table.add_row(rule, str(figures["precision"]), str(figures["recall"]),
+                          f"{figures['detected']}/{figures['incidents']}", str(figures["median_delay_min"]),
+                          str(figures["worst_delay_min"]), str(figures["false_alerts_per_clean_day"]))
         console.print(table)
         for missed in rep["missed"]:
             console.print(f"  missed: {missed}")

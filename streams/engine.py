@@ -8,7 +8,6 @@ State lives in three :class:`Store` objects that the Faust adapter mirrors into 
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,8 +17,7 @@ from tokenbrake.schemas.control import ControlEvent, Scope
 from tokenbrake.schemas.signing import Sealer
 from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.aggregate.periods import day_of, minute_of, month_of
-from tokenbrake.streams.aggregate.spend import COST, FIELDS, SpendAggregator, day_key, month_key
-from tokenbrake.streams.aggregate.store import Store
+from tokenbrake.streams.aggregate.spend import COST, FIELDS, SpendAggregator
 from tokenbrake.streams.decide.baselines import BaselineKeeper
 from tokenbrake.streams.decide.budgets import BudgetEvaluator
 from tokenbrake.streams.decide.caps import RequestCostCaps, UnpricedModels
@@ -30,6 +28,8 @@ from tokenbrake.streams.emit.events import ControlBoard, Emitted
 from tokenbrake.streams.ingest.dedupe import Deduper, Seen
 from tokenbrake.streams.price.pricebook import PriceBook
 from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.state.keys import DAY, day_key, month_key, parse_bucket_key
+from tokenbrake.streams.state.store import Store
 
 STORES = ("aggregates", "dedupe", "decisions")
 
@@ -67,11 +67,18 @@ class Drained:
     stale_minutes: set[tuple[str, int]]
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Engine:
+    """The core's one port: events in; decisions and state changes out.
+
+    :meth:`process` counts one event (dedupe, price, aggregate, decide), :meth:`take_controls`
+    hands over the controls to publish at once, :meth:`tick` runs what time alone decides
+    (period rollovers, decay, expiry), :meth:`drain` returns everything else decided and every
+    state change since the last drain as one :class:`Drained`, :meth:`attach` and
+    :meth:`restore` give it back its state after a restart. ``clock`` is injected (the
+    worker's wall clock; none in a backtest, where the latest event time stands in), so the
+    same events give the same decisions anywhere.
+    """
+
     def __init__(self, policies: PoliciesFile, pricebook: PriceBook, config: EngineConfig | None = None,
                  clock: Callable[[], int] | None = None, detectors: DetectorHub | bool | None = None,
                  sealer: Sealer | None = None, tenant_partition: Callable[[str], int] | None = None) -> None:
@@ -282,11 +289,10 @@ class Engine:
         """Spend today and this month per scope (top ``limit`` by today's spend) and active controls."""
         now = self.now()
         day, month = day_of(now), month_of(now)
-        prefix = f"d{day}|"
         rows = []
         for key, vec in self.agg.store.items():
-            if key.startswith(prefix):
-                scope = key[len(prefix):]
+            kind, number, scope = parse_bucket_key(key)
+            if kind == DAY and number == day:
                 mvec = self.agg.get(month_key(month, scope)) or [0] * len(FIELDS)
                 rows.append({"scope": scope, "today_usd": str(nanos_to_usd(vec[COST])),
                              "month_usd": str(nanos_to_usd(mvec[COST])),

@@ -16,12 +16,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokenbrake.clients.security import KafkaSecurity
-from tokenbrake.schemas.signing import parse_keyring
+from tokenbrake.schemas.signing import DEV_SIGNING_KEY, parse_keyring
 from tokenbrake.streams.aggregate.periods import parse_duration_minutes
 
-#: Used only when no key is configured; the worker logs a warning at start-up.
-DEV_SIGNING_KEY = "default:tokenbrake-dev-key-change-me"
-#: A shorter HMAC secret is guessable; "nocolon" was once accepted as a 7-character secret.
+#: A shorter HMAC secret is guessable.
 MIN_SECRET_CHARS = 16
 _TOPICS = ("topic_usage", "topic_dlq", "topic_control", "topic_alerts", "topic_incidents", "topic_alerts_dlq")
 

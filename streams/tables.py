@@ -17,17 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenbrake.schemas.common import dollars
+from tokenbrake.streams.state.keys import parse_scope
 
 KINDS = ("tenant", "feature", "user", "model")
 TITLES = {"tenant": "tenants", "feature": "tenant / feature", "user": "tenant / user", "model": "tenant / model"}
-_SPEND_PARTS = {"t": "tenant", "f": "feature", "u": "user", "m": "model"}
 
 
 def spend_scope(key: str) -> tuple[str, str]:
     """``t=acme|f=chat`` -> (``feature``, ``acme / chat``)."""
-    parts = dict(p.split("=", 1) for p in key.split("|") if "=" in p)
-    kind = next((_SPEND_PARTS[k] for k in ("f", "u", "m") if k in parts), "tenant")
-    return kind, " / ".join(v for v in parts.values())
+    tenant, kind, value = parse_scope(key)
+    return kind, f"{tenant} / {value}" if value else tenant
 
 
 def control_scope(key: str) -> tuple[str, str]:
@@ -95,12 +94,12 @@ def controls_tables(controls: list[dict[str, Any]], *, full: bool = False) -> li
         if full:
             table.add_column("expires (UTC)", overflow="fold")
             table.add_column("by / reason", overflow="fold")
-        for label, c in rows:
-            cells = [label, c["action"], _detail(c)]
+        for label, cell in rows:
+            cells = [label, cell["action"], _detail(cell)]
             if full:
-                by, rule = c.get("issued_by", ""), c.get("rule", "")
-                cells += [_when(c.get("expires_at")),
-                          f"{by}{f' ({rule})' if rule and rule != by else ''}: {c.get('reason', '')}"]
+                by, rule = cell.get("issued_by", ""), cell.get("rule", "")
+                cells += [_when(cell.get("expires_at")),
+                          f"{by}{f' ({rule})' if rule and rule != by else ''}: {cell.get('reason', '')}"]
             table.add_row(*cells)
         tables.append(table)
     return tables

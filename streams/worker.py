@@ -1,7 +1,7 @@
 """The Faust adapter: the worker's composition and its deciding loop.
 
-The ordering contract, stated once (this module and streams.sink.buffer enforce it; the
-tests named break each step on purpose):
+The ordering contract, stated once (this module and streams.sink.buffer enforce it;
+tests/unit/test_ordering_contract.py breaks each step on purpose, and the tests named below too):
   1. decide: each partition's messages go through the engine in offset order, with no hole
      (streams.faust_internals.batches; tests/unit/test_faust_fast_paths.py); bad input is
      dead-lettered with its reason and bytes as it is met (tests/integration/test_poison.py);
@@ -31,25 +31,25 @@ from faust.web import Request, Response, View
 from tokenbrake.clients.killswitch import KillSwitch
 from tokenbrake.schemas.codec import dumps
 from tokenbrake.schemas.control import ControlEvent
-from tokenbrake.schemas.sequence import ControlSigner
+from tokenbrake.schemas.sequence import ControlSigner, wall_clock_ms
 from tokenbrake.streams.app import RawBytes, build_app
 from tokenbrake.streams.chunk import Chunk
 from tokenbrake.streams.emit.reassert import Reasserter
 from tokenbrake.streams.emit.topic_latest import TopicLatest
-from tokenbrake.streams.engine import STORES, PricedEvent, wall_clock_ms
+from tokenbrake.streams.engine import STORES, PricedEvent
 from tokenbrake.streams.faust_internals.batches import take_batches
 from tokenbrake.streams.faust_internals.changelog import aiokafka_producer, send_packed
 from tokenbrake.streams.faust_internals.tables import table_dicts
 from tokenbrake.streams.heap import HeapAger
 from tokenbrake.streams.ingest.decode import Rejected, decode, note_unknown_fields
 from tokenbrake.streams.ingest.dedupe import Seen
-from tokenbrake.streams.ingest.routing import TenantRouter
 from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.metrics import WorkerMeter, install_metrics
 from tokenbrake.streams.otlp_flow import install_otlp
 from tokenbrake.streams.runtime.dead_letters import DeadLetters
 from tokenbrake.streams.runtime.forwarding import Forwarder
 from tokenbrake.streams.runtime.publisher import Publisher
+from tokenbrake.streams.runtime.routing import TenantRouter
 from tokenbrake.streams.runtime.status import stats_view, status_view
 from tokenbrake.streams.runtime.watchdog import broker_silence
 from tokenbrake.streams.settings import Settings
@@ -86,15 +86,15 @@ class Runtime:
         self.key_id, self.secret = settings.signing_key
         # each control gets the next per-scope sequence after the highest read back (schemas.sequence)
         self.signer = ControlSigner(self.key_id, self.secret, last_seen=self.control_view.last_seq)
-        n = settings.topic_partitions
-        self.usage_topic = self.app.topic(settings.topic_usage, schema=RawBytes(), partitions=n)
+        partitions = settings.topic_partitions
+        self.usage_topic = self.app.topic(settings.topic_usage, schema=RawBytes(), partitions=partitions)
         self.dlq_topic = self.app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw",
-                                        partitions=n)
+                                        partitions=partitions)
         self.control_topic = self.app.topic(settings.topic_control, key_serializer="raw",
                                             value_serializer="raw", partitions=1, compacting=True)
         self.alert_topic = self.app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw",
                                           partitions=1)
-        self.tables = {name: self.app.Table(name, default=None, partitions=n, key_type=str) for name in STORES}
+        self.tables = {name: self.app.Table(name, default=None, partitions=partitions, key_type=str) for name in STORES}
         self.changelogs = {name: table.changelog_topic.get_topic_name() for name, table in self.tables.items()}
         self.sink = SinkBuffer(SinkProcess(settings.resolved_clickhouse_dsn, settings.clickhouse_database,
                                            settings.sink_write_timeout_s),
@@ -333,8 +333,8 @@ class Runtime:
         durable += chunk.forwarded
 
         def ack(events: list[faust.EventT] = events) -> None:
-            for e in events:
-                e.ack()
+            for taken in events:
+                taken.ack()
 
         self.sink.add(rows, [control_row(c) for c in controls], [alert_row(a) for a in drained.alerts], ack,
                       *self._take_rollups(drained.stale_minutes), durable=durable)

@@ -16,39 +16,25 @@ from collections import deque
 from typing import Any
 
 from tokenbrake.streams.aggregate.periods import MINUTE_MS, day_of, minute_of, month_of, month_of_day
-from tokenbrake.streams.aggregate.store import POS, WIDTH, Store, add_into
+from tokenbrake.streams.state.keys import (
+    DAY,
+    MONTH,
+    bucket_keys,
+    bucket_kind,
+    bucket_number,
+    day_key,
+    minute_key,
+    month_key,
+    scope_feature,
+    scope_model,
+    scope_tenant,
+    scope_user,
+)
+from tokenbrake.streams.state.store import POS, WIDTH, Store, add_into
 
 COST, REQUESTS, INPUT, OUTPUT, CACHED, REASONING, ERRORS, RETRIES = range(8)
 FIELDS = ("cost_nanos", "requests", "input_tokens", "output_tokens", "cached_input_tokens",
           "reasoning_tokens", "errors", "retries")
-
-
-def scope_tenant(tenant: str) -> str:
-    return f"t={tenant}"
-
-
-def scope_feature(tenant: str, feature: str) -> str:
-    return f"t={tenant}|f={feature}"
-
-
-def scope_user(tenant: str, user: str) -> str:
-    return f"t={tenant}|u={user}"
-
-
-def scope_model(tenant: str, model: str) -> str:
-    return f"t={tenant}|m={model}"
-
-
-def day_key(day: int, scope: str) -> str:
-    return f"d{day}|{scope}"
-
-
-def month_key(month: int, scope: str) -> str:
-    return f"M{month}|{scope}"
-
-
-def minute_key(minute: int, scope: str) -> str:
-    return f"m{minute}|{scope}"
 
 
 class SpendAggregator:
@@ -70,7 +56,7 @@ class SpendAggregator:
     def add(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, partition: int,
             vector: tuple[int, ...], pos: int = -1) -> None:
         """Add one priced call to its day, month and minute buckets in every scope; ``pos`` is
-        its position in its partition (see :data:`streams.aggregate.store.POS`).
+        its position in its partition (see :data:`streams.state.store.POS`).
 
         The tenant, feature and model buckets of one (tenant, feature, model, minute) are
         shared by many events: their counter lists are looked up once (again only when
@@ -94,10 +80,10 @@ class SpendAggregator:
         if month is None:
             month = self._month_of_day[day] = month_of_day(day)
         user_scope = scope_user(tenant, user)
-        keys = [f"d{day}|{user_scope}", f"M{month}|{user_scope}"]
+        keys = [day_key(day, user_scope), month_key(month, user_scope)]
         with_minute = self.user_minutes and minute >= self.floor_minute
         if with_minute:
-            keys.append(f"m{minute}|{user_scope}")
+            keys.append(minute_key(minute, user_scope))
         created = store.add_counters(keys, vector, partition, pos)
         if created:
             self._index_created(created, day, month, minute)
@@ -114,11 +100,11 @@ class SpendAggregator:
         month = month_of_day(day)
         scopes = [scope_tenant(tenant), scope_feature(tenant, feature), scope_model(tenant, model)]
         user_scope = scope_user(tenant, user)
-        keys = [f"d{day}|{s}" for s in (*scopes, user_scope)] + [f"M{month}|{s}" for s in (*scopes, user_scope)]
+        keys = bucket_keys((*scopes, user_scope), day, month, None)
         if minute >= self.floor_minute:
-            keys += [f"m{minute}|{s}" for s in scopes]
+            keys += [minute_key(minute, s) for s in scopes]
             if self.user_minutes:
-                keys.append(f"m{minute}|{user_scope}")
+                keys.append(minute_key(minute, user_scope))
         else:
             self.stale_minutes.add((tenant, minute))
         created = self.store.add_missing(keys, vector, partition, pos)
@@ -144,9 +130,8 @@ class SpendAggregator:
         scopes = (scope_tenant(tenant), scope_feature(tenant, feature), scope_model(tenant, model))
         day = minute // 1440
         month = month_of_day(day)
-        keys = [f"d{day}|{s}" for s in scopes] + [f"M{month}|{s}" for s in scopes]
-        if minute >= self.floor_minute:  # later than the retention: no (partial) minute bucket
-            keys += [f"m{minute}|{s}" for s in scopes]
+        # later than the retention: no (partial) minute bucket
+        keys = bucket_keys(scopes, day, month, minute if minute >= self.floor_minute else None)
         lists, created = self.store.counters(keys, partition)
         if created:
             self._index_created(created, day, month, minute)
@@ -155,10 +140,10 @@ class SpendAggregator:
 
     def _index_created(self, created: list[str], day: int, month: int, minute: int) -> None:
         for key in created:
-            kind = key[0]
-            if kind == "d":
+            kind = bucket_kind(key)
+            if kind == DAY:
                 self._days.append((day, key))
-            elif kind == "M":
+            elif kind == MONTH:
                 self._months.append((month, key))
             else:
                 self._minutes.append((minute, key))
@@ -196,7 +181,7 @@ class SpendAggregator:
         self._cache.clear()
         indexes: dict[str, list[tuple[int, str]]] = {"m": [], "d": [], "M": []}
         for key, vec in self.store.data.items():
-            indexes[key[0]].append((int(key[1:key.index("|")]), key))
+            indexes[bucket_kind(key)].append((bucket_number(key), key))
             if len(vec) == WIDTH:  # written before positions existed: position unknown
                 vec.append(-1)
         self._minutes, self._days, self._months = (deque(sorted(indexes[k])) for k in ("m", "d", "M"))

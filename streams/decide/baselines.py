@@ -23,10 +23,10 @@ from typing import Any
 
 from tokenbrake.schemas.codec import dumps, loads
 from tokenbrake.schemas.signing import Sealer
-from tokenbrake.streams.aggregate.store import Store
 from tokenbrake.streams.decide.detection import DetectorHub
+from tokenbrake.streams.state.keys import BASELINE, baseline_key, parse_baseline_key
+from tokenbrake.streams.state.store import Store
 
-PREFIX = "det|"
 KEEP_MS = 14 * 86_400_000
 log = logging.getLogger("tokenbrake.baselines")
 
@@ -49,7 +49,7 @@ class BaselineKeeper:
             active = hub.active.get((rule, scope))
             value = [self.sealer.seal(pickle.dumps(model)), list(active) if active else None,
                      self._params(rule), now_ms]
-            self.store.set(f"{PREFIX}{rule}|{'|'.join(scope)}", value, partition)
+            self.store.set(baseline_key(rule, scope), value, partition)
             written += 1
         hub.dirty.clear()
         return written
@@ -58,9 +58,9 @@ class BaselineKeeper:
         """Give the hub the models persisted before a restart. Returns how many were restored."""
         restored = skipped = 0
         for key, value in self.store.items():
-            if not key.startswith(PREFIX):
+            if not key.startswith(BASELINE):
                 continue
-            rule, _, scope_text = key[len(PREFIX):].partition("|")
+            rule, scope = parse_baseline_key(key)
             if rule not in self.hub.config or not self.hub.config[rule].enabled or value[2] != self._params(rule):
                 skipped += 1  # rule gone, disabled, or re-parameterised: learn afresh
                 continue
@@ -68,7 +68,6 @@ class BaselineKeeper:
             if blob is None:
                 skipped += 1
                 continue
-            scope = tuple(scope_text.split("|"))
             self.hub.models[(rule, scope)] = pickle.loads(blob)  # noqa: S301 - sealed by this deployment
             if value[1] is not None:
                 self.hub.active[(rule, scope)] = list(value[1])
@@ -79,5 +78,5 @@ class BaselineKeeper:
         return restored
 
     def expire(self, now_ms: int) -> None:
-        for key in [k for k, v in self.store.items() if k.startswith(PREFIX) and v[3] < now_ms - KEEP_MS]:
+        for key in [k for k, v in self.store.items() if k.startswith(BASELINE) and v[3] < now_ms - KEEP_MS]:
             self.store.delete(key)

@@ -26,20 +26,22 @@ from tokenbrake.streams.aggregate.periods import (
     month_of,
     month_start_ms,
 )
-from tokenbrake.streams.aggregate.spend import (
-    COST,
-    SpendAggregator,
+from tokenbrake.streams.aggregate.spend import COST, SpendAggregator
+from tokenbrake.streams.decide.policies import BudgetPolicy, PoliciesFile, Step
+from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
+from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.state.keys import (
+    BUDGET,
+    budget_key,
     day_key,
     month_key,
+    parse_budget_key,
     scope_feature,
     scope_model,
     scope_tenant,
     scope_user,
 )
-from tokenbrake.streams.aggregate.store import Store
-from tokenbrake.streams.decide.policies import BudgetPolicy, PoliciesFile, Step
-from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
-from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.state.store import Store
 
 
 @dataclass(slots=True)
@@ -94,14 +96,23 @@ def _scope(dim: str, tenant: str, feature: str, user: str, model: str) -> Scope:
 
 
 class BudgetEvaluator:
+    """Keeps each budget policy's level per scope from the aggregates, and turns a change of
+    level into one control wish on the board and one alert.
+
+    :meth:`on_event` re-evaluates the policies an event touches (a level moves only when the
+    spend leaves the band it is in); :meth:`tick` closes rolled-over periods, lets rolling
+    windows decay and retires edited or removed policies; :meth:`restore` re-derives the
+    board's wishes from the persisted levels without emitting anything.
+    """
+
     def __init__(self, policies: PoliciesFile, agg: SpendAggregator, store: Store, board: ControlBoard,
                  out: Emitted) -> None:
         self.agg, self.store, self.board, self.out = agg, store, board, out
         self._compiled = {}
-        for p in policies.budgets:
-            thresholds = p.thresholds_nanos()
-            self._compiled[p.id] = _Compiled(p, thresholds, len(set(p.warn_at)), p.rolling_minutes,
-                                             p.fingerprint(), p.scope.dimension)
+        for policy in policies.budgets:
+            thresholds = policy.thresholds_nanos()
+            self._compiled[policy.id] = _Compiled(policy, thresholds, len(set(policy.warn_at)), policy.rolling_minutes,
+                                             policy.fingerprint(), policy.scope.dimension)
         self._match_cache: dict[tuple[str, str, str, str, str | None], list[_Compiled]] = {}
         self._user_specific = any(p.scope.user not in (None, "*") for p in policies.budgets)
         self._rolling: dict[str, RollingSum] = {}
@@ -128,132 +139,134 @@ class BudgetEvaluator:
 
     def on_event(self, tenant: str, feature: str, user: str, model: str, tier: str | None,
                  ts_ms: int, cost: int, now_ms: int, partition: int) -> None:
-        for c in self._matching(tenant, feature, user, model, tier):
-            agg_scope = _agg_scope(c.dimension, tenant, feature, user, model)
-            if c.rolling is not None:
-                rkey = f"{c.policy.id}|{agg_scope}"
+        for compiled in self._matching(tenant, feature, user, model, tier):
+            agg_scope = _agg_scope(compiled.dimension, tenant, feature, user, model)
+            if compiled.rolling is not None:
+                rkey = f"{compiled.policy.id}|{agg_scope}"
                 rolling = self._rolling.get(rkey)
                 if rolling is None:  # initialised from the buckets, which already hold this event
-                    self._rolling[rkey] = RollingSum(c.rolling, minute_of(now_ms), self.agg, agg_scope)
+                    self._rolling[rkey] = RollingSum(compiled.rolling, minute_of(now_ms), self.agg, agg_scope)
                 else:
                     rolling.add(minute_of(ts_ms), cost)
             else:
-                period = day_of(ts_ms) if c.policy.period == "day" else month_of(ts_ms)
-                if period != self._period(c, now_ms):
+                period = day_of(ts_ms) if compiled.policy.period == "day" else month_of(ts_ms)
+                if period != self._period(compiled, now_ms):
                     continue  # a late event for a closed period: counted, but decides nothing now
-                band = self._bands.get((c.policy.id, agg_scope))
+                band = self._bands.get((compiled.policy.id, agg_scope))
                 if band is not None and band[0] == period:
                     vec = self.agg.get(band[1])
                     if (vec[COST] if vec else 0) < band[2]:
                         continue  # below the next threshold: the level cannot have changed
-            self._evaluate(c, agg_scope, (tenant, feature, user, model), ts_ms, now_ms, partition, tier)
+            self._evaluate(compiled, agg_scope, (tenant, feature, user, model), ts_ms, now_ms, partition, tier)
 
-    def _period(self, c: _Compiled, now_ms: int) -> int:
-        if c.rolling is not None:
+    def _period(self, compiled: _Compiled, now_ms: int) -> int:
+        if compiled.rolling is not None:
             return 0
-        return day_of(now_ms) if c.policy.period == "day" else month_of(now_ms)
+        return day_of(now_ms) if compiled.policy.period == "day" else month_of(now_ms)
 
-    def _spend(self, c: _Compiled, agg_scope: str, now_ms: int) -> int:
-        if c.rolling is not None:
-            rkey = f"{c.policy.id}|{agg_scope}"
+    def _spend(self, compiled: _Compiled, agg_scope: str, now_ms: int) -> int:
+        if compiled.rolling is not None:
+            rkey = f"{compiled.policy.id}|{agg_scope}"
             rolling = self._rolling.get(rkey)
             if rolling is None:
-                rolling = self._rolling[rkey] = RollingSum(c.rolling, minute_of(now_ms), self.agg, agg_scope)
+                rolling = self._rolling[rkey] = RollingSum(compiled.rolling, minute_of(now_ms), self.agg, agg_scope)
             return rolling.value(minute_of(now_ms), self.agg, agg_scope)
-        key = day_key(day_of(now_ms), agg_scope) if c.policy.period == "day" else \
+        key = day_key(day_of(now_ms), agg_scope) if compiled.policy.period == "day" else \
             month_key(month_of(now_ms), agg_scope)
         vec = self.agg.get(key)
         return vec[COST] if vec else 0
 
-    def _evaluate(self, c: _Compiled, agg_scope: str, scope: Scope | tuple[str, str, str, str], at_ms: int,
+    def _evaluate(self, compiled: _Compiled, agg_scope: str, scope: Scope | tuple[str, str, str, str], at_ms: int,
                   now_ms: int, partition: int | None, tier: str | None = None) -> None:
-        skey = f"b|{c.policy.id}|{agg_scope}"
-        period = self._period(c, now_ms)
+        skey = budget_key(compiled.policy.id, agg_scope)
+        period = self._period(compiled, now_ms)
         state = self.store.get(skey)
         level = state[1] if state and state[0] == period else 0
-        spend = self._spend(c, agg_scope, now_ms)
-        new_level = bisect_right(c.thresholds, spend)
-        if c.rolling is None:
-            key = day_key(period, agg_scope) if c.policy.period == "day" else month_key(period, agg_scope)
-            upper = c.thresholds[max(level, new_level)] if max(level, new_level) < len(c.thresholds) else 1 << 62
-            self._bands[(c.policy.id, agg_scope)] = (period, key, upper)
+        spend = self._spend(compiled, agg_scope, now_ms)
+        new_level = bisect_right(compiled.thresholds, spend)
+        if compiled.rolling is None:
+            key = day_key(period, agg_scope) if compiled.policy.period == "day" else month_key(period, agg_scope)
+            top = max(level, new_level)
+            upper = compiled.thresholds[top] if top < len(compiled.thresholds) else 1 << 62
+            self._bands[(compiled.policy.id, agg_scope)] = (period, key, upper)
         if new_level == level:
             return
-        if new_level < level and c.rolling is None:
+        if new_level < level and compiled.rolling is None:
             return  # fixed periods only go up within a period
         if isinstance(scope, tuple):
-            scope = _scope(c.dimension, *scope)
-        step = self._step(c, new_level)
+            scope = _scope(compiled.dimension, *scope)
+        step = self._step(compiled, new_level)
         wish = [step.action, step.to_model, step.max_rps] if step else None
-        self.store.set(skey, [period, new_level, c.fingerprint, scope.model_dump(mode="json"), wish], partition)
-        self._transition(c, scope, agg_scope, level, new_level, spend, at_ms, now_ms, tier=tier)
+        self.store.set(skey, [period, new_level, compiled.fingerprint, scope.model_dump(mode="json"), wish], partition)
+        self._transition(compiled, scope, agg_scope, level, new_level, spend, at_ms, now_ms, tier=tier)
 
-    def _transition(self, c: _Compiled, scope: Scope, agg_scope: str, old: int, new: int, spend: int,
+    def _transition(self, compiled: _Compiled, scope: Scope, agg_scope: str, old: int, new: int, spend: int,
                     at_ms: int, now_ms: int, period_label: str | None = None, tier: str | None = None) -> None:
-        p = c.policy
-        label = period_label or self._label(c, now_ms)
+        policy = compiled.policy
+        label = period_label or self._label(compiled, now_ms)
         idx = max(new, old) - 1
-        threshold = nanos_to_usd(c.thresholds[min(idx, len(c.thresholds) - 1)])
+        threshold = nanos_to_usd(compiled.thresholds[min(idx, len(compiled.thresholds) - 1)])
         observed = nanos_to_usd(spend)
-        dedup = f"budget:{p.id}:{scope.key()}:{label}"
+        dedup = f"budget:{policy.id}:{scope.key()}:{label}"
         if new == 0:
             alert(self.out, rule="budget", scope=scope, severity="info", state="resolved",
-                  summary=f"{scope.key()} back under budget {p.id} ({label})", observed=observed,
-                  threshold=threshold, dedup_key=dedup, at_ms=at_ms, policy_id=p.id)
+                  summary=f"{scope.key()} back under budget {policy.id} ({label})", observed=observed,
+                  threshold=threshold, dedup_key=dedup, at_ms=at_ms, policy_id=policy.id)
         else:
-            exceeded = new > c.n_warn
-            pct = (spend * 100 // max(c.thresholds[c.n_warn], 1)) if c.thresholds else 0
+            exceeded = new > compiled.n_warn
+            pct = (spend * 100 // max(compiled.thresholds[compiled.n_warn], 1)) if compiled.thresholds else 0
             alert(self.out, rule="budget", scope=scope, severity="critical" if exceeded else "warning",
-                  state="firing", summary=f"{scope.key()} at {pct}% of {p.id} ({dollars(observed)} of "
-                                          f"{dollars(p.limit_usd)}, {label})",
-                  observed=observed, threshold=threshold, dedup_key=dedup, at_ms=at_ms, policy_id=p.id,
+                  state="firing", summary=f"{scope.key()} at {pct}% of {policy.id} ({dollars(observed)} of "
+                                          f"{dollars(policy.limit_usd)}, {label})",
+                  observed=observed, threshold=threshold, dedup_key=dedup, at_ms=at_ms, policy_id=policy.id,
                   tenant_tier=tier)
-        step = self._step(c, new)
+        step = self._step(compiled, new)
         wish = None
         if step is not None:
             wish = Contribution(step.action, Reason(rule="budget", observed=observed, threshold=threshold,
-                                                    period=label, detail=self._detail(c, new)),
-                                p.id, step.to_model, step.max_rps, self._period_end(c, now_ms))
+                                                    period=label, detail=self._detail(compiled, new)),
+                                policy.id, step.to_model, step.max_rps, self._period_end(compiled, now_ms))
         resolved = Reason(rule="budget", observed=observed, threshold=threshold, period=label,
-                          detail=self._detail(c, new))
-        self.board.put(scope, f"budget:{p.id}", wish, at_ms, reason=resolved)
+                          detail=self._detail(compiled, new))
+        self.board.put(scope, f"budget:{policy.id}", wish, at_ms, reason=resolved)
 
     @staticmethod
-    def _detail(c: _Compiled, level: int) -> str:
+    def _detail(compiled: _Compiled, level: int) -> str:
         """Which step of which budget, in rounded dollars: ``budget acme-daily ($50.00 a day): step 2
         of 2, block at 1.5x ($75.00)`` (the event's observed and threshold stay exact)."""
-        p = c.policy
-        per = {"day": "a day", "month": "a month"}.get(p.period, f"per {p.period.removeprefix('rolling:')}")
-        head = f"budget {p.id} ({dollars(p.limit_usd)} {per})"
-        idx = level - c.n_warn - 1
+        policy = compiled.policy
+        per = {"day": "a day", "month": "a month"}.get(policy.period, f"per {policy.period.removeprefix('rolling:')}")
+        head = f"budget {policy.id} ({dollars(policy.limit_usd)} {per})"
+        idx = level - compiled.n_warn - 1
         if level == 0:
             return f"{head}: back under"
         if idx < 0:
-            at = sorted(set(p.warn_at))[level - 1]
-            return f"{head}: warning at {at}x ({dollars(p.limit_usd * at)})"
-        if not p.steps:
+            at = sorted(set(policy.warn_at))[level - 1]
+            return f"{head}: warning at {at}x ({dollars(policy.limit_usd * at)})"
+        if not policy.steps:
             return f"{head}: exceeded"
-        step = p.steps[idx]
+        step = policy.steps[idx]
         action = {"downgrade": f"downgrade to {step.to_model}", "throttle": f"throttle to {step.max_rps} rps"}.get(
             step.action, step.action)
-        return f"{head}: step {idx + 1} of {len(p.steps)}, {action} at {step.at}x ({dollars(p.limit_usd * step.at)})"
+        amount = dollars(policy.limit_usd * step.at)
+        return f"{head}: step {idx + 1} of {len(policy.steps)}, {action} at {step.at}x ({amount})"
 
     @staticmethod
-    def _step(c: _Compiled, level: int) -> Step | None:
-        idx = level - c.n_warn - 1
-        return c.policy.steps[idx] if 0 <= idx < len(c.policy.steps) else None
+    def _step(compiled: _Compiled, level: int) -> Step | None:
+        idx = level - compiled.n_warn - 1
+        return compiled.policy.steps[idx] if 0 <= idx < len(compiled.policy.steps) else None
 
-    def _label(self, c: _Compiled, now_ms: int) -> str:
-        if c.rolling is not None:
-            return c.policy.period
-        if c.policy.period == "day":
+    def _label(self, compiled: _Compiled, now_ms: int) -> str:
+        if compiled.rolling is not None:
+            return compiled.policy.period
+        if compiled.policy.period == "day":
             return f"day:{day_label(day_of(now_ms))}"
         return f"month:{month_label(month_of(now_ms))}"
 
-    def _period_end(self, c: _Compiled, now_ms: int) -> int | None:
-        if c.rolling is not None:
+    def _period_end(self, compiled: _Compiled, now_ms: int) -> int | None:
+        if compiled.rolling is not None:
             return None
-        if c.policy.period == "day":
+        if compiled.policy.period == "day":
             return (day_of(now_ms) + 1) * DAY_MS
         return month_start_ms(month_of(now_ms) + 1)
 
@@ -262,13 +275,13 @@ class BudgetEvaluator:
         scope on its tenant's clock (``now_of(tenant)``)."""
         self._bands.clear()
         for skey, state in list(self.store.items()):
-            if not skey.startswith("b|") or state[1] == 0:
+            if not skey.startswith(BUDGET) or state[1] == 0:
                 continue
-            _, policy_id, agg_scope = skey.split("|", 2)
+            policy_id, agg_scope = parse_budget_key(skey)
             scope = Scope.model_validate(state[3])
             now_ms = now_of(scope.tenant_id)
-            c = self._compiled.get(policy_id)
-            if c is None or c.fingerprint != state[2]:  # policy removed or edited: start over
+            compiled = self._compiled.get(policy_id)
+            if compiled is None or compiled.fingerprint != state[2]:  # policy removed or edited: start over
                 self.store.delete(skey)
                 alert(self.out, rule="budget", scope=scope, severity="info", state="resolved",
                       summary=f"{scope.key()}: policy {policy_id} removed or changed", observed=Decimal(0),
@@ -277,28 +290,29 @@ class BudgetEvaluator:
                 self.board.put(scope, f"budget:{policy_id}", None, now_ms,
                                reason=Reason(rule="budget", observed=Decimal(0), threshold=Decimal(0),
                                              period="", detail=f"policy {policy_id} removed or changed"))
-                if c is not None:
-                    self._evaluate(c, agg_scope, scope, now_ms, now_ms, None)
+                if compiled is not None:
+                    self._evaluate(compiled, agg_scope, scope, now_ms, now_ms, None)
                 continue
-            if c.rolling is not None:
-                self._evaluate(c, agg_scope, scope, now_ms, now_ms, None)
-            elif state[0] != self._period(c, now_ms):
-                start = (day_of(now_ms) * DAY_MS) if c.policy.period == "day" else month_start_ms(month_of(now_ms))
-                old_label = f"day:{day_label(state[0])}" if c.policy.period == "day" else \
+            if compiled.rolling is not None:
+                self._evaluate(compiled, agg_scope, scope, now_ms, now_ms, None)
+            elif state[0] != self._period(compiled, now_ms):
+                start = (day_of(now_ms) * DAY_MS) if compiled.policy.period == "day" else \
+                    month_start_ms(month_of(now_ms))
+                old_label = f"day:{day_label(state[0])}" if compiled.policy.period == "day" else \
                     f"month:{month_label(state[0])}"
-                self.store.set(skey, [self._period(c, now_ms), 0, c.fingerprint, state[3], None])
-                self._transition(c, scope, agg_scope, state[1], 0, 0, start, now_ms, old_label)
+                self.store.set(skey, [self._period(compiled, now_ms), 0, compiled.fingerprint, state[3], None])
+                self._transition(compiled, scope, agg_scope, state[1], 0, 0, start, now_ms, old_label)
 
     def restore(self) -> None:
         """Re-derive the control board from persisted levels (no events emitted)."""
         self._rolling.clear()
         self._bands.clear()
         for skey, state in self.store.items():
-            if not skey.startswith("b|") or state[1] == 0:
+            if not skey.startswith(BUDGET) or state[1] == 0:
                 continue
             if state[4] is None:
                 continue
-            policy_id = skey.split("|", 2)[1]
+            policy_id = parse_budget_key(skey)[0]
             action, to_model, max_rps = state[4]
             wish = Contribution(action, Reason(rule="budget", observed=Decimal(0), threshold=Decimal(0), period="",
                                                detail=f"policy {policy_id} (restored)"), policy_id, to_model, max_rps)

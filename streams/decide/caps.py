@@ -7,10 +7,11 @@ from decimal import Decimal
 from tokenbrake.detectors.request_cost_cap import RequestCostCap as CapDetector
 from tokenbrake.schemas.control import Scope
 from tokenbrake.streams.aggregate.periods import day_of
-from tokenbrake.streams.aggregate.store import Store
 from tokenbrake.streams.decide.policies import RequestCostCap
 from tokenbrake.streams.emit.events import Emitted, alert
 from tokenbrake.streams.price.rates import nanos_to_usd, usd_to_nanos
+from tokenbrake.streams.state.keys import CAP, cap_key, parse_cap_key, unpriced_key
+from tokenbrake.streams.state.store import Store
 
 
 class RequestCostCaps:
@@ -30,7 +31,7 @@ class RequestCostCaps:
             if not detector.exceeded(cost) or not cap.scope.matches(tenant, feature, user, model, tier):
                 continue
             day = day_of(ts_ms)
-            key = f"c|{cap.id}|{tenant}|{feature}|{model}|{day}"
+            key = cap_key(cap.id, tenant, feature, model, day)
             if key in self.store:
                 continue
             self.store.set(key, {"day": day, "scope": [tenant, feature, model], "resolved": False}, partition)
@@ -46,14 +47,14 @@ class RequestCostCaps:
     def expire(self, now_ms: int) -> None:
         """Resolve the alerts of days that are over; forget them a day later."""
         today = day_of(now_ms)
-        for key, value in [(k, v) for k, v in self.store.items() if k.startswith("c|")]:
+        for key, value in [(k, v) for k, v in self.store.items() if k.startswith(CAP)]:
             day = value if isinstance(value, int) else value["day"]
             if day < today - 1:
                 self.store.delete(key)
             elif day < today and isinstance(value, dict) and not value["resolved"]:
                 self.store.set(key, {**value, "resolved": True})
                 tenant, feature, model = value["scope"]
-                cap_id = key.split("|", 2)[1]
+                cap_id = parse_cap_key(key)[0]
                 scope = Scope(tenant_id=tenant, feature_id=feature, model=model)
                 alert(self.out, rule="request_cost_cap", scope=scope, severity="info", state="resolved",
                       summary=f"the day of the expensive call on {scope.key()} is over (cap {cap_id})",
@@ -68,7 +69,7 @@ class UnpricedModels:
         self.store, self.out = store, out
 
     def on_event(self, provider: str, model: str, tenant: str, cost: int, ts_ms: int, partition: int) -> None:
-        key = f"u|{provider}|{model}"
+        key = unpriced_key(provider, model)
         if key in self.store:
             return
         self.store.set(key, ts_ms, partition)

@@ -17,19 +17,19 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from tokenbrake.detectors import CacheRegression, CostRate, HeavyUser, RetryStorm, SpendSpike, TokenInflation
+from tokenbrake.detectors.registry import BUCKETED, BY_RULE, COST_WINDOW_MINUTES, MINUTE_MS
 from tokenbrake.schemas.control import Reason, Scope
 from tokenbrake.streams.aggregate.periods import parse_ttl_seconds
 from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
 from tokenbrake.streams.price.rates import nanos_to_usd
 
-BUCKET_MS = {"retry_storm": 60_000, "cost_rate": 60_000, "token_inflation": 3_600_000, "spend_spike": 3_600_000,
-             "heavy_user": 3_600_000, "cache_regression": 600_000}
-COST_WINDOW_MINUTES = 5
+#: rule -> bucket size and rule -> class, for the detectors scored on closed buckets (the registry's order)
+BUCKET_MS = {spec.rule: spec.bucket_ms for spec in BUCKETED}
+CLASSES = {spec.rule: spec.cls for spec in BUCKETED}
+CONTROLLERS = [spec.rule for spec in BUCKETED if spec.issues_controls]
+COST_RATE_DEFAULT_TARGET = "gpt-4o-mini"  # the model a cost_rate control downgrades to unless told
 RESOLVE_BELOW = 0.5  # an incident ends after `cooldown` buckets scoring under this
 SAMPLE = 512  # per-bucket sample of call costs and token counts, for medians
-CLASSES = {"retry_storm": RetryStorm, "cost_rate": CostRate, "token_inflation": TokenInflation,
-           "spend_spike": SpendSpike, "heavy_user": HeavyUser, "cache_regression": CacheRegression}
 CONTROL_KEYS = {"action", "to_model", "max_rps", "ttl"}
 
 
@@ -60,20 +60,29 @@ def parse_detector_config(raw: dict[str, dict[str, Any]]) -> dict[str, RuleConfi
         except TypeError as exc:
             raise ValueError(f"detectors.{rule}: {exc}") from None
         cfg = RuleConfig(enabled, opts, cooldown)
-        if rule == "cost_rate":
+        if BY_RULE[rule].issues_controls:
             cfg.action = control.get("action", "downgrade")
-            cfg.to_model = control.get("to_model", "gpt-4o-mini")
+            cfg.to_model = control.get("to_model", COST_RATE_DEFAULT_TARGET)
             cfg.max_rps = control.get("max_rps", 1.0 if cfg.action == "throttle" else None)
             cfg.ttl_s = parse_ttl_seconds(str(control.get("ttl", "15m")))
             if cfg.action not in ("downgrade", "throttle", "block", "none"):
-                raise ValueError(f"detectors.cost_rate.action: {cfg.action!r} is not downgrade|throttle|block|none")
+                raise ValueError(f"detectors.{rule}.action: {cfg.action!r} is not downgrade|throttle|block|none")
         elif control:
-            raise ValueError(f"detectors.{rule}: only cost_rate issues controls (got {sorted(control)})")
+            raise ValueError(f"detectors.{rule}: only {', '.join(CONTROLLERS)} issues controls (got {sorted(control)})")
         configs[rule] = cfg
     return configs
 
 
 class DetectorHub:
+    """Feeds the registry's detectors from event-time buckets and applies the decision rule
+    on top of them: fire once per incident, never learn from a flagged bucket, resolve after
+    ``cooldown`` normal ones, and for a detector that issues controls put its wish on the board.
+
+    :meth:`observe` per event only adds to open buckets; :meth:`advance` closes the buckets the
+    watermark has passed. ``models``, ``active`` and ``dirty`` are what
+    :class:`~tokenbrake.streams.decide.baselines.BaselineKeeper` persists.
+    """
+
     def __init__(self, raw_config: dict[str, dict[str, Any]], out: Emitted, board: ControlBoard,
                  lateness_ms: int = 10_000) -> None:
         self.config = parse_detector_config(raw_config)
@@ -91,6 +100,8 @@ class DetectorHub:
         self.enabled = [r for r, c in self.config.items() if c.enabled]
         self._current: set[tuple[str, tuple]] = set()  # models built or checked by this process
         self._layouts: dict[str, set[str]] = {}
+        # rule -> what closes its buckets (a rule fed by another's bucket is scored by that one's closer)
+        self._closers = {spec.rule: getattr(self, f"_close_{spec.rule}") for spec in BUCKETED if spec.fed_by is None}
 
     # -- per event: only additions --------------------------------------------------------------
     def observe(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, cost: int,
@@ -136,11 +147,11 @@ class DetectorHub:
             costs.append(cost)
         hourly = opened["spend_spike"].get(hour) or opened["spend_spike"].setdefault(hour, {})
         for scope in ((tenant,), tf):
-            h = hourly.get(scope)
-            if h is None:
+            spend = hourly.get(scope)
+            if spend is None:
                 hourly[scope] = [cost]
             else:
-                h[0] += cost
+                spend[0] += cost
         day = ts_ms // 86_400_000
         if day != self._user_day:
             if day < self._user_day:
@@ -159,50 +170,53 @@ class DetectorHub:
         if ("retry_storm", scope) in self.active:
             return
         det = self._model("retry_storm", scope)
-        x = {"requests": vec[0], "retries": vec[1], "errors": vec[2]}
-        if vec[1] + vec[2] >= det.min_failures and det.enough(x) and det.score_one(x) >= 1.0:
+        features = {"requests": vec[0], "retries": vec[1], "errors": vec[2]}
+        if vec[1] + vec[2] >= det.min_failures and det.enough(features) and det.score_one(features) >= 1.0:
             self.active[("retry_storm", scope)] = [ts_ms, 0]
             self.dirty.add(("retry_storm", scope))
-            self._fire("retry_storm", scope, det, x, det.score_one(x), ts_ms,
+            self._fire("retry_storm", scope, det, features, det.score_one(features), ts_ms,
                        Decimal(vec[1] + vec[2]) / max(vec[0], 1))
 
     # -- on the watermark: close, score, learn ---------------------------------------------------
     def advance(self, watermark_ms: int) -> None:
-        for rule in BUCKET_MS:
+        """Close every bucket the watermark has passed (plus ``lateness``), in the registry's order."""
+        for rule, close in self._closers.items():
             buckets = self._open[rule]
             if not buckets:
                 continue
             size = BUCKET_MS[rule]
             for start in sorted(b for b in buckets if b + size + self.lateness_ms <= watermark_ms):
-                closed = buckets.pop(start)
-                if rule == "retry_storm":
-                    self._close_minute(start, closed)
-                elif rule == "token_inflation" and self._on("token_inflation"):
-                    for scope, (n, tokens, sample) in closed.items():
-                        median = statistics.median(sample)
-                        self._judge("token_inflation", scope,
-                                    {"requests": n, "input_tokens": tokens, "median_input_tokens": median},
-                                    start + size, observed=Decimal(str(median)))
-                elif rule == "spend_spike" and self._on("spend_spike"):
-                    self._close_hour(start, closed)
-                elif rule == "heavy_user" and self._on("heavy_user"):
-                    self._close_users(start, closed)
-                elif rule == "cache_regression" and self._on("cache_regression"):
-                    for scope, (n, hits, tokens, cached) in closed.items():
-                        x = {"requests": n, "cached_calls": hits, "input_tokens": tokens,
-                             "cached_input_tokens": cached}
-                        self._judge("cache_regression", scope, x, start + size,
-                                    observed=Decimal(cached) / max(tokens, 1))
+                close(start, buckets.pop(start))
 
     def _on(self, rule: str) -> bool:
         return self.config[rule].enabled
 
-    def _close_minute(self, start: int, closed: dict[tuple, list[int]]) -> None:
-        end = start + 60_000
+    def _close_token_inflation(self, start: int, closed: dict[tuple, list]) -> None:
+        if not self._on("token_inflation"):
+            return
+        for scope, (requests, tokens, sample) in closed.items():
+            median = statistics.median(sample)
+            features = {"requests": requests, "input_tokens": tokens, "median_input_tokens": median}
+            self._judge("token_inflation", scope, features, start + BUCKET_MS["token_inflation"],
+                        observed=Decimal(str(median)))
+
+    def _close_cache_regression(self, start: int, closed: dict[tuple, list[int]]) -> None:
+        if not self._on("cache_regression"):
+            return
+        for scope, (requests, hits, tokens, cached) in closed.items():
+            features = {"requests": requests, "cached_calls": hits, "input_tokens": tokens,
+                        "cached_input_tokens": cached}
+            self._judge("cache_regression", scope, features, start + BUCKET_MS["cache_regression"],
+                        observed=Decimal(cached) / max(tokens, 1))
+
+    def _close_retry_storm(self, start: int, closed: dict[tuple, list[int]]) -> None:
+        """The minute bucket: scores retry_storm per (tenant, feature, model), and cost_rate per
+        (tenant, feature) over the minute and the window of minutes ending with it."""
+        end = start + MINUTE_MS
         if self._on("retry_storm"):
-            for scope, (n, retries, errors, _) in closed.items():
-                self._judge("retry_storm", scope, {"requests": n, "retries": retries, "errors": errors}, end,
-                            observed=Decimal(retries + errors) / max(n, 1))
+            for scope, (requests, retries, errors, _) in closed.items():
+                self._judge("retry_storm", scope, {"requests": requests, "retries": retries, "errors": errors}, end,
+                            observed=Decimal(retries + errors) / max(requests, 1))
         call_costs = self._call_costs.pop(start, {})
         for stale in [m for m in self._call_costs if m < start]:
             del self._call_costs[stale]
@@ -216,31 +230,35 @@ class DetectorHub:
                 if window and start <= window[-1][0]:
                     continue  # a late minute: its spend is counted, its rate is history
                 window.append((start, cost, calls, call_costs.get(scope, [])))
-                while window[0][0] <= start - COST_WINDOW_MINUTES * 60_000:
+                while window[0][0] <= start - COST_WINDOW_MINUTES * MINUTE_MS:
                     window.popleft()
-                span = max(1, min(COST_WINDOW_MINUTES, (start - window[0][0]) // 60_000 + 1))
-                total, n = sum(w[1] for w in window), sum(w[2] for w in window)
+                span = max(1, min(COST_WINDOW_MINUTES, (start - window[0][0]) // MINUTE_MS + 1))
+                total, window_calls = sum(w[1] for w in window), sum(w[2] for w in window)
                 # the closed minute alone (busy scopes), and the window ending with it (quiet ones)
-                x = {"cost_nanos": cost, "seconds": 60, "requests": calls, "costs": call_costs.get(scope, [])}
+                features = {"cost_nanos": cost, "seconds": 60, "requests": calls, "costs": call_costs.get(scope, [])}
                 if span > 1:
-                    x.update(window_cost_nanos=total, window_seconds=60 * span, window_requests=n,
+                    features.update(window_cost_nanos=total, window_seconds=60 * span, window_requests=window_calls,
                              window_costs=[c for w in window for c in w[3]])
-                self._judge("cost_rate", scope, x, end, observed=nanos_to_usd(cost))
+                self._judge("cost_rate", scope, features, end, observed=nanos_to_usd(cost))
 
-    def _close_hour(self, start: int, closed: dict[tuple, list[int]]) -> None:
+    def _close_spend_spike(self, start: int, closed: dict[tuple, list[int]]) -> None:
+        if not self._on("spend_spike"):
+            return
         day = start // 86_400_000
         for scope, (spend,) in closed.items():
             running = self._day_spend.get(scope)
             if running is None or running[0] != day:
                 running = self._day_spend[scope] = [day, 0]
             running[1] += spend
-            x = {"spend": spend, "hour": start // 3_600_000, "day_to_date": running[1]}
-            self._judge("spend_spike", scope, x, start + 3_600_000, observed=nanos_to_usd(spend))
+            features = {"spend": spend, "hour": start // 3_600_000, "day_to_date": running[1]}
+            self._judge("spend_spike", scope, features, start + 3_600_000, observed=nanos_to_usd(spend))
 
-    def _close_users(self, start: int, closed: dict[tuple, list[int]]) -> None:
+    def _close_heavy_user(self, start: int, closed: dict[tuple, list[int]]) -> None:
+        if not self._on("heavy_user"):
+            return
         for (tenant,) in closed:
-            x = {f"user:{u}": s for u, s in self._users.get(tenant, {}).items()}
-            self._judge("heavy_user", (tenant,), x, start + 3_600_000, observed=Decimal(0))
+            features = {f"user:{u}": s for u, s in self._users.get(tenant, {}).items()}
+            self._judge("heavy_user", (tenant,), features, start + 3_600_000, observed=Decimal(0))
 
     # -- the decision rule on top of every detector -----------------------------------------------
     def _model(self, rule: str, scope: tuple) -> Any:
@@ -263,24 +281,24 @@ class DetectorHub:
             layout = self._layouts[rule] = set(vars(CLASSES[rule](**self.config[rule].params)))
         return layout
 
-    def _judge(self, rule: str, scope: tuple, x: dict[str, Any], at_ms: int, observed: Decimal) -> None:
+    def _judge(self, rule: str, scope: tuple, features: dict[str, Any], at_ms: int, observed: Decimal) -> None:
         det = self._model(rule, scope)
         enough = getattr(det, "enough", None)
-        if enough is not None and not enough(x):
+        if enough is not None and not enough(features):
             return  # too little data to judge: neither scored, nor learned, nor "back to normal"
-        score = det.score_one(x)
+        score = det.score_one(features)
         self.dirty.add((rule, scope))
         active = self.active.get((rule, scope))
         if score >= 1.0:
             if active is None:
                 self.active[(rule, scope)] = [at_ms, 0]
-                self._fire(rule, scope, det, x, score, at_ms, observed)
+                self._fire(rule, scope, det, features, score, at_ms, observed)
             else:
                 active[1] = 0
             return  # never learn from a flagged bucket
         if active is not None and score >= RESOLVE_BELOW:
             return  # hysteresis: still suspicious, neither learned nor counted as back to normal
-        det.learn_one(x)
+        det.learn_one(features)
         if active is not None:
             active[1] += 1
             if active[1] >= self.config[rule].cooldown:
@@ -291,32 +309,30 @@ class DetectorHub:
         tenant, feature, model = (*scope, None, None)[:3]
         return Scope(tenant_id=tenant, feature_id=feature, model=model)
 
-    def _fire(self, rule: str, scope: tuple, det: Any, x: dict[str, Any], score: float, at_ms: int,
+    def _fire(self, rule: str, scope: tuple, det: Any, features: dict[str, Any], score: float, at_ms: int,
               observed: Decimal) -> None:
-        s = self._scope(scope)
-        summary = f"{rule} on {s.key()}: score {score:.1f}"
-        if rule == "heavy_user":
-            summary += f"; heaviest users {', '.join(det.heaviest(x, 3))}"
-        if rule == "cost_rate":
-            summary += f"; ${observed}/min against a baseline of ${det.baseline_usd_per_minute:.4f}/min"
-        if rule == "cache_regression":
-            summary += f"; cached share of input {float(observed):.0%} against {det.baseline_share:.0%}"
-        alert(self.out, rule=rule, scope=s, severity="critical" if score >= 2 or rule == "cost_rate" else "warning",
+        alert_scope = self._scope(scope)
+        summary = f"{rule} on {alert_scope.key()}: score {score:.1f}"
+        describe = getattr(det, "describe", None)  # the detector's own figures, when it has any
+        if describe is not None:
+            summary += f"; {describe(features, observed)}"
+        controls = BY_RULE[rule].issues_controls
+        alert(self.out, rule=rule, scope=alert_scope, severity="critical" if score >= 2 or controls else "warning",
               state="firing", summary=summary, observed=observed, threshold=Decimal(1),
-              dedup_key=f"{rule}:{s.key()}:{at_ms}", at_ms=at_ms)
+              dedup_key=f"{rule}:{alert_scope.key()}:{at_ms}", at_ms=at_ms)
         cfg = self.config[rule]
-        if rule == "cost_rate" and cfg.action != "none":
+        if controls and cfg.action != "none":
             reason = Reason(rule=rule, observed=observed, threshold=Decimal(str(round(det.factor, 4))),
                             period="1m", detail=f"cost rate {score * det.factor:.1f}x its baseline")
-            self.board.put(s, f"detector:{rule}", Contribution(cfg.action, reason, None, cfg.to_model, cfg.max_rps,
-                                                               at_ms + cfg.ttl_s * 1000), at_ms)
+            wish = Contribution(cfg.action, reason, None, cfg.to_model, cfg.max_rps, at_ms + cfg.ttl_s * 1000)
+            self.board.put(alert_scope, f"detector:{rule}", wish, at_ms)
 
     def _resolve(self, rule: str, scope: tuple, since_ms: int, at_ms: int, observed: Decimal) -> None:
-        s = self._scope(scope)
-        alert(self.out, rule=rule, scope=s, severity="info", state="resolved",
-              summary=f"{rule} on {s.key()} back to normal", observed=observed, threshold=Decimal(1),
-              dedup_key=f"{rule}:{s.key()}:{since_ms}", at_ms=at_ms)
-        if rule == "cost_rate":
-            self.board.put(s, f"detector:{rule}", None, at_ms,
+        alert_scope = self._scope(scope)
+        alert(self.out, rule=rule, scope=alert_scope, severity="info", state="resolved",
+              summary=f"{rule} on {alert_scope.key()} back to normal", observed=observed, threshold=Decimal(1),
+              dedup_key=f"{rule}:{alert_scope.key()}:{since_ms}", at_ms=at_ms)
+        if BY_RULE[rule].issues_controls:
+            self.board.put(alert_scope, f"detector:{rule}", None, at_ms,
                            reason=Reason(rule=rule, observed=observed, threshold=Decimal(0), period="1m",
                                          detail="cost rate back to normal"))

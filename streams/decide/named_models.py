@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
+from tokenbrake.streams.decide.detection import COST_RATE_DEFAULT_TARGET
 from tokenbrake.streams.decide.policies import PoliciesFile
 from tokenbrake.streams.yaml_files import line_of
 
 DEFAULT_TIERS = ("free", "pro", "team", "business", "enterprise")
-COST_RATE_DEFAULT_TARGET = "gpt-4o-mini"  # streams.decide.detection's default
 
 
 @dataclass
@@ -33,17 +33,17 @@ class NamedModelsCheck:
 
 def named_models(policies: PoliciesFile) -> Iterator[tuple[tuple[Any, ...], str]]:
     """(location in the file, model) for every model the policies name."""
-    for i, budget in enumerate(policies.budgets):
+    for budget_index, budget in enumerate(policies.budgets):
         if budget.scope.model not in (None, "*"):
-            yield ("budgets", i, "scope", "model"), budget.scope.model
+            yield ("budgets", budget_index, "scope", "model"), budget.scope.model
         if budget.action is not None and budget.action.to_model:
-            yield ("budgets", i, "action", "to_model"), budget.action.to_model
-        for j, step in enumerate(budget.on_exceed):
+            yield ("budgets", budget_index, "action", "to_model"), budget.action.to_model
+        for step_index, step in enumerate(budget.on_exceed):
             if step.to_model:
-                yield ("budgets", i, "on_exceed", j, "to_model"), step.to_model
-    for i, cap in enumerate(policies.request_cost_caps):
+                yield ("budgets", budget_index, "on_exceed", step_index, "to_model"), step.to_model
+    for budget_index, cap in enumerate(policies.request_cost_caps):
         if cap.scope.model not in (None, "*"):
-            yield ("request_cost_caps", i, "scope", "model"), cap.scope.model
+            yield ("request_cost_caps", budget_index, "scope", "model"), cap.scope.model
     cost_rate = policies.detectors.get("cost_rate") or {}
     if cost_rate.get("enabled", True) and cost_rate.get("action", "downgrade") == "downgrade":
         yield ("detectors", "cost_rate", "to_model"), str(cost_rate.get("to_model", COST_RATE_DEFAULT_TARGET))
@@ -51,9 +51,9 @@ def named_models(policies: PoliciesFile) -> Iterator[tuple[tuple[Any, ...], str]
 
 def named_tiers(policies: PoliciesFile) -> Iterator[tuple[tuple[Any, ...], str]]:
     for kind, items in (("budgets", policies.budgets), ("request_cost_caps", policies.request_cost_caps)):
-        for i, item in enumerate(items):
+        for item_index, item in enumerate(items):
             if item.scope.tier is not None:
-                yield (kind, i, "scope", "tier"), item.scope.tier
+                yield (kind, item_index, "scope", "tier"), item.scope.tier
 
 
 def check_named_models(policies: PoliciesFile, text: str, source: str, knows: Callable[[str], bool],

@@ -1,10 +1,10 @@
 """Controls an operator issued by hand (``tokenbrake control ...``) hold against the automatic ones.
 
-The control topic keeps one message per scope: before, the next automatic transition on a
-scope (a budget's ``allow`` at midnight, a detector resolving) overwrote an operator's block.
-Now an operator's control is one more wish on the scope's :class:`ControlBoard`, the
-strongest one wins as for every other rule, and it lasts until its ``expires_at`` or until
-the operator's plain ``allow`` withdraws it. An operator's ``allow`` *with* an expiry is an
+The control topic keeps one message per scope, so the next automatic transition on a scope
+(a budget's ``allow`` at midnight, a detector resolving) would overwrite an operator's block
+if it were a message alone. An operator's control is one more wish on the scope's
+:class:`ControlBoard`, the strongest one wins as for every other rule, and it lasts until
+its ``expires_at`` or until the operator's plain ``allow`` withdraws it. An operator's ``allow`` *with* an expiry is an
 override: the scope is allowed until then, whatever the rules want. It is kept in the
 decisions store (``op|<scope key>``), so a restarted worker still honours it.
 
@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tokenbrake.schemas.control import ControlEvent
-from tokenbrake.streams.aggregate.store import Store
 from tokenbrake.streams.emit.events import OPERATOR as SOURCE
 from tokenbrake.streams.emit.events import Contribution, ControlBoard
-
-PREFIX = "op|"
+from tokenbrake.streams.state.keys import OPERATOR, operator_key
+from tokenbrake.streams.state.store import Store
 
 
 class OperatorOverrides:
@@ -36,11 +35,11 @@ class OperatorOverrides:
         expires_ms = _expires_ms(control)
         lift = control.action == "allow" and expires_ms is None  # a plain allow lifts the operator's control
         if lift or (expires_ms is not None and expires_ms <= now_ms):
-            self.store.delete(PREFIX + key)
+            self.store.delete(operator_key(key))
             self._expiry.pop(key, None)
             self.board.put(scope, SOURCE, None, now_ms, emit=False)
         else:
-            self.store.set(PREFIX + key, control.model_dump(mode="json"), self.tenant_partition(scope.tenant_id))
+            self.store.set(operator_key(key), control.model_dump(mode="json"), self.tenant_partition(scope.tenant_id))
             self._wish(control, expires_ms)
         if self.board.effective(key) != (control.action, control.downgrade_to, control.max_rps):
             self.board.reissue(scope, now_ms)  # the topic's latest says otherwise: correct it
@@ -55,7 +54,7 @@ class OperatorOverrides:
         for key, (expires_ms, control) in list(self._expiry.items()):
             if expires_ms <= now_ms:
                 del self._expiry[key]
-                self.store.delete(PREFIX + key)
+                self.store.delete(operator_key(key))
                 self.board.put(control.scope, SOURCE, None, now_ms, emit=False)
                 if self.board.effective(key)[0] != "allow":
                     self.board.reissue(control.scope, now_ms)  # an expired control reads as allow
@@ -64,7 +63,7 @@ class OperatorOverrides:
         """Re-derive the operators' wishes from the decisions store (no events emitted)."""
         self._expiry.clear()
         for key, value in self.store.items():
-            if key.startswith(PREFIX):
+            if key.startswith(OPERATOR):
                 control = ControlEvent.model_validate(value)
                 self._wish(control, _expires_ms(control))
 

@@ -10,23 +10,23 @@ count. Each remembered id records the partition and *position* it was first read
 idempotently; see the engine for what is counted again) from a *duplicate* sent twice by a
 producer, or twice in one message (dropped and counted).
 
-Persistence is per batch, not per event: the ids first seen in one batch from one partition
-form one *chunk*, one changelog record (``chunk_key -> {"ids": [...], "minutes": [...],
-"positions": [...]}``, three parallel lists: no list per id in memory). Chunks written by
-earlier versions hold message offsets (``"offsets"``, or ``[[id, minute, offset], ...]``);
-they are read as the position of the message's first element. A chunk is deleted
-(tombstoned) once every id in it is older than the floor.
+Persistence is per chunk of messages (``streams.chunk``), not per event: the ids first seen in
+one chunk from one partition form one *id record*, one changelog record (``state.keys.chunk_key``
+-> ``{"ids": [...], "minutes": [...], "positions": [...]}``, three parallel lists: no list per id
+in memory). Id records written by earlier versions hold message offsets (``"offsets"``, or
+``[[id, minute, offset], ...]``); they are read as the position of the message's first element.
+An id record is deleted (tombstoned) once every id in it is older than the floor.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections import deque
 from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
-from tokenbrake.streams.aggregate.store import Store
+from tokenbrake.streams.state.keys import chunk_key
+from tokenbrake.streams.state.store import Store
 
 #: ids per changelog record (~100 KB): far below Kafka's default 1 MB request limit
 CHUNK_MAX = 2000
@@ -60,6 +60,13 @@ def _where(partition: int, pos: int) -> int:
 
 
 class Deduper:
+    """Tells a new event from a duplicate, a redelivery and one too late to check, by event id.
+
+    :meth:`check` per event (``Seen``), :meth:`seal` once per decided chunk of messages (the
+    ids first seen become one store record per partition), :meth:`expire` on the watermark,
+    :meth:`rebuild_index` after the store is restored. See the module docstring for the bounds.
+    """
+
     def __init__(self, store: Store, horizon_minutes: int, max_entries: int) -> None:
         self.store = store  # chunk_key -> {"ids": [...], "minutes": [...], "positions": [...]}
         self.horizon_minutes = horizon_minutes
@@ -74,10 +81,8 @@ class Deduper:
         self._minutes: dict[int, int] = {}
         self._pending: dict[int, tuple[list, list, list]] = {}  # partition -> ids, minutes, positions not sealed
         self._chunks: deque[tuple[int, str]] = deque()  # (newest minute in chunk, chunk key)
-        self._prefix = uuid.uuid4().hex[:8]
         #: partition -> the highest position among the restored ids (see :meth:`rebuild_index`)
         self.restored_positions: dict[int, int] = {}
-        self._seq = 0
 
     def check(self, event_id: str, ts_ms: int, partition: int, pos: int) -> Seen:
         where = pos << 20 | partition if pos >= 0 else -1  # _where(), inlined: per event
@@ -110,12 +115,11 @@ class Deduper:
 
     def seal(self) -> None:
         """Turn the ids seen since the last call into one chunk per partition (one changelog
-        record each). The engine calls it once per batch."""
+        record each). The engine calls it at each drain (a chunk's end, a tick)."""
         for partition, (ids, minutes, positions) in self._pending.items():
             for start in range(0, len(ids), CHUNK_MAX):  # bounded records: Kafka caps request size
                 end = start + CHUNK_MAX
-                self._seq += 1
-                key = f"{self._prefix}:{partition}:{self._seq}"
+                key = chunk_key(partition, positions[start], ids[start])
                 self.store.set(key, {"ids": ids[start:end], "minutes": minutes[start:end],
                                      "positions": positions[start:end]}, partition)
                 self._chunks.append((max(minutes[start:end]), key))

@@ -1,4 +1,8 @@
-"""Rates from the genai-prices catalog, effective-dated, converted once and cached."""
+"""Rates from the genai-prices catalog, effective-dated by the event's time, converted once and cached.
+
+Nothing here reads a clock: a backtest of last year's events is priced at last year's prices,
+the fallback for an unknown model (the highest price among a provider's models) included.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from genai_prices.types import ModelPrice, TieredPrices
 
 from tokenbrake.streams.price.rates import ModelRates, TokenRates, mtok_to_femto
 
+MAX_EVERY_MS = 3_600_000  # the fallback's maxima are taken once per hour of event time
 _FIELDS = {"input": "input_mtok", "output": "output_mtok", "cache_read": "cache_read_mtok",
            "cache_write": "cache_write_mtok"}
 
@@ -50,7 +55,7 @@ class Catalog:
         self._models: dict[tuple[str, str], Any] = {}
         self._static: dict[tuple[str, str], ModelRates] = {}
         self._dated: dict[tuple[str, str, int], ModelRates] = {}
-        self._provider_max: dict[str, ModelRates | None] = {}
+        self._provider_max: dict[tuple[str, int], ModelRates | None] = {}  # (provider or *, hour) -> rates
 
     def rates(self, provider: str, model: str, ts_ms: int) -> ModelRates | None:
         """Rates in force at ``ts_ms``, or None when the catalog does not know the model."""
@@ -102,28 +107,35 @@ class Catalog:
         """Every model id in the catalog: suggestions for a misspelled name."""
         return sorted({info.id for prov in self._snapshot.providers for info in prov.models})
 
-    def provider_max(self, provider: str) -> ModelRates | None:
-        """The highest current price of each token kind among ``provider``'s models."""
-        if provider not in self._provider_max:
-            self._provider_max[provider] = self._max_over(
-                [p for p in self._snapshot.providers if p.id == provider])
-        return self._provider_max[provider]
+    def provider_max(self, provider: str, ts_ms: int) -> ModelRates | None:
+        """The highest price of each token kind among ``provider``'s models in force at ``ts_ms``
+        (computed once per hour of event time: it reads every model of the provider)."""
+        return self._max_at(provider, ts_ms)
 
-    def global_max(self) -> ModelRates:
-        if "*" not in self._provider_max:
-            self._provider_max["*"] = self._max_over(self._snapshot.providers)
-        rates = self._provider_max["*"]
+    def global_max(self, ts_ms: int) -> ModelRates:
+        """:meth:`provider_max` over every provider of the catalog."""
+        rates = self._max_at("*", ts_ms)
         assert rates is not None
         return rates
 
+    def _max_at(self, provider: str, ts_ms: int) -> ModelRates | None:
+        key = (provider, ts_ms // MAX_EVERY_MS)
+        if key not in self._provider_max:
+            if len(self._provider_max) > 10_000:
+                self._provider_max.clear()
+            providers = self._snapshot.providers if provider == "*" else \
+                [p for p in self._snapshot.providers if p.id == provider]
+            self._provider_max[key] = self._max_over(providers, key[1] * MAX_EVERY_MS)
+        return self._provider_max[key]
+
     @staticmethod
-    def _max_over(providers: list[Any]) -> ModelRates | None:
-        now = datetime.now(UTC)
+    def _max_over(providers: list[Any], at_ms: int) -> ModelRates | None:
+        when = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
         best: TokenRates | None = None
         for prov in providers:
             for info in prov.models:
                 try:
-                    base = rates_from_model_price(info.get_prices(now)).base
+                    base = rates_from_model_price(info.get_prices(when)).base
                 except (ValueError, TypeError):
                     continue
                 best = base if best is None else best.max(base)

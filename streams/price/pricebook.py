@@ -51,7 +51,7 @@ class PriceBook:
             rates = self.rates(fb_provider, fb_model, ts_ms)
             if rates is not None:
                 return rates
-        return self._catalog.provider_max(provider.lower()) or self._catalog.global_max()
+        return self._catalog.provider_max(provider.lower(), ts_ms) or self._catalog.global_max(ts_ms)
 
     def knows_model(self, model: str) -> bool:
         """Whether a model named without a provider (a downgrade target) has a price: overrides or catalog."""

@@ -1,5 +1,5 @@
 """Events found on another partition than their tenant's go on to it (see
-streams.ingest.routing): they are decided where their tenant's state lives."""
+streams.runtime.routing): they are decided where their tenant's state lives."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from tokenbrake.schemas.codec import dumps
 from tokenbrake.streams.faust_internals.changelog import aiokafka_producer
-from tokenbrake.streams.ingest.routing import TenantRouter
 from tokenbrake.streams.logs import LogBudget
+from tokenbrake.streams.runtime.routing import TenantRouter
 
 log = logging.getLogger("tokenbrake.worker")
 
@@ -21,7 +21,7 @@ class Forwarder:
         self._log = LogBudget(per_window=1, window_s=60.0)
 
     async def forward(self, msg: Any, events: list[Any], deliveries: list[asyncio.Future]) -> list[Any]:
-        """Send events that belong to another partition (see streams.ingest.routing) on to it,
+        """Send events that belong to another partition (see streams.runtime.routing) on to it,
         keyed by tenant; they are decided when they arrive there. The message is acknowledged
         only once they are delivered. Returns the events that stay."""
         stay, away = self.router.split(events, msg.partition)

@@ -27,12 +27,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from tokenbrake.streams.price.rates import nanos_to_text
+from tokenbrake.streams.state.keys import DAY, MINUTE, bucket_kind, is_user_scope, parse_bucket_key, parse_scope
 
 MINUTE_COLUMNS = ["tenant_id", "dimension", "value", "window_start", "requests", "input_tokens", "output_tokens",
                   "cached_input_tokens", "reasoning_tokens", "errors", "retries", "cost_usd", "version"]
 USER_DAY_COLUMNS = ["tenant_id", "user_id", "day", "requests", "input_tokens", "output_tokens",
                     "cached_input_tokens", "reasoning_tokens", "errors", "retries", "cost_usd", "version"]
-_DIMENSIONS = {"f": "feature", "m": "model"}
 
 
 def _counters(vec: list[int], version: int) -> tuple[int | str, ...]:
@@ -51,8 +51,8 @@ def keep_totals(changes: Iterable[tuple[str, Any, int]], version: int, totals: T
     for key, vec, _ in changes:
         if vec is None:  # expired bucket: its last total is already stored
             continue
-        head = key[0]
-        if (head == "m" and "|u=" not in key) or (head == "d" and "|u=" in key):
+        kind, user = bucket_kind(key), is_user_scope(key)
+        if (kind == MINUTE and not user) or (kind == DAY and user):
             totals[key] = (vec[:], version)
 
 
@@ -60,12 +60,10 @@ def rollup_rows(totals: Totals) -> tuple[list[list], list[list]]:
     """(spend_minute rows, spend_user_day rows) of :func:`keep_totals`' totals."""
     minutes, user_days = [], []
     for key, (vec, version) in totals.items():
-        bucket, _, scope = key.partition("|")
-        tenant, _, rest = scope[2:].partition("|")
-        if key[0] == "d":
-            user_days.append([tenant, rest[2:], int(bucket[1:]), *_counters(vec, version)])
-        elif not rest:
-            minutes.append([tenant, "tenant", "", int(bucket[1:]) * 60, *_counters(vec, version)])
+        kind, number, scope = parse_bucket_key(key)
+        tenant, dimension, value = parse_scope(scope)
+        if kind == DAY:
+            user_days.append([tenant, value, number, *_counters(vec, version)])
         else:
-            minutes.append([tenant, _DIMENSIONS[rest[0]], rest[2:], int(bucket[1:]) * 60, *_counters(vec, version)])
+            minutes.append([tenant, dimension, value, number * 60, *_counters(vec, version)])
     return minutes, user_days

@@ -21,7 +21,7 @@ from tests.chaos.harness import CpuHog, Producer, Worker, consume_all, descendan
 from tests.chaos.workload import Workload, make_workload
 from tokenbrake.schemas.codec import loads
 from tokenbrake.streams.broker import EmbeddedBroker
-from tokenbrake.streams.ingest.routing import TenantRouter
+from tokenbrake.streams.runtime.routing import TenantRouter
 
 
 @dataclass

@@ -193,7 +193,7 @@ def test_events_on_another_partition_than_their_tenants_are_forwarded_and_counte
     the worker sends the events on to their tenant's partition and counts them there, once."""
     from aiokafka import AIOKafkaProducer
 
-    from tokenbrake.streams.ingest.routing import TenantRouter
+    from tokenbrake.streams.runtime.routing import TenantRouter
 
     worker = worker_env(POLICIES).start()
     right = TenantRouter(2).partition("globex")

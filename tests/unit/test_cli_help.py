@@ -37,7 +37,7 @@ def test_every_subcommand_option_has_a_help_line(monkeypatch):
 
 
 def test_evaluate_prints_a_table_and_no_json_without_json(monkeypatch, capsys, tmp_path):
-    import tokenbrake.streams.evaluate as evaluate
+    import tokenbrake.streams.tools.evaluate as evaluate
 
     rules = {"retry_storm": {"precision": 1.0, "recall": 1.0, "detected": 1, "incidents": 1, "median_delay_min": 2,
                              "worst_delay_min": 3, "false_alerts_per_clean_day": 0.0}}

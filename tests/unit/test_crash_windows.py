@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import NOW_MS, engine, event
-from tokenbrake.streams.aggregate.store import WIDTH
 from tokenbrake.streams.engine import STORES
+from tokenbrake.streams.state.store import WIDTH
 
 TENANTS, USERS = ("acme", "globex"), ("u1", "u2", "u3")
 

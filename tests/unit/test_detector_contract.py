@@ -1,4 +1,5 @@
-"""One contract, every detector in detectors.__all__ (after River's test_estimators)."""
+"""One contract, every detector in the registry (after River's test_estimators); the registry itself
+holds every detector class the package exports, and the hub feeds each the features it declares."""
 
 import copy
 import pickle
@@ -7,6 +8,9 @@ import random
 import pytest
 
 from tokenbrake import detectors
+from tokenbrake.detectors.registry import BUCKETED, BY_RULE, REGISTRY
+from tokenbrake.streams.decide import detection
+from tokenbrake.streams.emit.events import ControlBoard, Emitted
 
 NORMAL = {
     "RetryStorm": lambda r: {"requests": 60 + r.randrange(20), "retries": r.randrange(3), "errors": r.randrange(3)},
@@ -45,9 +49,53 @@ def spike(name, hour):
     return SPIKE[name](random.Random(1))
 
 
-@pytest.fixture(params=[n for n in detectors.__all__ if n != "RULES"])
+@pytest.fixture(params=[spec.cls.__name__ for spec in REGISTRY], ids=[spec.rule for spec in REGISTRY])
 def name(request):
     return request.param
+
+
+def _hub():
+    out = Emitted()
+    return detection.DetectorHub({}, out, ControlBoard(out))
+
+
+def test_every_exported_detector_is_in_the_registry_once():
+    exported = {getattr(detectors, n) for n in detectors.__all__ if n != "RULES"}
+    assert sorted(c.__name__ for c in exported) == sorted(spec.cls.__name__ for spec in REGISTRY)
+    assert len(BY_RULE) == len(REGISTRY) and detectors.RULES == {spec.rule: spec.cls for spec in REGISTRY}
+
+
+def test_every_bucketed_detector_has_a_closer_in_the_hub():
+    hub = _hub()
+    for spec in BUCKETED:
+        feeder = spec.fed_by or spec.rule
+        assert BY_RULE[feeder].bucket_ms == spec.bucket_ms, spec.rule
+        assert callable(getattr(hub, f"_close_{feeder}", None)), f"DetectorHub._close_{feeder} is missing"
+    assert list(hub._closers) == [s.rule for s in BUCKETED if s.fed_by is None]
+
+
+def test_the_hub_scores_each_detector_on_the_features_it_declares(monkeypatch):
+    seen: dict[str, set[str]] = {spec.rule: set() for spec in BUCKETED}
+    for spec in BUCKETED:
+        class Recording(spec.cls):
+            def score_one(self, x, _rule=spec.rule):
+                seen[_rule].update(x)
+                return super().score_one(x)
+        monkeypatch.setitem(detection.CLASSES, spec.rule, Recording)
+    hub = _hub()
+    r = random.Random(5)
+    for minute in range(3 * 60):
+        for i in range(40):
+            hub.observe("acme", "chat", f"u{i % 7}", "gpt-4o", minute * 60_000 + i * 1000, 2_000_000 + r.randrange(9),
+                        1000 + r.randrange(50), retry=i % 9 == 0, error=i % 11 == 0, cached_tokens=300 * (i % 2))
+        hub.advance(minute * 60_000)
+    hub.advance(10 * 3_600_000)
+    for spec in BUCKETED:
+        assert seen[spec.rule], f"{spec.rule} was never scored"
+        declared = set(spec.features)
+        undeclared = {f for f in seen[spec.rule] if f not in declared and not (
+            "user:*" in declared and f.startswith("user:"))}
+        assert undeclared == set(), spec.rule
 
 
 def trained(name, n=24 * 9):

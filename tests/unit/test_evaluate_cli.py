@@ -4,7 +4,7 @@ measurements are commands quoted in the README)."""
 from tests.helpers import event
 from tokenbrake.schemas.codec import dumps
 from tokenbrake.streams.cli import main
-from tokenbrake.streams.scenarios import generate
+from tokenbrake.streams.tools.scenarios import generate
 
 
 def test_backtest_streams_a_file_and_prints_rss_at_the_marks(tmp_path, capsys):
@@ -42,7 +42,7 @@ def test_evaluate_tallies_recall_delay_and_clean_alerts_per_rule():
     from dataclasses import asdict
 
     from tokenbrake.schemas.usage import UsageEvent
-    from tokenbrake.streams.evaluate import Tally
+    from tokenbrake.streams.tools.evaluate import Tally
 
     tally = Tally()
     events, plan = generate(2, 6, _tokens(), volume="standard")

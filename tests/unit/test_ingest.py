@@ -40,8 +40,8 @@ def test_dedupe_classifies():
 
 
 def test_dedupe_remembers_where_each_id_was_read_across_a_restart():
-    from tokenbrake.streams.aggregate.store import Store
     from tokenbrake.streams.ingest.dedupe import Deduper
+    from tokenbrake.streams.state.store import Store
 
     first = Deduper(Store("dedupe"), 60, 1000)
     assert first.check("a", NOW_MS, 3, 70_000_000_000) is Seen.NEW  # a large offset, a high partition

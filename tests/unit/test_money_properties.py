@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import NOW_MS, engine, event
 from tokenbrake.streams.aggregate.spend import COST
-from tokenbrake.streams.aggregate.store import WIDTH
+from tokenbrake.streams.state.store import WIDTH
 
 calls = st.lists(st.tuples(st.sampled_from(["acme", "globex"]), st.sampled_from(["chat", "search"]),
                            st.integers(0, 50_000), st.integers(0, 5_000), st.integers(0, 3_600_000),

@@ -11,8 +11,8 @@ from typing import Any
 from tests.otlp_spans import Service, chat, proto_bytes
 from tests.unit.test_otlp_ingest import translator
 from tokenbrake.schemas.codec import loads
-from tokenbrake.streams.ingest.routing import TenantRouter
 from tokenbrake.streams.otlp_flow import forward_batch
+from tokenbrake.streams.runtime.routing import TenantRouter
 
 
 class Producer:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tokenbrake.streams.aggregate.store import DELETED
 from tokenbrake.streams.sink.rollups import keep_totals, rollup_rows
+from tokenbrake.streams.state.store import DELETED
 
 VEC = [1_500_000, 2, 300, 40, 5, 6, 1, 1]  # cost nanos, requests, input, output, cached, reasoning, errors, retries
 

@@ -9,6 +9,7 @@ buckets and the kill switch behave as they would live.
 from __future__ import annotations
 
 import csv
+import os
 import random
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,19 @@ TENANTS = {"acme": (0.40, "enterprise"), "globex": (0.30, "pro"), "initech": (0.
            "umbrella": (0.10, "free")}
 FEATURES = {"chat": ("gpt-4o", "openai", 0.6), "summarize": ("gpt-4o-mini", "openai", 0.25),
             "search": ("claude-3-5-haiku", "anthropic", 0.15)}
+
+#: the public Azure trace in the project's shared data folder (beside the checkout)
+AZURE_TRACE = Path(__file__).resolve().parents[3] / "shared" / "data" / "AzureLLMInferenceTrace_conv.csv"
+
+
+def azure_trace_path() -> Path:
+    """The Azure trace the demo, ``scenarios`` and ``evaluate`` read: ``TOKENBRAKE_DEMO_TRACE``, else the
+    shared data folder beside the checkout or beside the working directory; exits with one line if none is."""
+    for candidate in (Path(os.environ.get("TOKENBRAKE_DEMO_TRACE", "")), AZURE_TRACE,
+                      Path.cwd().parent / "shared" / "data" / "AzureLLMInferenceTrace_conv.csv"):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit("demo trace not found: set TOKENBRAKE_DEMO_TRACE to AzureLLMInferenceTrace_conv.csv")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +64,11 @@ def read_burstgpt(path: Path) -> Iterator[TraceRow]:
     start = None
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
-            t = float(row["Timestamp"])
-            start = t if start is None else start
+            offset_s = float(row["Timestamp"])
+            start = offset_s if start is None else start
             out = int(row["Response tokens"])
             hint = "gpt-4" if row["Model"].strip().upper() == "GPT-4" else "gpt-3.5-turbo"
-            yield TraceRow(t - start, int(row["Request tokens"]), out, hint, failed=out == 0)
+            yield TraceRow(offset_s - start, int(row["Request tokens"]), out, hint, failed=out == 0)
 
 
 def synthesize(rows: Iterator[TraceRow], start_ms: int, speed: float, seed: int = 7,
@@ -65,7 +79,7 @@ def synthesize(rows: Iterator[TraceRow], start_ms: int, speed: float, seed: int 
     user_weights = [1 / (i + 1) ** 0.8 for i in range(users_per_tenant)]  # Zipf-shaped, as real usage is
     tenants, tshares = list(TENANTS), [s for s, _ in TENANTS.values()]
     features, fshares = list(FEATURES), [f[2] for f in FEATURES.values()]
-    for i, row in enumerate(rows):
+    for row_index, row in enumerate(rows):
         tenant = rng.choices(tenants, tshares)[0]
         feature = rng.choices(features, fshares)[0]
         model, provider, _ = FEATURES[feature]
@@ -81,9 +95,9 @@ def synthesize(rows: Iterator[TraceRow], start_ms: int, speed: float, seed: int 
                "prompt_version": "v1", "input_tokens": row.input_tokens,
                "output_tokens": 0 if failed else row.output_tokens, "cached_input_tokens": cached,
                "logical_call_id": call, "attempt": 0, "status": "error" if failed else "ok",
-               "latency_ms": 200 + row.output_tokens * 20, "_seq": i}
+               "latency_ms": 200 + row.output_tokens * 20, "_seq": row_index}
         if failed:  # the client retries once, successfully
-            yield {**_retry(call, ts + 500, tenant, feature, user, provider, model, row), "_seq": i}
+            yield {**_retry(call, ts + 500, tenant, feature, user, provider, model, row), "_seq": row_index}
 
 
 def _retry(call: str, ts: int, tenant: str, feature: str, user: str, provider: str, model: str,

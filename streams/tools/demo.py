@@ -28,23 +28,15 @@ from rich.table import Table
 from tokenbrake.clients.killswitch import KillSwitch
 from tokenbrake.schemas.control import ControlEvent
 from tokenbrake.streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
-from tokenbrake.streams.publish import publish
-from tokenbrake.streams.replay import FEATURES, trace_events
 from tokenbrake.streams.runner import worker_topics
 from tokenbrake.streams.settings import Settings
+from tokenbrake.streams.state.keys import scope_feature, scope_tenant
 from tokenbrake.streams.status import fetch_status
+from tokenbrake.streams.tools.publish import publish
+from tokenbrake.streams.tools.replay import FEATURES, azure_trace_path, trace_events
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "AzureLLMInferenceTrace_conv.csv"
 POLICIES = Path(__file__).with_name("demo_policies.yaml")
 CHEAP = {"gpt-4o-mini": "openai"}
-
-
-def _trace_path() -> Path:
-    for candidate in (Path(os.environ.get("TOKENBRAKE_DEMO_TRACE", "")), DATA,
-                      Path.cwd().parent / "shared" / "data" / "AzureLLMInferenceTrace_conv.csv"):
-        if candidate.is_file():
-            return candidate
-    raise SystemExit("demo trace not found: set TOKENBRAKE_DEMO_TRACE to AzureLLMInferenceTrace_conv.csv")
 
 
 class Service:
@@ -56,13 +48,14 @@ class Service:
         self.log: list[str] = []
         ks.on_change.append(self._on_control)
 
-    def _on_control(self, c: ControlEvent) -> None:
-        s = c.scope
-        where = "/".join(x for x in (s.tenant_id, s.feature_id or "*", s.user_id, s.model) if x)
-        detail = f" -> {c.downgrade_to}" if c.downgrade_to else (f" {c.max_rps} rps" if c.max_rps else "")
-        self.log.append(f"{time.strftime('%H:%M:%S')} [bold]{c.action}[/] {where}{detail}  "
-                        f"[dim]{c.reason.rule} {c.reason.period}: "
-                        f"${_cents(c.reason.observed)} of ${_cents(c.reason.threshold)}[/]")
+    def _on_control(self, control: ControlEvent) -> None:
+        scope = control.scope
+        where = "/".join(x for x in (scope.tenant_id, scope.feature_id or "*", scope.user_id, scope.model) if x)
+        detail = f" -> {control.downgrade_to}" if control.downgrade_to else \
+            (f" {control.max_rps} rps" if control.max_rps else "")
+        self.log.append(f"{time.strftime('%H:%M:%S')} [bold]{control.action}[/] {where}{detail}  "
+                        f"[dim]{control.reason.rule} {control.reason.period}: "
+                        f"${_cents(control.reason.observed)} of ${_cents(control.reason.threshold)}[/]")
 
     def call(self, event: dict[str, Any]) -> dict[str, Any] | None:
         decision = self.ks.decide(event["tenant_id"], event["feature_id"], model=event["model"])
@@ -83,17 +76,17 @@ def _view(status: dict[str, Any], service: Service, sent: int, total: int) -> Gr
         spend.add_column(col, justify="right" if col != "tenant" else "left")
     rows = {r["scope"]: r for r in status.get("spend", [])}
     tenants = sorted({s.split("|")[0][2:] for s in rows if "|" not in s})
-    for t in tenants:
-        cells = [f"{Decimal_fmt(rows.get(f't={t}|f={f}', {}).get('today_usd'))}" for f in FEATURES]
-        tot = rows.get(f"t={t}", {})
-        spend.add_row(t, *cells, Decimal_fmt(tot.get("today_usd")), str(tot.get("today_requests", 0)))
+    for tenant in tenants:
+        cells = [f"{Decimal_fmt(rows.get(scope_feature(tenant, f), {}).get('today_usd'))}" for f in FEATURES]
+        tot = rows.get(scope_tenant(tenant), {})
+        spend.add_row(tenant, *cells, Decimal_fmt(tot.get("today_usd")), str(tot.get("today_requests", 0)))
     controls = Table(title="control events seen by the service's KillSwitch", expand=False)
     controls.add_column("event")
     for line in service.log[-8:]:
         controls.add_row(line)
-    o = service.outcomes
-    head = (f"replayed {sent}/{total} calls  |  allowed {o['allowed']}  downgraded {o['downgraded']}  "
-            f"blocked {o['blocked']}  throttled {o['throttled']}  |  "
+    outcomes = service.outcomes
+    head = (f"replayed {sent}/{total} calls  |  allowed {outcomes['allowed']}  downgraded {outcomes['downgraded']}  "
+            f"blocked {outcomes['blocked']}  throttled {outcomes['throttled']}  |  "
             f"alerts {status.get('worker', {}).get('alerts', 0)}")
     return Group(head, spend, controls)
 
@@ -108,7 +101,7 @@ def _cents(value: Decimal) -> str:
 
 async def _replay(settings: Settings, bootstrap: str, web: str, speed: float, console: Console) -> Service:
     start_ms = int(time.time() * 1000) + 500
-    events = list(trace_events(_trace_path(), "azure", speed, start_ms))
+    events = list(trace_events(azure_trace_path(), "azure", speed, start_ms))
     ks = KillSwitch(bootstrap, settings.topic_control, **settings.control_view_kwargs())
     await ks.start()
     service = Service(ks)
@@ -154,8 +147,8 @@ def _summary(settings: Settings, console: Console) -> None:
         f"FROM {db}.usage_events FINAL GROUP BY tenant_id ORDER BY tenant_id").result_rows
     minutes = dict(client.query(f"SELECT tenant_id, uniqExact(window_start) FROM {db}.spend_minute FINAL "
                                 "WHERE dimension = 'tenant' GROUP BY tenant_id").result_rows)
-    for tenant, n, cost, big, small in rows:
-        table.add_row(tenant, str(n), str(cost), str(big), str(small), str(minutes.get(tenant, 0)))
+    for tenant, calls, cost, big, small in rows:
+        table.add_row(tenant, str(calls), str(cost), str(big), str(small), str(minutes.get(tenant, 0)))
     console.print(table)
     for action, scope, to_model, period, observed in client.query(
             f"SELECT action, scope_key, downgrade_to, period, observed FROM {db}.control_events FINAL "

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tokenbrake.detectors.registry import REGISTRY
 from tokenbrake.schemas.codec import loads
 from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.aggregate.periods import DAY_MS
@@ -22,11 +23,10 @@ from tokenbrake.streams.backtest import in_time_order, read_events, run
 from tokenbrake.streams.decide.policies import parse_policies
 from tokenbrake.streams.engine import Engine
 from tokenbrake.streams.price import PriceBook
-from tokenbrake.streams.replay import read_azure, synthesize
-from tokenbrake.streams.scenarios import SCENARIO_POLICIES, VOLUMES, generate
+from tokenbrake.streams.tools.replay import read_azure, synthesize
+from tokenbrake.streams.tools.scenarios import SCENARIO_POLICIES, VOLUMES, generate
 
-RULES = ("retry_storm", "cost_rate", "spend_spike", "token_inflation", "cache_regression", "request_cost_cap",
-         "heavy_user")
+RULES = tuple(spec.rule for spec in REGISTRY)
 GRACE_MS = 2 * 3_600_000  # an alert up to 2h after an incident's end still belongs to it
 
 
@@ -86,12 +86,12 @@ class Tally:
         self.files.append({"file": name, "events": span.n, "alerts": len(alerts), "incidents": len(incidents)})
         if not incidents:
             self.clean_days += span.days
-            for a in alerts:
-                self.clean_alerts[a["rule"]] += 1
-        for a in alerts:
-            self.fired[a["rule"]] += 1
-            if incidents and any(_matches(a, inc, {inc["rule"], *inc["also"]}) for inc in incidents):
-                self.tp[a["rule"]] += 1
+            for found in alerts:
+                self.clean_alerts[found["rule"]] += 1
+        for found in alerts:
+            self.fired[found["rule"]] += 1
+            if incidents and any(_matches(found, inc, {inc["rule"], *inc["also"]}) for inc in incidents):
+                self.tp[found["rule"]] += 1
         for inc in incidents:
             self.expected[inc["rule"]] += 1
             hits = [_ts(a) for a in alerts if _matches(a, inc, {inc["rule"]})]
@@ -105,13 +105,13 @@ class Tally:
     def report(self) -> dict[str, Any]:
         per_rule = {}
         for rule in RULES:
-            d, fired, expected = self.delays.get(rule, []), self.fired[rule], self.expected[rule]
+            delays, fired, expected = self.delays.get(rule, []), self.fired[rule], self.expected[rule]
             per_rule[rule] = {
                 "precision": round(self.tp[rule] / fired, 3) if fired and expected else None,
                 "recall": round(self.found[rule] / expected, 3) if expected else None,
                 "incidents": expected, "detected": self.found[rule], "alerts": fired,
-                "median_delay_min": round(statistics.median(d), 1) if d else None,
-                "worst_delay_min": round(max(d), 1) if d else None,
+                "median_delay_min": round(statistics.median(delays), 1) if delays else None,
+                "worst_delay_min": round(max(delays), 1) if delays else None,
                 "false_alerts_per_clean_day": round(self.clean_alerts[rule] / self.clean_days, 3)
                 if self.clean_days else None,
             }
