@@ -44,6 +44,9 @@ def named_models(policies: PoliciesFile) -> Iterator[tuple[tuple[Any, ...], str]
     for i, cap in enumerate(policies.request_cost_caps):
         if cap.scope.model not in (None, "*"):
             yield ("request_cost_caps", i, "scope", "model"), cap.scope.model
+    for i, unit in enumerate(policies.unit_costs):
+        if unit.action is not None and unit.action.to_model:
+            yield ("unit_costs", i, "action", "to_model"), unit.action.to_model
     cost_rate = policies.detectors.get("cost_rate") or {}
     if cost_rate.get("enabled", True) and cost_rate.get("action", "downgrade") == "downgrade":
         yield ("detectors", "cost_rate", "to_model"), str(cost_rate.get("to_model", COST_RATE_DEFAULT_TARGET))
