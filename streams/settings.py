@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     topic_dlq: str = "tokenbrake.usage.dlq"
     topic_control: str = "tokenbrake.control"
     topic_alerts: str = "tokenbrake.alerts"
-    topic_outcomes: str = "tokenbrake.outcomes"  # read by `tokenbrake outcomes sink`, not the worker
+    topic_outcomes: str = "tokenbrake.outcomes"  # read by the worker when a unit_cost policy counts outcomes
     topic_partitions: int = Field(4, ge=1, le=1024)
     # a consumer group's first join waits on the rebalance timeout on some brokers: keep it short
     kafka_rebalance_timeout_s: float = Field(4.0, gt=0)
