@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     max_future_s: int = Field(300, ge=0, le=3600, description="how far ahead of the clock an event may be stamped; "
                               "further ahead is dead-lettered (reason future)")
     tick_interval_s: float = Field(1.0, gt=0)
+    pipeline_health_interval_s: float = Field(60.0, ge=0, description="how often the worker stores a "
+                                              "pipeline_health row (lag, sink buffer, dead letters by reason) "
+                                              "for Grafana; 0: never")
     shutdown_timeout_s: float = Field(10.0, gt=0, description="longest wait, on stop, for the last changelog "
                                       "records and rows to be stored, and for the consumer thread (a dead broker)")
     broker_lost_exit_s: float = Field(300.0, ge=0, description="stop with exit code 1 after this long without "

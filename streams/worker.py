@@ -50,6 +50,7 @@ from tokenbrake.streams.otlp_flow import install_otlp
 from tokenbrake.streams.outcome_flow import install_outcomes
 from tokenbrake.streams.runtime.dead_letters import DeadLetters
 from tokenbrake.streams.runtime.forwarding import Forwarder
+from tokenbrake.streams.runtime.health import install_health
 from tokenbrake.streams.runtime.publisher import Publisher
 from tokenbrake.streams.runtime.status import stats_view, status_view
 from tokenbrake.streams.runtime.watchdog import broker_silence
@@ -128,6 +129,7 @@ class Runtime:
         self.otlp = install_otlp(self)  # the OTLP input, when enabled: its events join the usage topic
         self.outcomes = install_outcomes(self)  # the outcomes input, when a unit-cost policy counts outcomes
         install_metrics(self)  # GET /metrics
+        install_health(self)  # a pipeline_health row now and then, for Grafana
 
     # -- wiring --------------------------------------------------------------------------------
     def _install(self) -> None:
