@@ -193,3 +193,21 @@ def test_a_typo_in_a_unit_cost_downgrade_target_is_caught_at_start_up(tmp_path):
     path.write_text(PER_TICKET + "    action: {action: downgrade, to_model: gpt-4o-mni}\n")
     (error,) = check_policies_file(path, None).errors
     assert error.startswith(f"{path}:8: unit_costs.0.action.to_model: unknown model 'gpt-4o-mni'")
+
+
+def test_the_readme_unit_cost_example_is_a_valid_policies_file():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("## For FinOps", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    policies = parse_policies(block, "README.md")
+    assert [(u.id, u.per, u.max_usd) for u in policies.unit_costs] == [
+        ("support-cost-per-ticket", "ticket_resolved", Decimal("0.10")), ("architecture-review", "session",
+                                                                          Decimal("0.10"))]
+    from textwrap import dedent
+
+    from tokenbrake.streams.decide import policies as module
+
+    example = parse_policies(dedent(module.__doc__.split("Example::", 1)[1]))  # the module's own example
+    assert [u.id for u in example.unit_costs] == ["support-cost-per-ticket"]
