@@ -14,7 +14,8 @@ worker holding that tenant's spend. Per batch of messages:
   3. once the state is attached and no usage batch is being decided, the engine counts each
      outcome once (``Engine.record_outcome``: deduplicated by outcome_id, the mark persisted),
      and the changed state reaches the changelogs (``Runtime.decide_between_batches``, which
-     also publishes what was decided);
+     also publishes what was decided); after a rebalance meanwhile, nothing is counted nor
+     acknowledged (the partition's owner reads the messages again);
   4. the outcome rows join the sink (``outcomes`` table, ReplacingMergeTree by outcome_id);
      the messages are acknowledged once the rows are stored.
 
@@ -81,6 +82,7 @@ class OutcomeFlow:
         """Steps 1-4 of the module doc for one batch."""
         rt = self.runtime
         route, topic = rt.router.partition, rt.settings.topic_outcomes
+        generation = rt.generation  # the batch's partitions are ours in this generation only
         outcomes: list[tuple[Any, OutcomeEvent]] = []
         done: list[Any] = []  # messages with nothing left to store (dead-lettered, forwarded)
         deliveries: list[asyncio.Future] = []
@@ -110,10 +112,14 @@ class OutcomeFlow:
             return
 
         def count() -> None:  # 3. (synchronous: no usage batch is decided in between)
+            if rt.generation != generation:  # a rebalance meanwhile: the tenants' new owners read them
+                outcomes.clear()
             for _, o in outcomes:
                 self.counts[rt.engine.record_outcome(o).value] += 1
 
         await rt.decide_between_batches(count)
+        if not outcomes:
+            return  # not acknowledged: read again from the committed offset by the partition's owner
         now = datetime.now(UTC)
         taken = [event for event, _ in outcomes]
 

@@ -66,8 +66,11 @@ def period_tag(period: str, ts_ms: int) -> str:
 
 
 def period_label(tag: str) -> str:
-    """>>> period_label("d1"), period_label("M1")
-    ('day:1970-01-02', 'month:1970-02')"""
+    """The period as alerts and controls name it.
+
+    >>> period_label("d1"), period_label("M1")
+    ('day:1970-01-02', 'month:1970-02')
+    """
     return f"day:{day_label(int(tag[1:]))}" if tag[0] == "d" else f"month:{month_label(int(tag[1:]))}"
 
 

@@ -211,3 +211,19 @@ def test_the_readme_unit_cost_example_is_a_valid_policies_file():
 
     example = parse_policies(dedent(module.__doc__.split("Example::", 1)[1]))  # the module's own example
     assert [u.id for u in example.unit_costs] == ["support-cost-per-ticket"]
+
+
+def test_outcome_messages_are_parsed_or_refused_with_a_reason():
+    from tokenbrake.schemas.codec import dumps
+    from tokenbrake.streams.ingest.decode import MAX_MESSAGE_BYTES
+    from tokenbrake.streams.outcome_flow import parse_outcome
+
+    good = outcome("o1", value="12.50")
+    assert parse_outcome(dumps(good.model_dump(mode="json"))) == good
+    refused = {value: parse_outcome(value) for value in (
+        b"", b"{", b"x" * (MAX_MESSAGE_BYTES + 1), b'{"outcome_id": "o1"}',
+        dumps({**good.model_dump(mode="json"), "value": 0.5}))}
+    assert [r.reason for r in refused.values()] == ["empty", "not_json", "too_large", "invalid_outcome",
+                                                     "invalid_outcome"]
+    assert all(r.payload == value for value, r in refused.items())  # the bytes, for the dead-letter topic
+    assert "ts: Field required" in refused[b'{"outcome_id": "o1"}'].error
