@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import NOW_MS, engine, event
 from tokenbrake.schemas.outcome import OutcomeEvent
@@ -227,3 +229,24 @@ def test_outcome_messages_are_parsed_or_refused_with_a_reason():
                                                      "invalid_outcome"]
     assert all(r.payload == value for value, r in refused.items())  # the bytes, for the dead-letter topic
     assert "ts: Field required" in refused[b'{"outcome_id": "o1"}'].error
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(st.sampled_from([f"o{i}" for i in range(8)]), min_size=1, max_size=30),
+       restart_at=st.integers(0, 30), seed=st.randoms(use_true_random=False))
+def test_redelivered_outcomes_in_any_order_and_across_a_restart_count_once(ids, restart_at, seed):
+    """The judged unit cost is spend / distinct outcomes, whatever the repeats, their order and
+    where a restart falls."""
+    policy = PER_TICKET.replace('"0.01"', '"0.000001"')  # always over: every judgement is an alert
+    e = engine(policy)
+    calls(e, 3)
+    seed.shuffle(ids)
+    for i, oid in enumerate(ids):
+        if i == restart_at:
+            e = restarted(e, policy)
+        e.record_outcome(outcome(oid))
+    if restart_at >= len(ids):
+        e = restarted(e, policy)
+    calls(e, 1, start=100)  # one more call: the scope is judged on the next tick, for the first time
+    (fired,) = tick(e).alerts
+    assert fired.observed == (Decimal("0.014") / len(set(ids))).quantize(Decimal("0.000000001"))
