@@ -101,3 +101,19 @@ def test_cost_per_outcome_from_the_outcomes_topic(worker_env, broker):
     assert rows.result_rows == [("o1", "ticket_resolved", "s1"), ("o2", "ticket_resolved", None),
                                 ("o3", "ticket_resolved", None), ("o4", "ticket_resolved", None)]
     client.close()
+
+
+def test_an_outcomes_topic_with_another_partition_count_is_refused_at_start_up(worker_env, broker):
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import ROOT
+    from tokenbrake.streams.broker import ensure_topics, free_port
+
+    topic = f"outcomes-{uuid.uuid4().hex[:8]}"
+    worker = worker_env(POLICIES, topic_outcomes=topic, web_port=str(free_port()))
+    run(ensure_topics(broker.bootstrap, {topic: 1}))  # the usage topic has 2: outcomes would miss their tenant's worker
+    done = subprocess.run([sys.executable, "-m", "tokenbrake.streams", "run"], env=worker.env, cwd=ROOT,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert f"{topic} has 1 partitions but TOKENBRAKE_TOPIC_PARTITIONS is 2".encode() in done.stderr
