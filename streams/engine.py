@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenbrake.schemas.control import ControlEvent, Scope
+from tokenbrake.schemas.outcome import OutcomeEvent
 from tokenbrake.schemas.signing import Sealer
 from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.aggregate.periods import day_of, minute_of, month_of
@@ -24,6 +25,7 @@ from tokenbrake.streams.decide.caps import RequestCostCaps, UnpricedModels
 from tokenbrake.streams.decide.detection import DetectorHub
 from tokenbrake.streams.decide.overrides import OperatorOverrides
 from tokenbrake.streams.decide.policies import PoliciesFile
+from tokenbrake.streams.decide.unit_costs import UnitCostEvaluator
 from tokenbrake.streams.emit.events import ControlBoard, Emitted
 from tokenbrake.streams.ingest.dedupe import Deduper, Seen
 from tokenbrake.streams.price.pricebook import PriceBook
@@ -97,6 +99,7 @@ class Engine:
         # the partition whose changelog holds a tenant's state (the worker routes events there)
         self.tenant_partition = tenant_partition or (lambda tenant: 0)
         self.operators = OperatorOverrides(self.board, decisions, self.tenant_partition)
+        self.unit_costs = UnitCostEvaluator(policies, self.agg, decisions, self.board, self.out, self.tenant_partition)
         self.unpriced = UnpricedModels(decisions, self.out)
         self.dedupe = Deduper(self.stores["dedupe"], self.config.dedupe_horizon_minutes,
                               self.config.dedupe_max_entries)
@@ -180,10 +183,27 @@ class Engine:
             self.unpriced.on_event(ev.provider, model, tenant, cost, ts_ms, partition)
         self.budgets.on_event(tenant, feature, user, model, ev.tenant_tier, ts_ms, cost, now, partition)
         self.caps.on_event(tenant, feature, user, model, ev.tenant_tier, cost, ts_ms, partition)
+        if self.unit_costs.active:
+            self.unit_costs.on_usage(tenant, feature, ev.session_id, ts_ms, cost, now, partition)
         if self.detectors:
             self.detectors.observe(tenant, feature, user, model, ts_ms, cost, ev.input_tokens, ev.attempt > 0,
                                    ev.status != "ok", ev.cached_input_tokens)
         return PricedEvent(ev, ts_ms, cost, priced, fresh=seen is Seen.NEW)
+
+    def record_outcome(self, outcome: OutcomeEvent) -> Seen:
+        """Count one business outcome for the unit-cost policies (see decide.unit_costs):
+        ``Seen.NEW``, ``DUPLICATE`` (its outcome_id was counted), ``LATE`` (of no current
+        period) or ``FUTURE`` (stamped further ahead of the clock than allowed)."""
+        ts_ms = int(outcome.ts.timestamp() * 1000)
+        clock = self.clock()
+        if clock and ts_ms > clock + self.config.max_future_ms:
+            return Seen.FUTURE
+        tenant = outcome.tenant_id
+        counted = self.unit_costs.on_outcome(outcome.outcome_id, tenant, outcome.feature_id, outcome.kind, ts_ms,
+                                             max(self.now_for(tenant), ts_ms), self.tenant_partition(tenant))
+        seen = Seen.NEW if counted else Seen.LATE if counted is None else Seen.DUPLICATE
+        self.counts[f"outcome_{seen.value}"] += 1
+        return seen
 
     def tick(self) -> None:
         """Period rollovers and rolling-window decay; expiry of old buckets once a minute."""
@@ -191,6 +211,7 @@ class Engine:
         if now == 0:
             return
         self.budgets.tick(self.now_for)
+        self.unit_costs.tick(self.now_for)
         self.operators.expire(now)
         if self.detectors:  # event time (live and backtest agree), never ahead of the clock
             self.detectors.advance(min(self.watermark, now))
@@ -202,6 +223,7 @@ class Engine:
                 self.baselines.expire(now)
             self.agg.expire(now)
             self.caps.expire(now)
+            self.unit_costs.expire(now)
             if self.watermark:
                 self.dedupe.expire(self.watermark)
 
@@ -278,6 +300,7 @@ class Engine:
             self._reread[part] = max(top, self._reread.get(part, -1))
         self.board.clear()
         self.budgets.restore()
+        self.unit_costs.restore()
         self.operators.restore()
         if self.baselines is not None:
             self.baselines.load()

@@ -195,20 +195,7 @@ class WorkerCollector:
         yield _counter("tokenbrake_sink_rows_written", "Rows written to ClickHouse", [], [((), sink["rows_written"])])
 
     def _consumer(self) -> Iterator[Metric]:
-        """Messages not yet committed, per assigned partition: the log end offset minus the
-        committed position (Faust's; the read position for a partition never committed)."""
-        samples = []
-        try:
-            consumer = self.runtime.app.consumer
-            positions = committed_positions(consumer)
-            for tp in sorted(consumer.assignment()):
-                end = consumer.highwater(tp)
-                if end is None:
-                    continue
-                done = positions.get(tp)  # the next offset to read (None: never committed, counted from 0)
-                samples.append(((tp.topic, str(tp.partition)), max(0, end - (done or 0))))
-        except Exception:  # not started yet, or a rebalance under way: no sample this scrape
-            log.debug("consumer lag unavailable", exc_info=True)
+        samples = [((topic, str(partition)), lag) for (topic, partition), lag in consumer_lag(self.runtime.app)]
         yield _gauge("tokenbrake_consumer_lag_messages", "Messages in the partition past the worker's committed "
                      "position", ["topic", "partition"], samples)
 
@@ -220,6 +207,25 @@ class WorkerCollector:
         yield _counter("tokenbrake_otlp_messages", "OTLP trace exports read", [], [((), c["messages"])])
         yield _counter("tokenbrake_otlp_spans", "OTLP spans read, by outcome", ["outcome"],
                        (((o,), c[o]) for o in ("counted", "not_inference", "no_usage", "rejected")))
+
+
+def consumer_lag(app: Any) -> list[tuple[tuple[str, int], int]]:
+    """Messages not yet committed, per assigned partition: the log end offset minus the
+    committed position (Faust's; the read position for a partition never committed). Empty
+    while not started or during a rebalance."""
+    samples = []
+    try:
+        consumer = app.consumer
+        positions = committed_positions(consumer)
+        for tp in sorted(consumer.assignment()):
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            done = positions.get(tp)  # the next offset to read (None: never committed, counted from 0)
+            samples.append(((tp.topic, tp.partition), max(0, end - (done or 0))))
+    except Exception:  # not started yet, or a rebalance under way: no sample this time
+        log.debug("consumer lag unavailable", exc_info=True)
+    return samples
 
 
 def install_metrics(runtime: Any) -> CollectorRegistry:

@@ -37,7 +37,21 @@ def worker_topics(settings: Settings) -> tuple[dict[str, int], set[str]]:
     topics = {**topics_of(settings), **changelogs, f"{settings.app_id}-__assignor-__leader": 1}
     if settings.otlp_enabled:  # created here only when the Collector has not created it yet
         topics[settings.topic_otlp] = n
+    topics.update(outcome_topics(settings))
     return topics, {settings.topic_control, *changelogs}
+
+
+def outcome_topics(settings: Settings) -> dict[str, int]:
+    """The outcomes topic, when the worker reads it (see streams.outcome_flow): copartitioned
+    with the usage topic, so it must have the same partition count."""
+    from tokenbrake.streams.decide.policies import PolicyError, load_policies
+    from tokenbrake.streams.outcome_flow import reads_outcomes
+
+    try:
+        policies = load_policies(settings.policies_path)
+    except PolicyError:  # reported, with its lines, when the engine is built
+        return {}
+    return {settings.topic_outcomes: settings.topic_partitions} if reads_outcomes(policies) else {}
 
 
 def prepare_home(settings: Settings) -> None:
@@ -71,12 +85,13 @@ def run_worker(settings: Settings) -> int:
         print(f"bootstrap={bootstrap}", flush=True)
     try:
         asyncio.run(ensure_topics(bootstrap, *worker_topics(settings), **settings.kafka_kwargs()))
-        found = asyncio.run(partition_counts(bootstrap, [settings.topic_usage],
-                                             **settings.kafka_kwargs())).get(settings.topic_usage)
-        if found != settings.topic_partitions:  # changelogs and tenant routing assume the usage topic's count
-            log.error("%s has %s partitions but TOKENBRAKE_TOPIC_PARTITIONS is %d: make them equal",
-                      settings.topic_usage, found, settings.topic_partitions)
-            return 2
+        checked = [settings.topic_usage, *outcome_topics(settings)]
+        counts = asyncio.run(partition_counts(bootstrap, checked, **settings.kafka_kwargs()))
+        for topic in checked:  # changelogs and tenant routing assume the usage topic's count
+            if counts.get(topic) != settings.topic_partitions:
+                log.error("%s has %s partitions but TOKENBRAKE_TOPIC_PARTITIONS is %d: make them equal",
+                          topic, counts.get(topic), settings.topic_partitions)
+                return 2
         if settings.uses_dev_key:
             log.warning("control events are signed with the development key: set TOKENBRAKE_CONTROL_SIGNING_KEYS")
         pager = start_pager(settings, bootstrap)  # its own process: it never delays a decision

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     topic_dlq: str = "tokenbrake.usage.dlq"
     topic_control: str = "tokenbrake.control"
     topic_alerts: str = "tokenbrake.alerts"
-    topic_outcomes: str = "tokenbrake.outcomes"  # read by `tokenbrake outcomes sink`, not the worker
+    topic_outcomes: str = "tokenbrake.outcomes"  # read by the worker when a unit_cost policy counts outcomes
     topic_partitions: int = Field(4, ge=1, le=1024)
     # a consumer group's first join waits on the rebalance timeout on some brokers: keep it short
     kafka_rebalance_timeout_s: float = Field(4.0, gt=0)
@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     max_future_s: int = Field(300, ge=0, le=3600, description="how far ahead of the clock an event may be stamped; "
                               "further ahead is dead-lettered (reason future)")
     tick_interval_s: float = Field(1.0, gt=0)
+    pipeline_health_interval_s: float = Field(60.0, ge=0, description="how often the worker stores a "
+                                              "pipeline_health row (lag, sink buffer, dead letters by reason) "
+                                              "for Grafana; 0: never")
     shutdown_timeout_s: float = Field(10.0, gt=0, description="longest wait, on stop, for the last changelog "
                                       "records and rows to be stored, and for the consumer thread (a dead broker)")
     broker_lost_exit_s: float = Field(300.0, ge=0, description="stop with exit code 1 after this long without "

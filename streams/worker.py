@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -46,8 +47,10 @@ from tokenbrake.streams.ingest.dedupe import Seen
 from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.metrics import WorkerMeter, install_metrics
 from tokenbrake.streams.otlp_flow import install_otlp
+from tokenbrake.streams.outcome_flow import install_outcomes
 from tokenbrake.streams.runtime.dead_letters import DeadLetters
 from tokenbrake.streams.runtime.forwarding import Forwarder
+from tokenbrake.streams.runtime.health import install_health
 from tokenbrake.streams.runtime.publisher import Publisher
 from tokenbrake.streams.runtime.routing import TenantRouter
 from tokenbrake.streams.runtime.status import stats_view, status_view
@@ -125,7 +128,9 @@ class Runtime:
         self.forwarder = Forwarder(self.app, self.router, settings.topic_usage, self.stats)
         self._install()
         self.otlp = install_otlp(self)  # the OTLP input, when enabled: its events join the usage topic
+        self.outcomes = install_outcomes(self)  # the outcomes input, when a unit-cost policy counts outcomes
         install_metrics(self)  # GET /metrics
+        install_health(self)  # a pipeline_health row now and then, for Grafana
 
     # -- wiring --------------------------------------------------------------------------------
     def _install(self) -> None:
@@ -375,6 +380,15 @@ class Runtime:
         if controls or drained.alerts or self._totals or drained.stale_minutes:
             self.sink.add([], [control_row(c) for c in controls], [alert_row(a) for a in drained.alerts],
                           lambda: None, *self._take_rollups(drained.stale_minutes))
+
+    async def decide_between_batches(self, decide: Callable[[], Any]) -> None:
+        """Another input's engine calls (``decide``, synchronous) once the state is attached and
+        no usage batch is being decided (the tick's rule: no drain cuts a batch); then their
+        state changes are on the broker and their decisions published before this returns."""
+        while not self.ready() or self._deciding:
+            await asyncio.sleep(0.05)
+        decide()
+        await self._drain_and_store()
 
     def _broker_lost(self) -> bool:
         """See streams.runtime.watchdog; the first time, the worker crashes on purpose (exit 1)."""

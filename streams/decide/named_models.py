@@ -41,9 +41,12 @@ def named_models(policies: PoliciesFile) -> Iterator[tuple[tuple[Any, ...], str]
         for step_index, step in enumerate(budget.on_exceed):
             if step.to_model:
                 yield ("budgets", budget_index, "on_exceed", step_index, "to_model"), step.to_model
-    for budget_index, cap in enumerate(policies.request_cost_caps):
+    for cap_index, cap in enumerate(policies.request_cost_caps):
         if cap.scope.model not in (None, "*"):
-            yield ("request_cost_caps", budget_index, "scope", "model"), cap.scope.model
+            yield ("request_cost_caps", cap_index, "scope", "model"), cap.scope.model
+    for unit_index, unit in enumerate(policies.unit_costs):
+        if unit.action is not None and unit.action.to_model:
+            yield ("unit_costs", unit_index, "action", "to_model"), unit.action.to_model
     cost_rate = policies.detectors.get("cost_rate") or {}
     if cost_rate.get("enabled", True) and cost_rate.get("action", "downgrade") == "downgrade":
         yield ("detectors", "cost_rate", "to_model"), str(cost_rate.get("to_model", COST_RATE_DEFAULT_TARGET))

@@ -13,6 +13,14 @@ Example::
           - {at: 1.25, action: block}
     request_cost_caps:                      # default: one cap of $1.00 on every tenant ([] for none)
       - {id: one-dollar-call, scope: {tenant: "*"}, max_usd: "1.00"}
+    unit_costs:                             # cost per business outcome (or per session): see decide.unit_costs
+      - id: support-cost-per-ticket
+        scope: {tenant: "*", feature: support_chat}   # "*" = each tenant / each feature
+        per: ticket_resolved                # an outcome kind, or "session"
+        period: day                         # day | month
+        max_usd: "0.10"
+        min_count: 5                        # outcomes (sessions) before the average is judged
+        action: {action: downgrade, to_model: gpt-4o-mini}   # optional: without it, an alert only
 """
 
 from __future__ import annotations
@@ -151,6 +159,38 @@ class RequestCostCap(BaseModel):
     max_usd: Money
 
 
+class UnitCostScope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = "*"
+    feature: str = "*"
+
+    def matches(self, tenant: str, feature: str) -> bool:
+        return self.tenant in ("*", tenant) and self.feature in ("*", feature)
+
+
+class UnitCostPolicy(BaseModel):
+    """A tenant x feature's spend in the period over its outcomes of kind ``per`` (or its
+    distinct sessions) above ``max_usd``: an alert, and the optional ``action``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    scope: UnitCostScope = UnitCostScope()
+    per: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")  # an outcome kind, or "session"
+    period: Literal["day", "month"] = "day"
+    max_usd: Money
+    min_count: int = Field(default=1, ge=1)  # outcomes (sessions) before the average is judged
+    action: Step | None = None
+
+    @property
+    def per_session(self) -> bool:
+        return self.per == "session"
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
 #: on by default (the seeds' hard alert "a single call over $1"); a policies file's own
 #: ``request_cost_caps`` replace it, ``request_cost_caps: []`` turns it off
 DEFAULT_REQUEST_COST_CAP = RequestCostCap(id="default-1usd", max_usd=Decimal("1.00"))
@@ -161,6 +201,7 @@ class PoliciesFile(BaseModel):
 
     budgets: list[BudgetPolicy] = []
     request_cost_caps: list[RequestCostCap] = [DEFAULT_REQUEST_COST_CAP]
+    unit_costs: list[UnitCostPolicy] = []
     detectors: dict[str, dict[str, Any]] = {}
     #: models with no price in the catalog or the overrides that may still be named (self-hosted,
     #: private deployments): the explicit opt-out of the start-up check (see decide.named_models)
@@ -187,7 +228,7 @@ class PoliciesFile(BaseModel):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PoliciesFile:
-        ids = [p.id for p in self.budgets] + [c.id for c in self.request_cost_caps]
+        ids = [p.id for p in self.budgets] + [c.id for c in self.request_cost_caps] + [u.id for u in self.unit_costs]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"policy ids must be unique: {', '.join(dupes)}")

@@ -5,9 +5,10 @@ SQL the commands use (``python -m tokenbrake.streams.finops.grafana_enforcement`
 
 Panels use the ClickHouse plugin's macros (``$__timeFilter``, ``$__timeInterval``,
 ``$__fromTime``, ``$__toTime``, ``$__conditionalAll``) and the variables tenant, feature,
-model and environment. Not here (not in ClickHouse): DLQ volume by reason, worker lag and
-sink buffer (the worker's status endpoint). Budget limits are the policies file's day and
-month budgets, copied to ``budget_policies`` at every start-up.
+model and environment. DLQ volume by reason, worker lag and sink buffer read the
+``pipeline_health`` rows each worker stores (streams.runtime.health). Budget limits are the
+policies file's day and month budgets, copied to ``budget_policies`` at every start-up;
+unit-cost policies show through their alerts (rule ``unit_cost``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ def _cost_per_outcome_sql() -> str:
             f"WHERE {TENANTS} AND $__conditionalAll(feature_id IN (${{feature:singlequote}}), $feature) "
             "GROUP BY tenant_id, feature_id, kind ORDER BY cost_per_outcome_usd DESC")
 
+
+def _cost_per_outcome_by_day_sql() -> str:
+    sql = outcomes.cost_per_outcome_sql(DB).replace("%(lo)s", "toString($__fromTime)") \
+        .replace("%(hi)s", "toString($__toTime)").replace("%(tenant)s", "''")
+    return (f"SELECT toDateTime(day) AS time, concat(feature_id, ' per ', kind) AS unit, "
+            f"sum(cost_usd) / sum(outcomes) AS cost_per_outcome_usd FROM ({sql.strip()}) "
+            f"WHERE {TENANTS} AND $__conditionalAll(feature_id IN (${{feature:singlequote}}), $feature) "
+            "GROUP BY time, unit ORDER BY time")
+
+
+#: the pipeline's own figures (streams.runtime.health), over every worker
+HEALTH = "tokenbrake.pipeline_health"
 
 #: spend of each day or month budget in its current period, per tenant (and feature or model)
 BUDGET_UTILISATION = """SELECT p.policy_id AS policy_id, p.period AS period, u.tenant_id AS tenant_id,
@@ -104,6 +117,28 @@ PANELS: list[tuple[str, str, str, str, list[str]]] = [
      ["time", "failed_usd", "retries_usd"]),
     ("Cost per outcome", "table", "currencyUSD", _cost_per_outcome_sql(),
      ["tenant_id", "feature_id", "kind", "outcomes", "cost_usd", "cost_per_outcome_usd"]),
+    ("Cost per outcome by day", "timeseries", "currencyUSD", _cost_per_outcome_by_day_sql(),
+     ["time", "unit", "cost_per_outcome_usd"]),
+    ("Unit-cost policies (cost per outcome or session over its limit)", "table", "currencyUSD",
+     "SELECT policy_id, scope_key, argMax(state, ts) AS state, argMax(observed, ts) AS cost_per_unit_usd, "
+     "argMax(threshold, ts) AS max_usd, max(ts) AS since FROM tokenbrake.alerts FINAL "
+     f"WHERE rule = 'unit_cost' AND $__timeFilter(ts) AND {TENANTS} GROUP BY policy_id, scope_key "
+     "ORDER BY state = 'firing' DESC, since DESC",
+     ["policy_id", "scope_key", "state", "cost_per_unit_usd", "max_usd", "since"]),
+    ("Dead letters by reason", "timeseries", "short",
+     f"SELECT $__timeInterval(ts) AS time, reason, sum(n) AS records FROM {HEALTH} FINAL "
+     "ARRAY JOIN mapKeys(dead_letters) AS reason, mapValues(dead_letters) AS n "
+     "WHERE $__timeFilter(ts) GROUP BY time, reason ORDER BY time",
+     ["time", "reason", "records"]),
+    ("Worker lag (messages past the committed offsets)", "timeseries", "short",
+     f"SELECT $__timeInterval(ts) AS time, worker, max(lag_messages) AS lag_messages FROM {HEALTH} FINAL "
+     "WHERE $__timeFilter(ts) GROUP BY time, worker ORDER BY time",
+     ["time", "worker", "lag_messages"]),
+    ("Sink buffer (rows waiting for ClickHouse)", "timeseries", "short",
+     f"SELECT $__timeInterval(ts) AS time, worker, max(buffered_rows) AS buffered_rows, "
+     f"max(oldest_buffered_s) AS oldest_buffered_s FROM {HEALTH} FINAL WHERE $__timeFilter(ts) "
+     "GROUP BY time, worker ORDER BY time",
+     ["time", "worker", "buffered_rows", "oldest_buffered_s"]),
 ]
 
 
@@ -145,6 +180,9 @@ RULES = [
      "gt", 0.8, "OK", "0m"),
     ("tb-pipeline-heartbeat", "No usage event stored for 10 minutes",
      "SELECT count() AS events FROM tokenbrake.usage_events WHERE ingested_at >= now() - INTERVAL 10 MINUTE",
+     "lt", 1, "Alerting", "5m"),
+    ("tb-worker-heartbeat", "No worker health row for 5 minutes",
+     f"SELECT count() AS rows FROM {HEALTH} WHERE ts >= now() - INTERVAL 5 MINUTE",
      "lt", 1, "Alerting", "5m"),
 ]
 

@@ -145,6 +145,23 @@ INNER JOIN (SELECT * FROM {db}.model_rates FINAL) AS r
 GROUP BY day, tenant_id, feature_id, requested_model, model"""]
 
 
+def _pipeline_health(db: str) -> list[str]:
+    # written by each worker now and then (streams.runtime.health); kept 30 days
+    return [f"""CREATE TABLE IF NOT EXISTS {db}.pipeline_health
+(
+    ts                 DateTime64(3, 'UTC'),
+    worker             String,
+    lag_messages       UInt64,
+    buffered_rows      UInt64,
+    oldest_buffered_s  Float64,
+    sink_failures      UInt64,
+    dead_letters       Map(String, UInt64)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (worker, ts)
+TTL toDateTime(ts) + INTERVAL 30 DAY"""]
+
+
 MIGRATIONS: list[Migration] = [
     (1, "hourly and daily rollup tables", _rollup_tables),
     (2, "rollups of the events already stored", _backfill),
@@ -155,6 +172,7 @@ MIGRATIONS: list[Migration] = [
     (7, "outcomes", _outcomes),
     (8, "budget policies", _budget_policies),
     (9, "usage_events.requested_model and downgrade savings", _requested_model),
+    (10, "pipeline_health", _pipeline_health),
 ]
 
 DEFAULT_REFRESH_S = 60

@@ -77,6 +77,13 @@ class SinkBuffer:
         if self._oldest is None:
             self._oldest = time.monotonic()
 
+    def add_rows(self, table: str, columns: list[str], rows: list[Any], ack: Callable[[], Any],
+                 durable: list[asyncio.Future] | None = None) -> None:
+        """Rows of another table (outcomes, pipeline_health), with the acknowledgement of the
+        messages they came from (same protocol as :meth:`add`)."""
+        self._batch.add_rows(table, columns, rows)
+        self.add([], [], [], ack, durable=durable)
+
     def __len__(self) -> int:
         return len(self._batch)
 

@@ -147,6 +147,8 @@ class SinkBatch:
     #: (tenant, minute) with no core bucket left: recomputed from usage_events
     stale_minutes: set[tuple[str, int]] = field(default_factory=set)
     usage_rows: int = -1  # rows in ``usage``: counted when not given, kept by add_usage
+    #: rows of the other tables (outcomes, pipeline_health): table -> (columns, rows)
+    extra: dict[str, tuple[list[str], list[Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.usage_rows < 0:
@@ -157,7 +159,11 @@ class SinkBatch:
         self.usage_rows += rows
 
     def __len__(self) -> int:
-        return self.usage_rows + len(self.controls) + len(self.alerts) + len(self.totals)
+        return (self.usage_rows + len(self.controls) + len(self.alerts) + len(self.totals)
+                + sum(len(rows) for _, rows in self.extra.values()))
+
+    def add_rows(self, table: str, columns: list[str], rows: list[Any]) -> None:
+        self.extra.setdefault(table, (columns, []))[1].extend(rows)
 
     def merge_older(self, older: SinkBatch) -> None:
         """Put an unwritten older batch back in front of this one (after a failed write)."""
@@ -167,6 +173,8 @@ class SinkBatch:
         self.alerts[:0] = older.alerts
         self.totals = {**older.totals, **self.totals}
         self.stale_minutes |= older.stale_minutes
+        for table, (columns, rows) in older.extra.items():
+            self.extra.setdefault(table, (columns, []))[1][:0] = rows
 
 
 def bodies(rows: list[Any]) -> list[bytes]:
@@ -181,7 +189,8 @@ def encode_batch(batch: SinkBatch) -> dict[str, Any]:
     usage = [row for source in batch.usage for row in usage_rows(source)]
     minutes, user_days = rollup_rows(batch.totals)
     return {"usage": bodies(usage), "minutes": bodies(minutes), "user_days": bodies(user_days),
-            "controls": batch.controls, "alerts": batch.alerts, "stale_minutes": sorted(batch.stale_minutes)}
+            "controls": batch.controls, "alerts": batch.alerts, "stale_minutes": sorted(batch.stale_minutes),
+            "extra": batch.extra}
 
 
 #: ClickHouse error codes that say "these values cannot be stored" (parsing, conversion,
@@ -236,7 +245,7 @@ class ClickHouseWriter:
                     raise
             refused = self._isolate(batch.usage)
             self._write_encoded(encode_batch(SinkBatch([], batch.controls, batch.alerts, batch.totals,
-                                                       batch.stale_minutes)))
+                                                       batch.stale_minutes, extra=batch.extra)))
             return refused
         except Exception:
             self._client = None  # reconnect next time
@@ -273,6 +282,9 @@ class ClickHouseWriter:
             client.insert(f"{self.db}.control_events", message["controls"], column_names=CONTROL_COLUMNS)
         if message["alerts"]:
             client.insert(f"{self.db}.alerts", message["alerts"], column_names=ALERT_COLUMNS)
+        for table, (columns, rows) in message.get("extra", {}).items():
+            if rows:
+                client.insert(f"{self.db}.{table}", rows, column_names=columns)
 
     def _insert(self, client: Any, table: str, columns: list[str], payloads: list[bytes]) -> None:
         for body in payloads:  # JSONCompactEachRow: ClickHouse parses it, no per-value Python

@@ -177,3 +177,38 @@ def parse_chunk_key(key: str) -> tuple[int, int | str]:
     """(partition, the first id's position, or its event id when it had none)."""
     _, partition, where = key.split(":", 2)
     return int(partition), (where[3:] if where.startswith("id=") else int(where))
+
+
+# -- unit cost (decide.unit_costs) ---------------------------------------------------------------
+UNIT_COST, OUTCOME, SESSION = "uc|", "uo|", "us|"
+
+
+def unit_cost_key(policy_id: str, tenant: str, feature: str) -> str:
+    """A unit-cost policy's state for one feature of one tenant."""
+    return f"{UNIT_COST}{policy_id}|{tenant}|{feature}"
+
+
+def parse_unit_cost_key(key: str) -> tuple[str, str, str]:
+    """(policy id, tenant, feature); ids and tenants hold no ``|``."""
+    policy_id, tenant, feature = key[len(UNIT_COST):].split("|", 2)
+    return policy_id, tenant, feature
+
+
+def outcome_key(tenant: str, outcome_id: str) -> str:
+    """An outcome counted once (the record is both its dedupe mark and its count)."""
+    return f"{OUTCOME}{tenant}|{outcome_id}"
+
+
+def parse_outcome_key(key: str) -> tuple[str, str]:
+    tenant, outcome_id = key[len(OUTCOME):].split("|", 1)
+    return tenant, outcome_id
+
+
+def session_key(period_tag: str, tenant: str, feature: str, session: str) -> str:
+    """A session seen in a period (``d<day>`` or ``M<month>``) for a feature."""
+    return f"{SESSION}{period_tag}|{tenant}|{feature}|{session}"
+
+
+def parse_session_key(key: str) -> tuple[str, str, str, str]:
+    period_tag, tenant, feature, session = key[len(SESSION):].split("|", 3)
+    return period_tag, tenant, feature, session

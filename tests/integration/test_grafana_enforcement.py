@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -23,6 +24,7 @@ from tokenbrake.streams.finops.migrations import sync_budget_policies
 from tokenbrake.streams.finops.outcomes import write_outcomes
 from tokenbrake.streams.price import PriceBook
 from tokenbrake.streams.price.rates import nanos_to_usd
+from tokenbrake.streams.runtime.health import HEALTH_COLUMNS, PipelineHealth
 from tokenbrake.streams.sink.clickhouse import ClickHouseWriter, SinkBatch, alert_row, control_row, usage_source
 
 ALL = "$__all"
@@ -70,8 +72,18 @@ def loaded(tmp_path_factory):  # noqa: ANN201
                                    scope=scope, severity="warning", state=state, summary="spike",
                                    observed=Decimal(3), threshold=Decimal(2), dedup_key=key))
               for state, m, key in (("firing", 30, "k1"), ("resolved", 10, "k1"), ("firing", 5, "k2"))]
+    alerts.append(alert_row(AlertEvent(alert_id="u1", ts=now - timedelta(minutes=20), rule="unit_cost", scope=scope,
+                                       severity="warning", state="firing", summary="cost per ticket",
+                                       observed=Decimal("0.035"), threshold=Decimal("0.01"),
+                                       dedup_key="unit_cost:chat-per-ticket", policy_id="chat-per-ticket")))
     writer = ClickHouseWriter(f"chdb://{tmp_path_factory.mktemp('grafana') / 'chdb'}", "tokenbrake")
-    writer.write(SinkBatch([usage_source(priced, f"{int(time.time())}.000")], controls, alerts))
+    batch = SinkBatch([usage_source(priced, f"{int(time.time())}.000")], controls, alerts)
+    health, dead = PipelineHealth("w1:1"), Counter()
+    for minutes_ago, reasons in HEALTH_ROWS:  # the worker's rows, through the sink as the worker writes them
+        dead.update(reasons)
+        batch.add_rows("pipeline_health", HEALTH_COLUMNS,
+                       [health.row(now - timedelta(minutes=minutes_ago), minutes_ago, SINK, dead)])
+    writer.write(batch)
     client = writer.client
     rollup_sql.refresh_range(client, "tokenbrake", now - timedelta(days=9), now + timedelta(days=1))
     write_outcomes(client, "tokenbrake", [OutcomeEvent(outcome_id="o1", ts=now, tenant_id="acme", feature_id="chat",
@@ -88,6 +100,9 @@ budgets:
   - {id: chat-day, scope: {tenant: acme, feature: chat}, period: day, limit_usd: "1.00"}
   - {id: per-user, scope: {tenant: acme, user: "*"}, period: day, limit_usd: "1.00"}
 """
+#: (minutes ago, dead letters since the previous row) of the worker's pipeline_health rows
+HEALTH_ROWS = [(30, {"not_json": 2}), (20, {}), (10, {"not_json": 1, "invalid_outcome": 3}), (1, {"late": 1})]
+SINK = {"buffered_rows": 12, "oldest_buffered_s": 0.25, "failures": 0}
 VARIABLES = {"tenant": ["acme", "globex"], "feature": ALL, "model": ALL, "environment": ALL}
 SELECTED = {"tenant": ["acme"], "feature": ["chat", "search"], "model": ["gpt-4o"], "environment": ["prod"]}
 
@@ -130,9 +145,33 @@ def test_alert_rules_fire_on_the_seeds_headline_conditions(loaded):
     assert budget["data"][2]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [0.8]}
     assert used["month-each acme"] > 0.8 > used["month-each globex"] and set(used) == {"month-each acme",
                                                                                         "month-each globex"}
+    worker_beat = rules["tb-worker-heartbeat"]
+    assert client.query(worker_beat["data"][0]["model"]["rawSql"]).result_rows[0][0] > 0
+    assert worker_beat["noDataState"] == "Alerting"
     beat = rules["tb-pipeline-heartbeat"]
     assert client.query(beat["data"][0]["model"]["rawSql"]).result_rows[0][0] > 0
     assert beat["noDataState"] == "Alerting" and beat["data"][2]["model"]["conditions"][0]["evaluator"]["type"] == "lt"
+
+
+def test_pipeline_panels_read_the_workers_health_rows(loaded):
+    client, _, now = loaded
+    frm, to = int((now - timedelta(hours=1)).timestamp()), int(now.timestamp()) + 120
+    panels = {p["title"]: p["targets"][0]["rawSql"] for p in ge.dashboard()["panels"]}
+    dead = client.query(expand(panels["Dead letters by reason"], frm, to, 3600, VARIABLES)).result_rows
+    totals: Counter[str] = Counter()
+    for _, reason, n in dead:
+        totals[reason] += n
+    assert totals == Counter(not_json=3, invalid_outcome=3, late=1)  # each record once, over the rows
+    lag = client.query(expand(panels["Worker lag (messages past the committed offsets)"], frm, to, 60,
+                              VARIABLES)).result_rows
+    assert sorted(r[2] for r in lag) == [1, 10, 20, 30] and {r[1] for r in lag} == {"w1:1"}
+    buffer = client.query(expand(panels["Sink buffer (rows waiting for ClickHouse)"], frm, to, 3600,
+                                 VARIABLES)).result_rows
+    assert {(r[2], r[3]) for r in buffer} == {(12, 0.25)}
+    unit = client.query(expand(panels["Unit-cost policies (cost per outcome or session over its limit)"], frm, to,
+                               3600, SELECTED)).result_rows
+    assert [(r[0], r[2], r[3], r[4]) for r in unit] == [("chat-per-ticket", "firing", Decimal("0.035"),
+                                                         Decimal("0.01"))]
 
 
 def test_budget_utilisation_is_exact_and_follows_the_policies_file(loaded):

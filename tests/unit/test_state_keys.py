@@ -110,3 +110,11 @@ def test_dedupe_chunk_keys_are_made_of_what_the_chunk_holds():
     prefix): a chunk written again after a crash replaces itself."""
     assert _chunks(lambda i: i << 20) == _chunks(lambda i: i << 20) == [f"chunk:0:{0}", f"chunk:1:{1 << 20}"]
     assert _chunks(lambda i: -1) == ["chunk:0:id=e0", "chunk:1:id=e1"]  # a backtest: no positions
+
+
+@given(policy_ids, ids, ids, ids, st.sampled_from(["d20500", "M674"]))
+def test_unit_cost_outcome_and_session_keys_round_trip(policy_id, tenant, feature, other, tag):
+    assert keys.parse_unit_cost_key(keys.unit_cost_key(policy_id, tenant, feature)) == (policy_id, tenant, feature)
+    assert keys.parse_outcome_key(keys.outcome_key(tenant, other)) == (tenant, other)
+    assert keys.parse_session_key(keys.session_key(tag, tenant, feature, other)) == (tag, tenant, feature, other)
+    assert keys.unit_cost_key("p", "t", "f") == "uc|p|t|f" and keys.outcome_key("t", "o") == "uo|t|o"  # persisted
