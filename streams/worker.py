@@ -27,7 +27,6 @@ from typing import Any
 
 import faust
 from faust.types import TP
-from faust.web import Request, Response, View
 
 from tokenbrake.clients.killswitch import KillSwitch
 from tokenbrake.schemas.codec import dumps
@@ -51,9 +50,10 @@ from tokenbrake.streams.outcome_flow import install_outcomes
 from tokenbrake.streams.runtime.dead_letters import DeadLetters
 from tokenbrake.streams.runtime.forwarding import Forwarder
 from tokenbrake.streams.runtime.health import install_health
+from tokenbrake.streams.runtime.membership import install_membership
 from tokenbrake.streams.runtime.publisher import Publisher
 from tokenbrake.streams.runtime.routing import TenantRouter
-from tokenbrake.streams.runtime.status import stats_view, status_view
+from tokenbrake.streams.runtime.status import install_pages
 from tokenbrake.streams.runtime.watchdog import broker_silence
 from tokenbrake.streams.settings import Settings
 from tokenbrake.streams.setup import build_engine
@@ -136,20 +136,8 @@ class Runtime:
     def _install(self) -> None:
         app = self.app
         runtime = self
-
-        @app.on_rebalance_complete.connect
-        async def _rebalanced(sender: Any, **kwargs: Any) -> None:
-            runtime.generation += 1
-
-        @app.on_partitions_revoked.connect
-        async def _revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-            log.info("partitions revoked", extra={"partitions": runtime._mine(revoked),
-                                                  "generation": runtime.generation})
-
-        @app.on_partitions_assigned.connect
-        async def _assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-            log.info("partitions assigned", extra={"partitions": runtime._mine(assigned),
-                                                   "generation": runtime.generation})
+        install_membership(self)  # the generation counter, and the rebalance log
+        install_pages(self)  # GET /tokenbrake/status and /tokenbrake/stats
 
         @app.agent(self.usage_topic, name="usage")
         async def usage(stream: faust.StreamT) -> None:
@@ -171,17 +159,6 @@ class Runtime:
         @app.timer(interval=self.settings.tick_interval_s)
         async def tick() -> None:
             await runtime.on_tick()
-
-        @app.page("/tokenbrake/status")
-        class Status(View):
-            async def get(self, request: Request) -> Response:
-                limit = request.query.get("limit", "50")
-                return self.json(runtime.status(int(limit) if limit.isdigit() else 50))
-
-        @app.page("/tokenbrake/stats")
-        class Stats(View):  # cheap: no scan of the spend state, fine to poll often
-            async def get(self, request: Request) -> Response:
-                return self.json(runtime.stats_only())
 
         @app.on_before_shutdown.connect
         async def _flush(sender: Any, **kwargs: Any) -> None:
@@ -233,9 +210,6 @@ class Runtime:
             # the audit trail: the owning worker stores it like its own controls; seen again after a
             # restart (the control topic is read from the start), the same row replaces itself
             self.sink.add([], [control_row(control)], [], lambda: None)
-
-    def _mine(self, tps: set[TP]) -> list[int]:
-        return sorted(tp.partition for tp in tps if tp.topic == self.settings.topic_usage)
 
     def _owns(self, tenant: str) -> bool:
         """The tenant's partition is assigned here (and the state attached)."""
@@ -422,9 +396,3 @@ class Runtime:
 
     async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
         await self.dead_letters.send(msg, rejected)
-
-    def stats_only(self) -> dict[str, Any]:
-        return stats_view(self)
-
-    def status(self, limit: int = 50) -> dict[str, Any]:
-        return status_view(self, limit)

@@ -26,3 +26,19 @@ def status_view(runtime: Any, limit: int = 50) -> dict[str, Any]:
     stats = stats_view(runtime)
     return {**runtime.engine.status(limit), "ready": stats["ready"], "worker": stats["worker"],
             "control_view": stats["control_view"]}
+
+
+def install_pages(runtime: Any) -> None:
+    """``GET /tokenbrake/status[?limit=N]`` and ``GET /tokenbrake/stats`` on Faust's web server."""
+    from faust.web import Request, Response, View
+
+    @runtime.app.page("/tokenbrake/status")
+    class Status(View):
+        async def get(self, request: Request) -> Response:
+            limit = request.query.get("limit", "50")
+            return self.json(status_view(runtime, int(limit) if limit.isdigit() else 50))
+
+    @runtime.app.page("/tokenbrake/stats")
+    class Stats(View):  # cheap: no scan of the spend state, fine to poll often
+        async def get(self, request: Request) -> Response:
+            return self.json(stats_view(runtime))
