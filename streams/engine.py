@@ -20,13 +20,14 @@ from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.aggregate.periods import day_of, minute_of, month_of
 from tokenbrake.streams.aggregate.spend import COST, FIELDS, SpendAggregator
 from tokenbrake.streams.decide.baselines import BaselineKeeper
+from tokenbrake.streams.decide.board import ControlBoard
 from tokenbrake.streams.decide.budgets import BudgetEvaluator
 from tokenbrake.streams.decide.caps import RequestCostCaps, UnpricedModels
 from tokenbrake.streams.decide.detection import DetectorHub
 from tokenbrake.streams.decide.overrides import OperatorOverrides
 from tokenbrake.streams.decide.policies import PoliciesFile
 from tokenbrake.streams.decide.unit_costs import UnitCostEvaluator
-from tokenbrake.streams.emit.events import ControlBoard, Emitted
+from tokenbrake.streams.emit.events import Emitted
 from tokenbrake.streams.ingest.dedupe import Deduper, Seen
 from tokenbrake.streams.price.pricebook import PriceBook
 from tokenbrake.streams.price.rates import nanos_to_usd

@@ -27,8 +27,9 @@ from tokenbrake.streams.aggregate.periods import (
     month_start_ms,
 )
 from tokenbrake.streams.aggregate.spend import COST, SpendAggregator
+from tokenbrake.streams.decide.board import Contribution, ControlBoard
 from tokenbrake.streams.decide.policies import BudgetPolicy, PoliciesFile, Step
-from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
+from tokenbrake.streams.emit.events import Emitted, alert
 from tokenbrake.streams.price.rates import nanos_to_usd
 from tokenbrake.streams.state.keys import (
     BUDGET,

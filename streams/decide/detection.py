@@ -20,7 +20,8 @@ from typing import Any
 from tokenbrake.detectors.registry import BUCKETED, BY_RULE, COST_WINDOW_MINUTES, MINUTE_MS
 from tokenbrake.schemas.control import Reason, Scope
 from tokenbrake.streams.aggregate.periods import parse_ttl_seconds
-from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
+from tokenbrake.streams.decide.board import Contribution, ControlBoard
+from tokenbrake.streams.emit.events import Emitted, alert
 from tokenbrake.streams.price.rates import nanos_to_usd
 
 #: rule -> bucket size and rule -> class, for the detectors scored on closed buckets (the registry's order)

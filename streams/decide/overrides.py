@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tokenbrake.schemas.control import ControlEvent
-from tokenbrake.streams.emit.events import OPERATOR as SOURCE
-from tokenbrake.streams.emit.events import Contribution, ControlBoard
+from tokenbrake.streams.decide.board import OPERATOR as SOURCE
+from tokenbrake.streams.decide.board import Contribution, ControlBoard
 from tokenbrake.streams.state.keys import OPERATOR, operator_key
 from tokenbrake.streams.state.store import Store
 

@@ -47,8 +47,9 @@ from tokenbrake.streams.aggregate.periods import (
     month_start_ms,
 )
 from tokenbrake.streams.aggregate.spend import COST, SpendAggregator, day_key, month_key, scope_feature
+from tokenbrake.streams.decide.board import Contribution, ControlBoard
 from tokenbrake.streams.decide.policies import PoliciesFile, UnitCostPolicy
-from tokenbrake.streams.emit.events import Contribution, ControlBoard, Emitted, alert
+from tokenbrake.streams.emit.events import Emitted, alert
 from tokenbrake.streams.price.rates import nanos_to_usd, usd_to_nanos
 from tokenbrake.streams.state import keys
 from tokenbrake.streams.state.store import Store

@@ -14,13 +14,20 @@ What each is for, and what would let it go:
   5. commits never skip an unacknowledged message (Faust's head-gap guard is off by one and
      absent for partitions never committed) -- goes with a fixed Faust;
   6. re-reading never-committed partitions after a rebalance (aiokafka's
-     ``seek_to_committed`` leaves them where the fetcher is) -- likewise.
+     ``seek_to_committed`` leaves them where the fetcher is) -- likewise;
+  7. no gap taken on trust (Faust's fetch loop counts a jump between offsets as acknowledged,
+     and after a seek back a message fetched from the old position makes a false jump) --
+     goes when Faust delivers in order after a seek, or checks a gap before counting it.
 - ``batches.take_batches``: events taken off the agent's channel queue with the stream
-  iterator's bookkeeping (tracking for acks, stale generations) -- goes if Faust offers a
+  iterator's bookkeeping (tracking for acks, stale generations), each partition's in offset
+  order with no hole (held back and sought back otherwise) -- goes if Faust offers a
   batch API without per-event overhead (``Stream.take`` costs ~200 us per message).
 - ``changelog``: the aiokafka producer under Faust's (``Producer._ensure_producer``) and
   changelog records in the JSON form Faust's table recovery reads, packed per partition --
   goes if Faust's tables gain a bulk ``update`` that writes one record per key per call.
+- ``end_offsets``: exact end offsets on brokers that report them per record batch (the
+  embedded one), and the first record at an offset (tells a real gap from skipped records,
+  for ``take_batches``) -- goes with a broker that reports exact ends; the gap probe stays.
 - ``offsets.committed_positions``: the consumer's committed offsets, for the lag metric --
   goes if Faust exposes them.
 - ``tables.table_dicts``: the memory store's ``data`` and ``_key_partition`` dicts, shared

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from tokenbrake.clients.offsets import first_offset_from
+from tokenbrake.streams.faust_internals.end_offsets import first_offset_from
 from tokenbrake.streams.faust_internals.patches import CONNECTION, FIRST_DELIVERED, SOUGHT, add_real_gap, bootstrap_of
 
 log = logging.getLogger("tokenbrake.worker")

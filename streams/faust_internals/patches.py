@@ -2,7 +2,7 @@
 
 1. Exact end offsets. Faust's table recovery reads each changelog partition up to its
    reported end offset; on brokers that report end offsets per record batch (the embedded
-   one; see clients.offsets) that end can be short, and a restarted worker would resume
+   one; see faust_internals.end_offsets) that end can be short, and a restarted worker would resume
    with partial state. This patch makes Faust's highwater query exact; a no-op on Apache
    Kafka (the probe finds no further records).
 2. Fetch wait. Faust hard-codes ``fetch_max_wait_ms=1500``; decisions should not wait on
@@ -36,7 +36,7 @@
    the old position are still delivered: a false jump, and the messages in it (never
    decided) were committed past, lost. Here no gap is added by the fetch loop;
    ``take_batches`` delivers each partition in offset order from ``SOUGHT`` and adds a gap
-   only once a reader of its own finds no record in it (``clients.offsets.first_offset_from``).
+   only once a reader of its own finds no record in it (``faust_internals.end_offsets.first_offset_from``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Any
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from tokenbrake.clients.offsets import exact_end_offsets
+from tokenbrake.streams.faust_internals.end_offsets import exact_end_offsets
 
 _original = faust_aiokafka.AIOKafkaConsumerThread._highwaters
 

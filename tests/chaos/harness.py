@@ -262,7 +262,7 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes
 
 async def exact_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     """End offsets, read past what the broker reports: Tansu answers ListOffsets with the base
-    offset of the last record *batch* + 1 (see clients/offsets.py). Reads on from there until
+    offset of the last record *batch* + 1 (see streams/faust_internals/end_offsets.py). Reads on from there until
     two fetches in a row bring nothing. Leaves ``consumer`` assigned to ``tps``."""
     ends = dict(await consumer.end_offsets(tps))
     consumer.assign(tps)

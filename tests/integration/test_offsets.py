@@ -1,4 +1,4 @@
-"""clients.offsets on the embedded broker, which reports end offsets per record batch."""
+"""faust_internals.end_offsets on the embedded broker, which reports end offsets per record batch."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.integration.conftest import run
-from tokenbrake.clients.offsets import exact_end_offsets
 from tokenbrake.streams.broker import ensure_topics
+from tokenbrake.streams.faust_internals.end_offsets import exact_end_offsets
 
 
 def test_exact_end_offsets_reads_past_a_batch_reported_by_its_base(broker):

@@ -10,7 +10,8 @@ import pytest
 from tokenbrake import detectors
 from tokenbrake.detectors.registry import BUCKETED, BY_RULE, REGISTRY
 from tokenbrake.streams.decide import detection
-from tokenbrake.streams.emit.events import ControlBoard, Emitted
+from tokenbrake.streams.decide.board import ControlBoard
+from tokenbrake.streams.emit.events import Emitted
 
 NORMAL = {
     "RetryStorm": lambda r: {"requests": 60 + r.randrange(20), "retries": r.randrange(3), "errors": r.randrange(3)},

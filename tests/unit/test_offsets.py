@@ -1,10 +1,10 @@
-"""clients.offsets: the end-offset probe keeps reading through empty fetches (a slow broker)."""
+"""faust_internals.end_offsets: the end-offset probe keeps reading through empty fetches (a slow broker)."""
 
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 
-from tokenbrake.clients.offsets import read_to_high_water
+from tokenbrake.streams.faust_internals.end_offsets import read_to_high_water
 
 TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
 
