@@ -31,10 +31,10 @@ import faust
 
 from tokenbrake.schemas.codec import dumps
 from tokenbrake.streams.app import RawBytes
-from tokenbrake.streams.faust_internals.batches import take_batches
 from tokenbrake.streams.faust_internals.changelog import aiokafka_producer
 from tokenbrake.streams.ingest.decode import Rejected
 from tokenbrake.streams.ingest.otlp_events import OtlpTranslator
+from tokenbrake.streams.runtime.agents import run_input
 
 log = logging.getLogger("tokenbrake.otlp")
 
@@ -50,14 +50,7 @@ def install_otlp(runtime: Any) -> OtlpTranslator | None:
 
     @runtime.app.agent(topic, name="otlp")
     async def otlp(stream: faust.StreamT) -> None:
-        try:
-            async for events in take_batches(stream, settings.batch_max, settings.batch_within_s):
-                await forward_batch(runtime, translator, events)
-        except Exception as exc:  # like the usage agent: a worker that silently stops reading is worse
-            log.critical("the otlp agent failed; stopping the worker (exit 1): unacknowledged exports are read "
-                         "again", exc_info=True)
-            await runtime.app.crash(exc)
-            raise
+        await run_input(runtime, stream, "otlp", lambda events: forward_batch(runtime, translator, events))
 
     log.info("OTLP input enabled", extra={"topic": settings.topic_otlp})
     return translator

@@ -38,11 +38,11 @@ from pydantic import ValidationError
 
 from tokenbrake.schemas.outcome import OutcomeEvent
 from tokenbrake.streams.app import RawBytes
-from tokenbrake.streams.faust_internals.batches import take_batches
 from tokenbrake.streams.faust_internals.changelog import aiokafka_producer
 from tokenbrake.streams.finops.outcomes import OUTCOME_COLUMNS, outcome_row
 from tokenbrake.streams.ingest.decode import MAX_MESSAGE_BYTES, Rejected
 from tokenbrake.streams.logs import LogBudget
+from tokenbrake.streams.runtime.agents import run_input
 
 log = logging.getLogger("tokenbrake.outcomes")
 
@@ -142,14 +142,7 @@ def install_outcomes(runtime: Any) -> OutcomeFlow | None:
 
     @runtime.app.agent(topic, name="outcomes")
     async def outcomes(stream: faust.StreamT) -> None:
-        try:
-            async for events in take_batches(stream, settings.batch_max, settings.batch_within_s):
-                await flow.on_batch(events)
-        except Exception as exc:  # like the usage agent: a worker that silently stops reading is worse
-            log.critical("the outcomes agent failed; stopping the worker (exit 1): unacknowledged outcomes are "
-                         "read again", exc_info=True)
-            await runtime.app.crash(exc)
-            raise
+        await run_input(runtime, stream, "outcomes", flow.on_batch)
 
     log.info("outcomes input enabled", extra={"topic": settings.topic_outcomes})
     return flow

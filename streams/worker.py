@@ -37,7 +37,6 @@ from tokenbrake.streams.chunk import Chunk
 from tokenbrake.streams.emit.reassert import Reasserter
 from tokenbrake.streams.emit.topic_latest import TopicLatest
 from tokenbrake.streams.engine import STORES, PricedEvent
-from tokenbrake.streams.faust_internals.batches import take_batches
 from tokenbrake.streams.faust_internals.changelog import aiokafka_producer, send_packed
 from tokenbrake.streams.faust_internals.tables import table_dicts
 from tokenbrake.streams.heap import HeapAger
@@ -47,6 +46,7 @@ from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.metrics import WorkerMeter, install_metrics
 from tokenbrake.streams.otlp_flow import install_otlp
 from tokenbrake.streams.outcome_flow import install_outcomes
+from tokenbrake.streams.runtime.agents import run_input
 from tokenbrake.streams.runtime.dead_letters import DeadLetters
 from tokenbrake.streams.runtime.forwarding import Forwarder
 from tokenbrake.streams.runtime.health import install_health
@@ -141,16 +141,7 @@ class Runtime:
 
         @app.agent(self.usage_topic, name="usage")
         async def usage(stream: faust.StreamT) -> None:
-            try:
-                async for events in take_batches(stream, runtime.settings.batch_max,
-                                                 runtime.settings.batch_within_s):
-                    await runtime.on_batch(events)
-            except Exception as exc:  # a live process that decides nothing is worse than a restart
-                log.critical("the usage agent failed; stopping the worker (exit 1) so a supervisor restarts it: "
-                             "unacknowledged messages will be read again", exc_info=True)
-                runtime._stopping = True
-                await runtime.app.crash(exc)
-                raise
+            await run_input(runtime, stream, "usage", runtime.on_batch)
 
         @app.task
         async def follow_controls() -> None:

@@ -46,6 +46,10 @@ class InOrder:
         self.held: dict[Any, list[int]] = {}  # tp -> offsets held back in this batch (for the log)
 
     def reset(self) -> None:
+        """A new generation: each partition starts again where it was sought (this stream's
+        partitions only: the other agents keep theirs)."""
+        for tp in self.next:
+            FIRST_DELIVERED.pop(tp, None)
         self.next.clear()
         self.probed.clear()
 
@@ -128,7 +132,6 @@ async def take_batches(stream: Any, max_events: int, within_s: float,
         generation = app.consumer_generation_id
         if generation != seen_generation:  # a new assignment: its partitions were sought again
             seen_generation = generation
-            FIRST_DELIVERED.clear()
             order.reset()
         live = []
         for event in events:
