@@ -42,6 +42,7 @@ from tokenbrake.streams.state.keys import (
     scope_tenant,
     scope_user,
 )
+from tokenbrake.streams.state.records import BudgetLevel
 from tokenbrake.streams.state.store import Store
 
 
@@ -181,8 +182,8 @@ class BudgetEvaluator:
                   now_ms: int, partition: int | None, tier: str | None = None) -> None:
         skey = budget_key(compiled.policy.id, agg_scope)
         period = self._period(compiled, now_ms)
-        state = self.store.get(skey)
-        level = state[1] if state and state[0] == period else 0
+        state = BudgetLevel.read(self.store.get(skey))
+        level = state.level_in(period) if state else 0
         spend = self._spend(compiled, agg_scope, now_ms)
         new_level = bisect_right(compiled.thresholds, spend)
         if compiled.rolling is None:
@@ -198,7 +199,8 @@ class BudgetEvaluator:
             scope = _scope(compiled.dimension, *scope)
         step = self._step(compiled, new_level)
         wish = [step.action, step.to_model, step.max_rps] if step else None
-        self.store.set(skey, [period, new_level, compiled.fingerprint, scope.model_dump(mode="json"), wish], partition)
+        self.store.set(skey, BudgetLevel(period, new_level, compiled.fingerprint, scope.model_dump(mode="json"),
+                                         wish).dump(), partition)
         self._transition(compiled, scope, agg_scope, level, new_level, spend, at_ms, now_ms, tier=tier)
 
     def _transition(self, compiled: _Compiled, scope: Scope, agg_scope: str, old: int, new: int, spend: int,
@@ -275,14 +277,17 @@ class BudgetEvaluator:
         """Close rolled-over periods, let rolling windows decay, retire changed policies, each
         scope on its tenant's clock (``now_of(tenant)``)."""
         self._bands.clear()
-        for skey, state in list(self.store.items()):
-            if not skey.startswith(BUDGET) or state[1] == 0:
+        for skey, value in list(self.store.items()):
+            if not skey.startswith(BUDGET):
+                continue
+            state = BudgetLevel.read(value)
+            if state.level == 0:
                 continue
             policy_id, agg_scope = parse_budget_key(skey)
-            scope = Scope.model_validate(state[3])
+            scope = Scope.model_validate(state.scope)
             now_ms = now_of(scope.tenant_id)
             compiled = self._compiled.get(policy_id)
-            if compiled is None or compiled.fingerprint != state[2]:  # policy removed or edited: start over
+            if compiled is None or compiled.fingerprint != state.fingerprint:  # policy removed or edited: start over
                 self.store.delete(skey)
                 alert(self.out, rule="budget", scope=scope, severity="info", state="resolved",
                       summary=f"{scope.key()}: policy {policy_id} removed or changed", observed=Decimal(0),
@@ -296,25 +301,27 @@ class BudgetEvaluator:
                 continue
             if compiled.rolling is not None:
                 self._evaluate(compiled, agg_scope, scope, now_ms, now_ms, None)
-            elif state[0] != self._period(compiled, now_ms):
+            elif state.period != self._period(compiled, now_ms):
                 start = (day_of(now_ms) * DAY_MS) if compiled.policy.period == "day" else \
                     month_start_ms(month_of(now_ms))
-                old_label = f"day:{day_label(state[0])}" if compiled.policy.period == "day" else \
-                    f"month:{month_label(state[0])}"
-                self.store.set(skey, [self._period(compiled, now_ms), 0, compiled.fingerprint, state[3], None])
-                self._transition(compiled, scope, agg_scope, state[1], 0, 0, start, now_ms, old_label)
+                old_label = f"day:{day_label(state.period)}" if compiled.policy.period == "day" else \
+                    f"month:{month_label(state.period)}"
+                self.store.set(skey, BudgetLevel(self._period(compiled, now_ms), 0, compiled.fingerprint, state.scope,
+                                                 None).dump())
+                self._transition(compiled, scope, agg_scope, state.level, 0, 0, start, now_ms, old_label)
 
     def restore(self) -> None:
         """Re-derive the control board from persisted levels (no events emitted)."""
         self._rolling.clear()
         self._bands.clear()
-        for skey, state in self.store.items():
-            if not skey.startswith(BUDGET) or state[1] == 0:
+        for skey, value in self.store.items():
+            if not skey.startswith(BUDGET):
                 continue
-            if state[4] is None:
+            state = BudgetLevel.read(value)
+            if state.level == 0 or state.wish is None:
                 continue
             policy_id = parse_budget_key(skey)[0]
-            action, to_model, max_rps = state[4]
+            action, to_model, max_rps = state.wish
             wish = Contribution(action, Reason(rule="budget", observed=Decimal(0), threshold=Decimal(0), period="",
                                                detail=f"policy {policy_id} (restored)"), policy_id, to_model, max_rps)
-            self.board.put(Scope.model_validate(state[3]), f"budget:{policy_id}", wish, 0, emit=False)
+            self.board.put(Scope.model_validate(state.scope), f"budget:{policy_id}", wish, 0, emit=False)

@@ -30,6 +30,9 @@ from tokenbrake.streams.state.store import Store
 
 #: ids per changelog record (~100 KB): far below Kafka's default 1 MB request limit
 CHUNK_MAX = 2000
+#: the id record's version: 3 holds positions; 2 (``"offsets"``) and 1 (a list of
+#: ``[id, minute, offset]``) are still read (:func:`chunk_entries`)
+ID_RECORD_VERSION = 3
 
 
 class Seen(Enum):
@@ -120,7 +123,7 @@ class Deduper:
             for start in range(0, len(ids), CHUNK_MAX):  # bounded records: Kafka caps request size
                 end = start + CHUNK_MAX
                 key = chunk_key(partition, positions[start], ids[start])
-                self.store.set(key, {"ids": ids[start:end], "minutes": minutes[start:end],
+                self.store.set(key, {"v": ID_RECORD_VERSION, "ids": ids[start:end], "minutes": minutes[start:end],
                                      "positions": positions[start:end]}, partition)
                 self._chunks.append((max(minutes[start:end]), key))
         self._pending.clear()

@@ -176,3 +176,37 @@ def test_unpriced_model_alerts_once():
     out = run(e, 3, model="mystery-model")
     assert [a.rule for a in out.alerts] == ["unpriced_model"]
     assert e.counts["unpriced"] == 3
+
+
+def _as_version_1(stores):
+    """The stores as the previous release wrote them: budget levels as positional lists."""
+    out = {}
+    for name, store in stores.items():
+        items = []
+        for key, value in store.items():
+            if key.startswith("b|"):
+                assert value["v"] == 2  # what this release writes
+                value = [value["period"], value["level"], value["fingerprint"], value["scope"], value["wish"]]
+            items.append((key, value, 0))
+        out[name] = items
+    return out
+
+
+def test_a_worker_restores_the_previous_releases_budget_levels():
+    """Budget levels are versioned records (streams.state.records.BudgetLevel); the positional
+    lists the previous release wrote are still read: nothing re-fires, the control stays in
+    force, the period still rolls over, and what is written next is the current version."""
+    e = engine(POLICY)
+    run(e, 15)
+    e2 = engine(POLICY)
+    e2.restore(_as_version_1(e.stores))
+    assert e2.status()["controls"][0]["action"] == "downgrade"
+    for i in range(10):  # offsets past the restored ones: new messages
+        e2.process(event(ts=NOW_MS + 100 + i), 0, 100 + i)
+        if i == 0:
+            assert e2.drain().controls == []  # the same level: no re-fire
+    assert [c.action for c in e2.drain().controls] == ["block"]  # the next step still fires
+    assert all(v["v"] == 2 for k, v in e2.stores["decisions"].items() if k.startswith("b|"))
+    e2.watermark = NOW_MS + DAY_MS
+    e2.tick()
+    assert [c.action for c in e2.drain().controls] == ["allow"]
