@@ -183,12 +183,26 @@ def bodies(rows: list[Any]) -> list[bytes]:
     return [b"\n".join(map(orjson.dumps, rows[i:i + step])) for i in range(0, len(rows), step)]
 
 
+def usage_payloads(sources: list[UsageSource]) -> list[Any]:
+    """The usage rows as Arrow tables of at most INSERT_CHUNK_ROWS rows (see
+    streams.sink.arrow_rows); as JSONCompactEachRow bodies when a value does not fit the
+    Arrow schema."""
+    from tokenbrake.streams.sink.arrow_rows import ARROW_ERRORS, usage_table
+
+    if not sources:
+        return []
+    try:
+        table = usage_table(sources)
+    except ARROW_ERRORS:
+        return bodies([row for source in sources for row in usage_rows(source)])
+    return [table.slice(i, INSERT_CHUNK_ROWS) for i in range(0, table.num_rows, INSERT_CHUNK_ROWS)]
+
+
 def encode_batch(batch: SinkBatch) -> dict[str, Any]:
-    """A batch as the writer inserts it (in the writer process): JSON bodies for the bulk
-    tables, tuples for the rest."""
-    usage = [row for source in batch.usage for row in usage_rows(source)]
+    """A batch as the writer inserts it (in the writer process): Arrow tables for the usage
+    rows, JSON bodies for the rollups, tuples for the rest."""
     minutes, user_days = rollup_rows(batch.totals)
-    return {"usage": bodies(usage), "minutes": bodies(minutes), "user_days": bodies(user_days),
+    return {"usage": usage_payloads(batch.usage), "minutes": bodies(minutes), "user_days": bodies(user_days),
             "controls": batch.controls, "alerts": batch.alerts, "stale_minutes": sorted(batch.stale_minutes),
             "extra": batch.extra}
 
@@ -286,9 +300,12 @@ class ClickHouseWriter:
             if rows:
                 client.insert(f"{self.db}.{table}", rows, column_names=columns)
 
-    def _insert(self, client: Any, table: str, columns: list[str], payloads: list[bytes]) -> None:
-        for body in payloads:  # JSONCompactEachRow: ClickHouse parses it, no per-value Python
-            client.raw_insert(f"{self.db}.{table}", columns, body, fmt="JSONCompactEachRow")
+    def _insert(self, client: Any, table: str, columns: list[str], payloads: list[Any]) -> None:
+        for body in payloads:
+            if isinstance(body, bytes):  # JSONCompactEachRow: ClickHouse parses it, no per-value Python
+                client.raw_insert(f"{self.db}.{table}", columns, body, fmt="JSONCompactEachRow")
+            else:  # an Arrow table, its columns named
+                client.insert_arrow(f"{self.db}.{table}", body)
 
     def _rebuild_minutes(self, client: Any, stale: list[tuple[str, int]]) -> None:
         """Recompute spend_minute from usage_events for minutes the core no longer holds (events
