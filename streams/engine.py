@@ -188,7 +188,7 @@ class Engine:
             self.unit_costs.on_usage(tenant, feature, ev.session_id, ts_ms, cost, now, partition)
         if self.detectors:
             self.detectors.observe(tenant, feature, user, model, ts_ms, cost, ev.input_tokens, ev.attempt > 0,
-                                   ev.status != "ok", ev.cached_input_tokens)
+                                   ev.status != "ok", ev.cached_input_tokens, ev.tenant_tier)
         return PricedEvent(ev, ts_ms, cost, priced, fresh=seen is Seen.NEW)
 
     def record_outcome(self, outcome: OutcomeEvent) -> Seen:

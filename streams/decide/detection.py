@@ -97,6 +97,7 @@ class DetectorHub:
         self._windows: dict[tuple, deque[tuple[int, int, int, list[int]]]] = {}  # scope -> minutes in window
         self._call_costs: dict[int, dict[tuple, list[int]]] = {}  # minute -> scope -> sampled call costs
         self.active: dict[tuple[str, tuple], list[int]] = {}  # (rule, scope) -> [since_ms, normal_streak]
+        self.tiers: dict[str, str] = {}  # tenant -> the tier of its latest event (not persisted: events bring it)
         self.dirty: set[tuple[str, tuple]] = set()  # (rule, scope) whose model or incident changed: to save
         self.enabled = [r for r, c in self.config.items() if c.enabled]
         self._current: set[tuple[str, tuple]] = set()  # models built or checked by this process
@@ -106,7 +107,9 @@ class DetectorHub:
 
     # -- per event: only additions --------------------------------------------------------------
     def observe(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, cost: int,
-                input_tokens: int, retry: bool, error: bool, cached_tokens: int = 0) -> None:
+                input_tokens: int, retry: bool, error: bool, cached_tokens: int = 0, tier: str | None = None) -> None:
+        if tier is not None:  # the alerts name it, so a pager route by tenant tier matches them
+            self.tiers[tenant] = tier
         opened = self._open
         minute = ts_ms - ts_ms % 60_000
         hour = ts_ms - ts_ms % 3_600_000
@@ -320,7 +323,7 @@ class DetectorHub:
         controls = BY_RULE[rule].issues_controls
         alert(self.out, rule=rule, scope=alert_scope, severity="critical" if score >= 2 or controls else "warning",
               state="firing", summary=summary, observed=observed, threshold=Decimal(1),
-              dedup_key=f"{rule}:{alert_scope.key()}:{at_ms}", at_ms=at_ms)
+              dedup_key=f"{rule}:{alert_scope.key()}:{at_ms}", at_ms=at_ms, tenant_tier=self.tiers.get(scope[0]))
         cfg = self.config[rule]
         if controls and cfg.action != "none":
             reason = Reason(rule=rule, observed=observed, threshold=Decimal(str(round(det.factor, 4))),
@@ -332,7 +335,7 @@ class DetectorHub:
         alert_scope = self._scope(scope)
         alert(self.out, rule=rule, scope=alert_scope, severity="info", state="resolved",
               summary=f"{rule} on {alert_scope.key()} back to normal", observed=observed, threshold=Decimal(1),
-              dedup_key=f"{rule}:{alert_scope.key()}:{since_ms}", at_ms=at_ms)
+              dedup_key=f"{rule}:{alert_scope.key()}:{since_ms}", at_ms=at_ms, tenant_tier=self.tiers.get(scope[0]))
         if BY_RULE[rule].issues_controls:
             self.board.put(alert_scope, f"detector:{rule}", None, at_ms,
                            reason=Reason(rule=rule, observed=observed, threshold=Decimal(0), period="1m",

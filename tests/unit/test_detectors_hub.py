@@ -28,11 +28,13 @@ def test_cost_rate_fires_once_issues_control_and_resolves():
     for minute in range(120, 140):  # a release moves the feature to a ~16x pricier model
         for k in range(6):
             offset += 1
-            e.process(event(ts=t + minute * 60_000 + k * 9_000, model="gpt-4o", feature_id="summarize"), 0, offset)
+            e.process(event(ts=t + minute * 60_000 + k * 9_000, model="gpt-4o", feature_id="summarize",
+                            tenant_tier="enterprise"), 0, offset)
         e.tick()
     out = e.drain()
     fired = [a for a in out.alerts if a.rule == "cost_rate"]
     assert len(fired) == 1 and fired[0].state == "firing" and fired[0].scope.feature_id == "summarize"
+    assert fired[0].tenant_tier == "enterprise"  # a pager route by tenant tier matches detector alerts too
     delay_min = (fired[0].ts.timestamp() * 1000 - (t + 120 * 60_000)) / 60_000
     assert delay_min <= 3
     assert [(c.action, c.downgrade_to) for c in out.controls] == [("downgrade", "gpt-4o-mini")]
