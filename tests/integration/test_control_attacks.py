@@ -46,6 +46,8 @@ def test_forged_tampered_unsigned_replayed_expired_future_and_revoked_controls_c
         initech_allow = await publish_control(settings, broker.bootstrap, by_hand("allow", "initech"))
         await publish_control(settings, broker.bootstrap, by_hand("block", "initech"))
         await wait_for(lambda: live.applied >= 4)
+        # the worker reads the same topic with its own view: wait until it holds the operator's block too
+        await wait_for(lambda: worker_view(worker)["controls"] == INITECH_BLOCKED)
         before = worker_view(worker)
         assert (live.decide("acme").action, live.decide("initech").action) == ("allow", "block")
 
@@ -93,10 +95,13 @@ def test_forged_tampered_unsigned_replayed_expired_future_and_revoked_controls_c
     assert result["live_ignored"] == result["late_ignored"] == {
         Ignored.EXPIRED: 1, Ignored.STALE: 3, Ignored.FUTURE: 1, Ignored.BAD_SIGNATURE: 6}
     before, after = result["worker_before"], result["worker_after"]
-    assert before["controls"] == after["controls"] == [
-        {"scope": "tenant=initech/feature=*/user=*/model=*", "action": "block", "downgrade_to": None, "max_rps": None}]
+    assert before["controls"] == after["controls"] == INITECH_BLOCKED
     assert after["issued"] == before["issued"] + 2  # the same decisions again, for acme and initech only
     assert after["ignored"] == {"stale": 3, "future": 1, "bad_signature": 6, "expired": 1}
+
+
+INITECH_BLOCKED = [
+    {"scope": "tenant=initech/feature=*/user=*/model=*", "action": "block", "downgrade_to": None, "max_rps": None}]
 
 
 def worker_view(worker) -> dict:  # noqa: ANN001
