@@ -112,7 +112,11 @@ def test_every_receiver_gets_one_trigger_and_one_resolve_across_a_pager_crash(pa
         return (len(receivers.of("pd")) == 1 and len(receivers.of("flaky")) == 3 and len(receivers.of("slack")) == 2
                 and len(receivers.of("am")) >= 1 and routes["hang"].get("dead_lettered") == 1)
 
-    wait_for(delivered, 60, "the first deliveries", pager.log_tail)
+    def recorded() -> bool:  # counted once the pager wrote the outcome to its incidents topic: a crash
+        routes = pager.status()["routes"]  # between a receiver's 2xx and that write sends it again (pager docstring)
+        return (routes["pd"]["delivered"], routes["flaky"]["delivered"], routes["slack"]["delivered"]) == (1, 1, 1)
+
+    wait_for(lambda: delivered() and recorded(), 60, "the first deliveries, written down", pager.log_tail)
     before_crash = {k: len(receivers.of(k)) for k in ("pd", "flaky", "slack", "hang")}
 
     pager.kill()  # mid-incident: open, delivered, nothing resolved yet
