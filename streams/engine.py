@@ -32,9 +32,11 @@ from tokenbrake.streams.ingest.dedupe import Deduper, Seen
 from tokenbrake.streams.price.pricebook import PriceBook
 from tokenbrake.streams.price.rates import nanos_to_usd
 from tokenbrake.streams.state.keys import DAY, day_key, month_key, parse_bucket_key
+from tokenbrake.streams.state.records import SpendTotals
 from tokenbrake.streams.state.store import Store
 
-STORES = ("aggregates", "dedupe", "decisions")
+#: the engine's stores, each with its persisted record type (None: the values are their records)
+STORES = {"aggregates": SpendTotals, "dedupe": None, "decisions": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.clock = clock or (lambda: 0)
         self.pricebook = pricebook
-        self.stores = {name: Store(name) for name in STORES}
+        self.stores = {name: Store(name, record) for name, record in STORES.items()}
         self.out = Emitted()
         self.board = ControlBoard(self.out)
         decisions = self.stores["decisions"]
@@ -278,9 +280,10 @@ class Engine:
         the buckets they are missing from."""
         return dict(sorted(self._reread.items()))
 
-    def totals(self) -> Iterable[tuple[str, list[int]]]:
-        """Every aggregate (key, counters): what the ClickHouse rollups hold."""
-        return self.stores["aggregates"].items()
+    def totals(self) -> Iterable[tuple[str, dict[str, Any]]]:
+        """Every aggregate as (key, persisted record): what the ClickHouse rollups hold."""
+        dump = SpendTotals.dump
+        return ((key, dump(totals)) for key, totals in self.stores["aggregates"].items())
 
     def stats(self) -> dict[str, Any]:
         """Cheap figures (no scan of the spend state): counts, watermark, controls in force, keys."""

@@ -30,11 +30,11 @@ from tokenbrake.streams.state.keys import (
     scope_tenant,
     scope_user,
 )
-from tokenbrake.streams.state.store import POS, WIDTH, Store, add_into
+from tokenbrake.streams.state.records import SpendTotals
+from tokenbrake.streams.state.store import POS, Store, add_into
 
 COST, REQUESTS, INPUT, OUTPUT, CACHED, REASONING, ERRORS, RETRIES = range(8)
-FIELDS = ("cost_nanos", "requests", "input_tokens", "output_tokens", "cached_input_tokens",
-          "reasoning_tokens", "errors", "retries")
+FIELDS = SpendTotals.FIELDS  # the persisted record names them
 
 
 class SpendAggregator:
@@ -180,8 +180,6 @@ class SpendAggregator:
         """Recreate the bucket indexes after :meth:`Store.load` (or a restore)."""
         self._cache.clear()
         indexes: dict[str, list[tuple[int, str]]] = {"m": [], "d": [], "M": []}
-        for key, vec in self.store.data.items():
+        for key in self.store.data:
             indexes[bucket_kind(key)].append((bucket_number(key), key))
-            if len(vec) == WIDTH:  # written before positions existed: position unknown
-                vec.append(-1)
         self._minutes, self._days, self._months = (deque(sorted(indexes[k])) for k in ("m", "d", "M"))

@@ -6,8 +6,8 @@ days); held only in memory, every deploy would leave it blind that long. The hub
 at shutdown) those are written to the decisions store, one key per (rule, scope), owned by
 the tenant's partition so its changelog travels with the tenant:
 
-    det|<rule>|<scope parts>  ->  [sealed pickle of the model, open incident or None,
-                                   the rule's parameters, saved at (ms)]
+    det|<rule>|<scope parts>  ->  a ``state.records.Baseline``: the sealed pickle of the model,
+                                  the open incident or None, the rule's parameters, saved at (ms)
 
 Models are River objects, so the state is a pickle, sealed with the control signing key
 (HMAC): a record that does not verify, or was learned under other parameters, is skipped
@@ -25,6 +25,7 @@ from tokenbrake.schemas.codec import dumps, loads
 from tokenbrake.schemas.signing import Sealer
 from tokenbrake.streams.decide.detection import DetectorHub
 from tokenbrake.streams.state.keys import BASELINE, baseline_key, parse_baseline_key
+from tokenbrake.streams.state.records import Baseline
 from tokenbrake.streams.state.store import Store
 
 KEEP_MS = 14 * 86_400_000
@@ -47,9 +48,9 @@ class BaselineKeeper:
                 continue
             partition = partition_of_tenant(scope[0])
             active = hub.active.get((rule, scope))
-            value = [self.sealer.seal(pickle.dumps(model)), list(active) if active else None,
-                     self._params(rule), now_ms]
-            self.store.set(baseline_key(rule, scope), value, partition)
+            record = Baseline(self.sealer.seal(pickle.dumps(model)), list(active) if active else None,
+                              self._params(rule), now_ms)
+            self.store.set(baseline_key(rule, scope), record.dump(), partition)
             written += 1
         hub.dirty.clear()
         return written
@@ -61,16 +62,17 @@ class BaselineKeeper:
             if not key.startswith(BASELINE):
                 continue
             rule, scope = parse_baseline_key(key)
-            if rule not in self.hub.config or not self.hub.config[rule].enabled or value[2] != self._params(rule):
+            record = Baseline.read(value)
+            if rule not in self.hub.config or not self.hub.config[rule].enabled or record.params != self._params(rule):
                 skipped += 1  # rule gone, disabled, or re-parameterised: learn afresh
                 continue
-            blob = self.sealer.open(value[0])
+            blob = self.sealer.open(record.model)
             if blob is None:
                 skipped += 1
                 continue
             self.hub.models[(rule, scope)] = pickle.loads(blob)  # noqa: S301 - sealed by this deployment
-            if value[1] is not None:
-                self.hub.active[(rule, scope)] = list(value[1])
+            if record.incident is not None:
+                self.hub.active[(rule, scope)] = list(record.incident)
             restored += 1
         if skipped:
             log.warning("detector baselines not restored (bad seal, rule changed or removed): they learn afresh",
@@ -78,5 +80,6 @@ class BaselineKeeper:
         return restored
 
     def expire(self, now_ms: int) -> None:
-        for key in [k for k, v in self.store.items() if k.startswith(BASELINE) and v[3] < now_ms - KEEP_MS]:
+        for key in [k for k, v in self.store.items()
+                    if k.startswith(BASELINE) and Baseline.read(v).saved_ms < now_ms - KEEP_MS]:
             self.store.delete(key)

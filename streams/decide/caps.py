@@ -11,6 +11,7 @@ from tokenbrake.streams.decide.policies import RequestCostCap
 from tokenbrake.streams.emit.events import Emitted, alert
 from tokenbrake.streams.price.rates import nanos_to_usd, usd_to_nanos
 from tokenbrake.streams.state.keys import CAP, cap_key, parse_cap_key, unpriced_key
+from tokenbrake.streams.state.records import CapAlert, UnpricedModel
 from tokenbrake.streams.state.store import Store
 
 
@@ -18,8 +19,7 @@ class RequestCostCaps:
     """Alert when one call costs more than a cap: once per tenant x feature x model per day,
     resolved when that (UTC) day is over, so that a pager closes the incident it opened.
 
-    Store value per key: ``{"day", "scope": [tenant, feature, model], "resolved"}`` (a bare
-    day number in states written before resolves existed: expired without a resolve)."""
+    Store value per key: a :class:`~streams.state.records.CapAlert` record."""
 
     def __init__(self, caps: list[RequestCostCap], store: Store, out: Emitted) -> None:
         self._caps = [(cap, CapDetector(max_nanos=usd_to_nanos(cap.max_usd))) for cap in caps]
@@ -34,7 +34,7 @@ class RequestCostCaps:
             key = cap_key(cap.id, tenant, feature, model, day)
             if key in self.store:
                 continue
-            self.store.set(key, {"day": day, "scope": [tenant, feature, model], "resolved": False}, partition)
+            self.store.set(key, CapAlert(day, [tenant, feature, model]).dump(), partition)
             scope = Scope(tenant_id=tenant, feature_id=feature, model=model)
             observed = nanos_to_usd(cost)
             alert(self.out, rule="request_cost_cap", scope=scope,
@@ -48,12 +48,13 @@ class RequestCostCaps:
         """Resolve the alerts of days that are over; forget them a day later."""
         today = day_of(now_ms)
         for key, value in [(k, v) for k, v in self.store.items() if k.startswith(CAP)]:
-            day = value if isinstance(value, int) else value["day"]
-            if day < today - 1:
+            record = CapAlert.read(value)
+            if record.day < today - 1:
                 self.store.delete(key)
-            elif day < today and isinstance(value, dict) and not value["resolved"]:
-                self.store.set(key, {**value, "resolved": True})
-                tenant, feature, model = value["scope"]
+            elif record.day < today and not record.resolved and record.scope is not None:
+                record.resolved = True
+                self.store.set(key, record.dump())
+                tenant, feature, model = record.scope
                 cap_id = parse_cap_key(key)[0]
                 scope = Scope(tenant_id=tenant, feature_id=feature, model=model)
                 alert(self.out, rule="request_cost_cap", scope=scope, severity="info", state="resolved",
@@ -72,7 +73,7 @@ class UnpricedModels:
         key = unpriced_key(provider, model)
         if key in self.store:
             return
-        self.store.set(key, ts_ms, partition)
+        self.store.set(key, UnpricedModel(ts_ms).dump(), partition)
         alert(self.out, rule="unpriced_model", scope=Scope(tenant_id=tenant, model=model), severity="warning",
               state="firing", summary=f"model {provider}/{model} is not in the price catalog: priced at the "
               f"fallback (${nanos_to_usd(cost)} for the first call); add it to the price overrides",

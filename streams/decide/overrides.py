@@ -21,6 +21,7 @@ from tokenbrake.schemas.control import ControlEvent
 from tokenbrake.streams.decide.board import OPERATOR as SOURCE
 from tokenbrake.streams.decide.board import Contribution, ControlBoard
 from tokenbrake.streams.state.keys import OPERATOR, operator_key
+from tokenbrake.streams.state.records import OperatorControl
 from tokenbrake.streams.state.store import Store
 
 
@@ -39,7 +40,8 @@ class OperatorOverrides:
             self._expiry.pop(key, None)
             self.board.put(scope, SOURCE, None, now_ms, emit=False)
         else:
-            self.store.set(operator_key(key), control.model_dump(mode="json"), self.tenant_partition(scope.tenant_id))
+            self.store.set(operator_key(key), OperatorControl.dump(control.model_dump(mode="json")),
+                           self.tenant_partition(scope.tenant_id))
             self._wish(control, expires_ms)
         if self.board.effective(key) != (control.action, control.downgrade_to, control.max_rps):
             self.board.reissue(scope, now_ms)  # the topic's latest says otherwise: correct it
@@ -64,7 +66,7 @@ class OperatorOverrides:
         self._expiry.clear()
         for key, value in self.store.items():
             if key.startswith(OPERATOR):
-                control = ControlEvent.model_validate(value)
+                control = ControlEvent.model_validate(OperatorControl.read(value))
                 self._wish(control, _expires_ms(control))
 
 

@@ -16,7 +16,8 @@ restarted worker neither forgets nor counts anything twice:
   the same time the dedupe mark and the count (counts are derived from these records on
   :meth:`UnitCostEvaluator.restore`): a redelivered outcome finds its mark and changes
   nothing, and no crash can persist one without the other.
-- ``us|<period tag>|<tenant>|<feature>|<session>`` -> 1: each session once per period (only
+- ``us|<period tag>|<tenant>|<feature>|<session>`` -> ``state.records.MARK`` (version 1 was
+  the number 1): each session once per period (only
   for scopes a ``per: session`` policy covers); counts derived the same way.
 - ``uc|<policy>|<tenant>|<feature>`` -> :class:`UnitCostState`: the firing state.
 
@@ -52,6 +53,7 @@ from tokenbrake.streams.decide.policies import PoliciesFile, UnitCostPolicy
 from tokenbrake.streams.emit.events import Emitted, alert
 from tokenbrake.streams.price.rates import nanos_to_usd, usd_to_nanos
 from tokenbrake.streams.state import keys
+from tokenbrake.streams.state.records import MARK
 from tokenbrake.streams.state.store import Store
 
 SESSION = "@session"  # the counter of sessions (an outcome kind cannot start with "@")
@@ -170,7 +172,7 @@ class UnitCostEvaluator:
             if session is not None:
                 key = keys.session_key(tag, tenant, feature, session)
                 if key not in self.store:
-                    self.store.set(key, 1, partition)
+                    self.store.set(key, MARK, partition)
                     self._counts[(tag, tenant, feature, SESSION)] += 1
 
     def on_outcome(self, outcome_id: str, tenant: str, feature: str, kind: str, ts_ms: int, now_ms: int,

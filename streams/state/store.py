@@ -45,10 +45,18 @@ def add_into(counters: list[list[int]], vector: tuple[int, ...], pos: int) -> No
 
 
 class Store:
-    __slots__ = ("name", "data", "_changed", "_partition", "_default_partition", "epoch", "marks")
+    """Values by key, each owned by a partition, with the keys changed since :meth:`changes`.
 
-    def __init__(self, name: str) -> None:
+    ``record`` (optional) is the persisted form of the values when it differs from the one
+    held in memory: its ``dump`` makes the records :meth:`changes` returns, its ``read`` turns
+    a persisted record (of any version it knows) back into a value on :meth:`load` and
+    :meth:`attach`. Without it the values are their own records."""
+
+    __slots__ = ("name", "data", "_changed", "_partition", "_default_partition", "epoch", "marks", "record")
+
+    def __init__(self, name: str, record: Any = None) -> None:
         self.name = name
+        self.record = record
         self.data: dict[str, Any] = {}
         self._changed: dict[str, int] = {}
         self._partition: dict[str, int] = {}
@@ -141,8 +149,14 @@ class Store:
             self._changed[key] = self._partition.pop(key, self._default_partition)
 
     def changes(self) -> list[tuple[str, Any, int]]:
-        """(key, value or DELETED, partition) for every key changed since the last call."""
-        out = [(key, self.data.get(key, DELETED), part) for key, part in self._changed.items()]
+        """(key, persisted record or DELETED, partition) for every key changed since the last call."""
+        data = self.data
+        if self.record is None:
+            out = [(key, data.get(key, DELETED), part) for key, part in self._changed.items()]
+        else:
+            dump = self.record.dump
+            out = [(key, None if (value := data.get(key)) is None else dump(value), part)
+                   for key, part in self._changed.items()]
         self._changed.clear()
         self.marks += 1
         return out
@@ -154,6 +168,10 @@ class Store:
         self._partition = partitions
         self._changed.clear()
         self.epoch += 1
+        if self.record is not None:  # the table holds the records as recovered from the changelog
+            read = self.record.read
+            for key, value in data.items():
+                data[key] = read(value)
 
     def load(self, items: Iterable[tuple[str, Any, int]]) -> None:
         """Replace the contents with persisted (key, value, partition) items."""
@@ -161,6 +179,7 @@ class Store:
         self._partition.clear()
         self._changed.clear()
         self.epoch += 1
+        read = (lambda value: value) if self.record is None else self.record.read
         for key, value, part in items:
-            self.data[key] = value
+            self.data[key] = read(value)
             self._partition[key] = part

@@ -21,6 +21,8 @@ from typing import Any
 from tests.chaos.harness import read_chdb
 from tests.chaos.workload import NANO, Expected, diff
 from tokenbrake.schemas.codec import loads
+from tokenbrake.streams.state.records import SpendTotals
+from tokenbrake.streams.state.store import POS
 
 
 def nanos(text: str) -> int:
@@ -158,9 +160,8 @@ def changelog_regressions(records: list[Any], limit: int = 12) -> dict[str, Any]
             value = loads(rec.value)
         except ValueError:
             continue
-        if not isinstance(value, list) or len(value) < 2:
-            continue
-        now = (value[1], value[8] if len(value) > 8 else -1, rec.partition, rec.offset)
+        totals = SpendTotals.read(value)  # a record of another shape fails the scenario loudly
+        now = (totals[1], totals[POS], rec.partition, rec.offset)
         before = last.get(rec.key)
         last[rec.key] = now
         if before is not None and (now[0] < before[0] or now[1] < before[1]):

@@ -98,6 +98,11 @@ def test_detector_baselines_survive_a_restart_only_when_sealed_and_unchanged():
 
     assert after_restart(saved) == ["firing"]  # the restored baseline knows the cheap normal
     assert after_restart([]) == []  # without it, the expensive model is learned as the normal
-    tampered = [(k, [[v[0][0], "0" * 64, v[0][2]], *v[1:]] if k.startswith("det|") else v, p) for k, v, p in saved]
+    assert all(v["v"] == 2 for k, v, _ in saved if k.startswith("det|"))
+    previous = [(k, [v["model"], v["incident"], v["params"], v["saved_ms"]] if k.startswith("det|") else v, p)
+                for k, v, p in saved]  # the previous release's records: lists
+    assert after_restart(previous) == ["firing"]
+    tampered = [(k, {**v, "model": [v["model"][0], "0" * 64, v["model"][2]]} if k.startswith("det|") else v, p)
+                for k, v, p in saved]
     assert after_restart(tampered) == []  # a record that does not verify is never unpickled
     assert after_restart(saved, "detectors:\n  cost_rate: {factor: 3.5}\n") == []  # re-parameterised: afresh

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import NOW_MS, engine, event
 from tokenbrake.streams.aggregate.spend import COST
+from tokenbrake.streams.state.records import SpendTotals
 from tokenbrake.streams.state.store import WIDTH
 
 calls = st.lists(st.tuples(st.sampled_from(["acme", "globex"]), st.sampled_from(["chat", "search"]),
@@ -69,12 +70,12 @@ def test_changelog_replica_always_equals_the_state(spec, cuts, expire_at):
                 if value is None:
                     replica.pop(key, None)
                 else:
-                    replica[key] = list(value)
+                    replica[key] = SpendTotals.read(value)
     for key, value, _ in store.changes():
         if value is None:
             replica.pop(key, None)
         else:
-            replica[key] = list(value)
+            replica[key] = SpendTotals.read(value)
     assert replica == {k: list(v) for k, v in store.items()}
 
 
