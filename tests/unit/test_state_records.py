@@ -138,3 +138,19 @@ def test_records_of_an_unknown_version_are_refused_loudly():
 def test_older_cap_and_mark_records_read():
     assert CapAlert.read(20_500) == CapAlert(20_500, None, True)  # a bare day: nothing left to resolve
     assert MARK == {"v": 1}
+
+
+def test_the_worker_table_recovered_from_a_previous_changelog_is_read_on_attach():
+    """The worker's stores share Faust's table dicts, filled by changelog recovery with records
+    as they were written; attaching turns each into the in-memory value, whatever its version."""
+    from tokenbrake.streams.state.store import Store
+
+    table = {"d20500|t=acme": [7, 1, 0, 0, 0, 0, 0, 0], "d20501|t=acme": [7, 1, 0, 0, 0, 0, 0, 0, 5],
+             "M674|t=acme": {"v": 2, "counters": [14, 2, 0, 0, 0, 0, 0, 0], "pos": 6}}
+    store = Store("aggregates", SpendTotals)
+    store.attach(table, {})
+    assert store.data is table and table == {"d20500|t=acme": [7, 1, 0, 0, 0, 0, 0, 0, -1],
+                                             "d20501|t=acme": [7, 1, 0, 0, 0, 0, 0, 0, 5],
+                                             "M674|t=acme": [14, 2, 0, 0, 0, 0, 0, 0, 6]}
+    store.set("M674|t=acme", [15, 3, 0, 0, 0, 0, 0, 0, 7])
+    assert store.changes() == [("M674|t=acme", {"v": 2, "counters": [15, 3, 0, 0, 0, 0, 0, 0], "pos": 7}, 0)]
