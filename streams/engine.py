@@ -280,10 +280,14 @@ class Engine:
         the buckets they are missing from."""
         return dict(sorted(self._reread.items()))
 
-    def totals(self) -> Iterable[tuple[str, dict[str, Any]]]:
-        """Every aggregate as (key, persisted record): what the ClickHouse rollups hold."""
-        dump = SpendTotals.dump
-        return ((key, dump(totals)) for key, totals in self.stores["aggregates"].items())
+    def totals(self) -> Iterable[tuple[str, list[int]]]:
+        """Every aggregate (key, counters): what the ClickHouse rollups hold."""
+        return self.stores["aggregates"].items()
+
+    def encoder(self, store: str) -> Callable[[Any], Any]:
+        """What turns the values of ``store`` in :meth:`drain`'s changes into their persisted
+        records (``state.records``): applied by the adapter as it serialises each one."""
+        return self.stores[store].encode
 
     def stats(self) -> dict[str, Any]:
         """Cheap figures (no scan of the spend state): counts, watermark, controls in force, keys."""

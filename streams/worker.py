@@ -376,7 +376,7 @@ class Runtime:
             self.meter.changelog(name, len(records))
             if name == "aggregates":  # the ClickHouse rollups are these same totals
                 keep_totals(records, time.time_ns(), self._totals)
-            pending += await send_packed(producer, self.changelogs[name], records)
+            pending += await send_packed(producer, self.changelogs[name], records, self.engine.encoder(name))
         if wait and pending:
             await asyncio.gather(*pending)
         return pending

@@ -47,14 +47,13 @@ Totals = dict[str, tuple[list[int], int]]
 def keep_totals(changes: Iterable[tuple[str, Any, int]], version: int, totals: Totals) -> None:
     """Keep the changed aggregate totals that have a rollup row (a key changed in several
     chunks is kept, and written, once per flush): tenant, feature and model minutes, and
-    user days. ``changes`` are the aggregates' persisted records (``state.records.SpendTotals``):
-    their counters are already a copy of the lists the core adds to in place."""
-    for key, record, _ in changes:
-        if record is None:  # expired bucket: its last total is already stored
+    user days. The counters are copied: the core adds to its lists in place."""
+    for key, vec, _ in changes:
+        if vec is None:  # expired bucket: its last total is already stored
             continue
         kind, user = bucket_kind(key), is_user_scope(key)
         if (kind == MINUTE and not user) or (kind == DAY and user):
-            totals[key] = (record["counters"], version)
+            totals[key] = (vec[:], version)
 
 
 def rollup_rows(totals: Totals) -> tuple[list[list], list[list]]:

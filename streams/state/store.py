@@ -48,9 +48,10 @@ class Store:
     """Values by key, each owned by a partition, with the keys changed since :meth:`changes`.
 
     ``record`` (optional) is the persisted form of the values when it differs from the one
-    held in memory: its ``dump`` makes the records :meth:`changes` returns, its ``read`` turns
-    a persisted record (of any version it knows) back into a value on :meth:`load` and
-    :meth:`attach`. Without it the values are their own records."""
+    held in memory: its ``dump`` makes a value's record (:meth:`encode`, applied by the adapter
+    to what :meth:`changes` returns), its ``read`` turns a persisted record (of any version it
+    knows) back into a value on :meth:`load` and :meth:`attach`. Without it the values are
+    their own records."""
 
     __slots__ = ("name", "data", "_changed", "_partition", "_default_partition", "epoch", "marks", "record")
 
@@ -148,15 +149,16 @@ class Store:
             self.epoch += 1
             self._changed[key] = self._partition.pop(key, self._default_partition)
 
+    def encode(self, value: Any) -> Any:
+        """The persisted record of a value from :meth:`changes` (DELETED stays DELETED)."""
+        return value if value is None or self.record is None else self.record.dump(value)
+
     def changes(self) -> list[tuple[str, Any, int]]:
-        """(key, persisted record or DELETED, partition) for every key changed since the last call."""
+        """(key, value or DELETED, partition) for every key changed since the last call: the
+        values themselves (the adapter makes each one's record as it serialises it, see
+        :meth:`encode`, so no second copy of a chunk's changes is alive at once)."""
         data = self.data
-        if self.record is None:
-            out = [(key, data.get(key, DELETED), part) for key, part in self._changed.items()]
-        else:
-            dump = self.record.dump
-            out = [(key, None if (value := data.get(key)) is None else dump(value), part)
-                   for key, part in self._changed.items()]
+        out = [(key, data.get(key, DELETED), part) for key, part in self._changed.items()]
         self._changed.clear()
         self.marks += 1
         return out

@@ -86,7 +86,7 @@ class Broker:
     def __init__(self, log: list) -> None:
         self.log, self.pending = log, []
 
-    async def send_packed(self, producer: Any, topic: str, records: Any) -> list[asyncio.Future]:
+    async def send_packed(self, producer: Any, topic: str, records: Any, encode: Any = None) -> list[asyncio.Future]:
         futures = []
         for key, _, _ in records:
             self.log.append(("changelog", topic, key))

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from tokenbrake.streams.sink.rollups import keep_totals, rollup_rows
-from tokenbrake.streams.state.records import SpendTotals
 from tokenbrake.streams.state.store import DELETED
 
 VEC = [1_500_000, 2, 300, 40, 5, 6, 1, 1]  # cost nanos, requests, input, output, cached, reasoning, errors, retries
 
 
 def test_only_keys_with_a_rollup_row_are_kept_as_copies():
-    live = [*VEC, 41]  # the core's list: counters, then the position
-    changes = [(key, SpendTotals.dump(live), 0) for key in (
+    changes = [(key, VEC, 0) for key in (
         "m29400000|t=acme", "m29400000|t=acme|f=chat", "m29400000|t=acme|m=gpt-4o",  # minutes: rows
         "m29400000|t=acme|u=u1",  # a user's minute (rolling user budgets): stays in the core
         "d20416|t=acme|u=u1",  # a user's day: a row
@@ -21,8 +19,9 @@ def test_only_keys_with_a_rollup_row_are_kept_as_copies():
     keep_totals(changes, 7, totals)
     assert sorted(totals) == ["d20416|t=acme|u=u1", "m29400000|t=acme", "m29400000|t=acme|f=chat",
                               "m29400000|t=acme|m=gpt-4o"]
-    live[1] += 1  # the core adds in place after the chunk: what was kept does not move
+    VEC[1] += 1  # the core adds in place after the chunk: what was kept does not move
     assert all(vec[1] == 2 and version == 7 for vec, version in totals.values())
+    VEC[1] -= 1
 
     minutes, user_days = rollup_rows(totals)
     counters = [2, 300, 40, 5, 6, 1, 1, "0.001500000", 7]
