@@ -12,6 +12,8 @@ declares its own bucket with an ``add`` function, which the hub calls once per e
 >>> errors = Bucket("errors_minute", MINUTE_MS, "(tenant,) -> [requests, errors]", add=lambda c, *call: None)
 >>> errors.builtin, CALLS_MINUTE.builtin
 (False, True)
+>>> [bucket.period for bucket in BUILTIN]
+['1m', '1h', '1h', '1h', '10m']
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ class Bucket:
     @property
     def builtin(self) -> bool:
         return self.add is None
+
+    @property
+    def period(self) -> str:
+        """The size as a control reason's period: ``"1m"``, ``"10m"``, ``"1h"``."""
+        if self.size_ms % HOUR_MS == 0:
+            return f"{self.size_ms // HOUR_MS}h"
+        return f"{self.size_ms // MINUTE_MS}m" if self.size_ms % MINUTE_MS == 0 else f"{self.size_ms // 1000}s"
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,10 @@ class CostRate(base.AnomalyDetector):
         """The figures an alert's summary adds: the minute's spend against the baseline."""
         return f"${observed}/min against a baseline of ${self.baseline_usd_per_minute:.4f}/min"
 
+    def control_reason(self, score: float) -> tuple[Decimal, str]:
+        """The threshold and detail of the control a flagged scope gets (its cost rate against the baseline)."""
+        return Decimal(str(round(self.factor, 4))), f"cost rate {score * self.factor:.1f}x its baseline"
+
     @property
     def baseline_usd_per_minute(self) -> float:
         return self._per_call.mean * self._calls.mean / 1e9

@@ -54,7 +54,8 @@ class DetectorSpec:
     watches (``tenant``, ``feature``, ``model`` parts of the alert's scope), the features of the
     dict it scores (``user:*`` = one feature per user), what it scores on one closed bucket
     (``features_of``), what it scores on the open minute when a failure lands (``early``,
-    ``CALLS_MINUTE`` only), and whether it issues controls."""
+    ``CALLS_MINUTE`` only), and whether it issues controls (the class may word the control's reason:
+    ``control_reason(score) -> (threshold, detail)``)."""
 
     rule: str
     cls: type

@@ -312,8 +312,10 @@ class DetectorHub:
               dedup_key=f"{rule}:{alert_scope.key()}:{at_ms}", at_ms=at_ms, tenant_tier=self.tiers.get(scope[0]))
         cfg = self.config[rule]
         if controls and cfg.action != "none":
-            reason = Reason(rule=rule, observed=observed, threshold=Decimal(str(round(det.factor, 4))),
-                            period="1m", detail=f"cost rate {score * det.factor:.1f}x its baseline")
+            reason_of = getattr(det, "control_reason", None)  # the detector's own words, when it has them
+            threshold, detail = (Decimal(1), f"{rule} score {score:.1f}") if reason_of is None else reason_of(score)
+            reason = Reason(rule=rule, observed=observed, threshold=threshold, period=self._specs[rule].bucket.period,
+                            detail=detail)
             wish = Contribution(cfg.action, reason, None, cfg.to_model, cfg.max_rps, at_ms + cfg.ttl_s * 1000)
             self.board.put(alert_scope, f"detector:{rule}", wish, at_ms)
 
@@ -324,5 +326,6 @@ class DetectorHub:
               dedup_key=f"{rule}:{alert_scope.key()}:{since_ms}", at_ms=at_ms, tenant_tier=self.tiers.get(scope[0]))
         if self._specs[rule].issues_controls:
             self.board.put(alert_scope, f"detector:{rule}", None, at_ms,
-                           reason=Reason(rule=rule, observed=observed, threshold=Decimal(0), period="1m",
-                                         detail="cost rate back to normal"))
+                           reason=Reason(rule=rule, observed=observed, threshold=Decimal(0),
+                                         period=self._specs[rule].bucket.period,
+                                         detail=f"{rule.replace('_', ' ')} back to normal"))

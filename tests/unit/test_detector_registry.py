@@ -1,6 +1,7 @@
 """Adding a detector is one file and one registry line: toy detectors defined here, on a bucket of
 their own and on a built-in one, are scored by the hub, fire and resolve, with no change to the hub."""
 
+import dataclasses
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -102,6 +103,16 @@ def test_a_new_detector_fires_and_resolves_with_no_change_to_the_hub(spec):
     assert hub.models[(spec.rule, scope_key)].learned == 9 and (spec.rule, scope_key) in hub.dirty
     assert ("retry_storm", ("acme", "chat", "gpt-4o")) in hub.models  # the registry's own still run beside it
 
+
+def test_a_new_detector_that_issues_controls_puts_one_on_the_board_and_lifts_it():
+    spec = dataclasses.replace(ON_ITS_OWN_BUCKET, issues_controls=True)
+    _, out = _run(REGISTRY + (spec,), {"error_rate": {"cooldown": 2, "action": "throttle", "max_rps": 3}})
+    assert [(c.action, c.max_rps, c.scope.tenant_id, c.reason.rule, c.reason.period, c.reason.detail)
+            for c in out.controls] == [
+        ("throttle", 3.0, "acme", "error_rate", "1m", "error_rate score 1.5"),
+        ("allow", None, "acme", "error_rate", "1m", "error rate back to normal"),
+    ]
+    assert [a.severity for a in out.alerts if a.rule == "error_rate"] == ["critical", "info"]
 
 def test_the_new_detector_is_configured_like_the_others():
     _, out = _run(REGISTRY + (ON_ITS_OWN_BUCKET,), {"error_rate": {"max_share": 0.9}})
