@@ -5,7 +5,8 @@ class and, for a detector scored on closed buckets, ``features_of``: what it sco
 bucket (and optionally ``early``: scoring the still-open minute). The line names the rule, the
 class, the bucket (``buckets.py``: a built-in one, or a new one with its own ``add``), the scopes,
 the features and those functions. The engine's detector hub (``streams/decide/detection.py``)
-closes buckets and scores rules in this order with one loop and no per-rule code; the contract
+has one loop and no per-rule code: it closes each bucket in the order of the first detector on it
+here, and scores the detectors on it in this order; the contract
 test (``tests/unit/test_detector_contract.py``) runs over every entry; the evaluation
 (``tokenbrake evaluate``) scores every rule listed here.
 
@@ -71,7 +72,7 @@ class DetectorSpec:
         return None if self.bucket is None else self.bucket.size_ms
 
 
-#: in the order the hub closes buckets and scores rules (the order of alerts closed at the same watermark)
+#: the order of the hub's closing and scoring, so of the alerts closed at the same watermark (see above)
 REGISTRY: tuple[DetectorSpec, ...] = (
     DetectorSpec("retry_storm", RetryStorm, CALLS_MINUTE, (("tenant", "feature", "model"),),
                  ("requests", "retries", "errors"), retry_storm.features_of, early=retry_storm.early),
