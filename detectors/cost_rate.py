@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import statistics
+from collections import defaultdict, deque
+from collections.abc import Iterator
 from decimal import Decimal
 
 from river import base
 
 from tokenbrake.detectors.baseline import EWBaseline
+from tokenbrake.detectors.buckets import MINUTE_MS, Closed, Judged, nanos_to_usd
 from tokenbrake.detectors.tails import CountRate, binomial_upper_nats, poisson_upper_nats
 
+#: the window of minutes ending with the closed one that is scored too (quiet scopes)
+COST_WINDOW_MINUTES = 5
 
 class CostRate(base.AnomalyDetector):
     """Scores the cost per second of one tenant x feature, each closed minute.
@@ -17,7 +22,7 @@ class CostRate(base.AnomalyDetector):
     ``x`` holds the closed minute's ``requests`` and ``costs`` (a sample of its call
     costs, nano-USD; or ``median_call_nanos``), ``seconds`` (60), and optionally the same
     for a longer window ending with it (``window_requests``, ``window_costs``,
-    ``window_seconds``: ``registry.COST_WINDOW_MINUTES``), so a quiet scope gathers evidence over minutes while
+    ``window_seconds``: ``COST_WINDOW_MINUTES``), so a quiet scope gathers evidence over minutes while
     a busy one is judged on its last minute alone. Each is scored; the higher counts.
 
     Cost per second = calls per second x cost per call, and the score needs both:
@@ -146,6 +151,37 @@ class CostRate(base.AnomalyDetector):
         """The figures an alert's summary adds: the minute's spend against the baseline."""
         return f"${observed}/min against a baseline of ${self.baseline_usd_per_minute:.4f}/min"
 
+    def control_reason(self, score: float) -> tuple[Decimal, str]:
+        """The threshold and detail of the control a flagged scope gets (its cost rate against the baseline)."""
+        return Decimal(str(round(self.factor, 4))), f"cost rate {score * self.factor:.1f}x its baseline"
+
     @property
     def baseline_usd_per_minute(self) -> float:
         return self._per_call.mean * self._calls.mean / 1e9
+
+
+def features_of(closed: Closed, memory: dict) -> Iterator[Judged]:
+    """Each tenant x feature of a closed ``CALLS_MINUTE`` (its models summed): the minute, and the
+    window of ``COST_WINDOW_MINUTES`` ending with it (``memory``: scope -> the window's minutes as
+    (start, cost, calls, sampled call costs)). A late minute is skipped: its spend is counted by
+    the aggregates, its rate is history."""
+    start, call_costs = closed.start, closed.beside
+    per_feature: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for (tenant, feature, _), counters in closed.counters.items():
+        per_feature[(tenant, feature)][0] += counters[3]
+        per_feature[(tenant, feature)][1] += counters[0]
+    for scope, (cost, calls) in per_feature.items():
+        window = memory.setdefault(scope, deque())
+        if window and start <= window[-1][0]:
+            continue
+        window.append((start, cost, calls, call_costs.get(scope, [])))
+        while window[0][0] <= start - COST_WINDOW_MINUTES * MINUTE_MS:
+            window.popleft()
+        span = max(1, min(COST_WINDOW_MINUTES, (start - window[0][0]) // MINUTE_MS + 1))
+        total, window_calls = sum(w[1] for w in window), sum(w[2] for w in window)
+        # the closed minute alone (busy scopes), and the window ending with it (quiet ones)
+        features = {"cost_nanos": cost, "seconds": 60, "requests": calls, "costs": call_costs.get(scope, [])}
+        if span > 1:
+            features.update(window_cost_nanos=total, window_seconds=60 * span, window_requests=window_calls,
+                            window_costs=[c for w in window for c in w[3]])
+        yield scope, features, nanos_to_usd(cost)

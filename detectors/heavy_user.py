@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from decimal import Decimal
 
 from river import base
 
 from tokenbrake.detectors.baseline import EWBaseline
+from tokenbrake.detectors.buckets import Closed, Judged
 
 
 class HeavyUser(base.AnomalyDetector):
@@ -91,3 +93,10 @@ class HeavyUser(base.AnomalyDetector):
             return share / self.cold_share
         bar = max(self.min_share, self._baseline.mean + self.margin)
         return share / bar
+
+
+def features_of(closed: Closed, memory: dict) -> Iterator[Judged]:
+    """Each tenant seen in a closed ``TENANTS_HOUR``: today's spend per user so far."""
+    users = closed.beside
+    for (tenant,) in closed.counters:
+        yield (tenant,), {f"user:{u}": s for u, s in users.get(tenant, {}).items()}, Decimal(0)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from decimal import Decimal
+
 from river import base
 
+from tokenbrake.detectors.buckets import Closed, Judged
 from tokenbrake.detectors.tails import CountRate, poisson_upper_nats
 
 
@@ -101,3 +105,20 @@ class RetryStorm(base.AnomalyDetector):
         evidence = poisson_upper_nats(k, n * rate, self.dispersion) / self.threshold_nats
         effect = (k / n) / max(rate * self.factor, rate + self.min_excess)
         return min(evidence, effect)
+
+
+def features_of(closed: Closed, memory: dict) -> Iterator[Judged]:
+    """Each tenant x feature x model of a closed ``CALLS_MINUTE``: its failures per call."""
+    for scope, (requests, retries, errors, _) in closed.counters.items():
+        yield (scope, {"requests": requests, "retries": retries, "errors": errors},
+               Decimal(retries + errors) / max(requests, 1))
+
+
+def early(det: RetryStorm, counters: list[int]) -> tuple[dict, Decimal] | None:
+    """The still-open minute of one scope, scored when a failure lands in it (so a storm pages
+    within seconds of crossing the guards, not at the minute's end), once it holds
+    ``min_failures``. Never learned."""
+    requests, retries, errors = counters[0], counters[1], counters[2]
+    if retries + errors < det.min_failures:
+        return None
+    return {"requests": requests, "retries": retries, "errors": errors}, Decimal(retries + errors) / max(requests, 1)

@@ -4,8 +4,11 @@ days and weeks, and a day against twice its trailing 7-day average."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 
 from river import base
+
+from tokenbrake.detectors.buckets import Closed, Judged, nanos_to_usd
 
 
 class SpendSpike(base.AnomalyDetector):
@@ -92,3 +95,16 @@ class SpendSpike(base.AnomalyDetector):
             if average >= floor * 24:
                 score = max(score, x.get("day_to_date", 0) / average / self.day_factor)
         return score
+
+
+def features_of(closed: Closed, memory: dict) -> Iterator[Judged]:
+    """Each scope of a closed ``SPEND_HOUR``: the hour's spend, its index, and the day's spend so
+    far (``memory``: scope -> [UTC day, spend that day up to this hour])."""
+    day = closed.start // 86_400_000
+    for scope, (spend,) in closed.counters.items():
+        running = memory.get(scope)
+        if running is None or running[0] != day:
+            running = memory[scope] = [day, 0]
+        running[1] += spend
+        yield (scope, {"spend": spend, "hour": closed.start // 3_600_000, "day_to_date": running[1]},
+               nanos_to_usd(spend))

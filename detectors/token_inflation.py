@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Iterator
+from decimal import Decimal
 
 from river import base
+
+from tokenbrake.detectors.buckets import Closed, Judged
 
 
 class TokenInflation(base.AnomalyDetector):
@@ -109,3 +113,11 @@ class TokenInflation(base.AnomalyDetector):
             level = statistics.median([*list(self._hours)[1:], median])
             score = max(score, level / max(reference, 1.0) / self.factor)
         return score
+
+
+def features_of(closed: Closed, memory: dict) -> Iterator[Judged]:
+    """Each tenant x feature of a closed ``TOKENS_HOUR``: its median input tokens per call."""
+    for scope, (requests, tokens, sample) in closed.counters.items():
+        median = statistics.median(sample)
+        yield (scope, {"requests": requests, "input_tokens": tokens, "median_input_tokens": median},
+               Decimal(str(median)))

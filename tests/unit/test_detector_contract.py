@@ -2,16 +2,20 @@
 holds every detector class the package exports, and the hub feeds each the features it declares."""
 
 import copy
+import dataclasses
 import pickle
 import random
+from decimal import Decimal
 
 import pytest
 
 from tokenbrake import detectors
+from tokenbrake.detectors.buckets import BUILTIN, nanos_to_usd
 from tokenbrake.detectors.registry import BUCKETED, BY_RULE, REGISTRY
 from tokenbrake.streams.decide import detection
 from tokenbrake.streams.decide.board import ControlBoard
 from tokenbrake.streams.emit.events import Emitted
+from tokenbrake.streams.price import rates
 
 NORMAL = {
     "RetryStorm": lambda r: {"requests": 60 + r.randrange(20), "retries": r.randrange(3), "errors": r.randrange(3)},
@@ -66,24 +70,29 @@ def test_every_exported_detector_is_in_the_registry_once():
     assert len(BY_RULE) == len(REGISTRY) and detectors.RULES == {spec.rule: spec.cls for spec in REGISTRY}
 
 
-def test_every_bucketed_detector_has_a_closer_in_the_hub():
+def test_every_bucketed_detector_declares_how_its_bucket_is_scored():
     hub = _hub()
     for spec in BUCKETED:
-        feeder = spec.fed_by or spec.rule
-        assert BY_RULE[feeder].bucket_ms == spec.bucket_ms, spec.rule
-        assert callable(getattr(hub, f"_close_{feeder}", None)), f"DetectorHub._close_{feeder} is missing"
-    assert list(hub._closers) == [s.rule for s in BUCKETED if s.fed_by is None]
+        assert spec.bucket in BUILTIN or spec.bucket.add is not None, f"nothing fills {spec.rule}'s bucket"
+        assert callable(spec.features_of), f"{spec.rule} declares no features_of"
+    # the hub closes each bucket in the registry's order and scores the detectors on it in that order
+    closing = [(bucket.name, [s.rule for s in specs]) for bucket, _, specs in hub._closing if specs]
+    assert [name for name, _ in closing] == list(dict.fromkeys(s.bucket.name for s in BUCKETED))
+    assert [rule for _, rules in closing for rule in rules] == [s.rule for s in BUCKETED]
+    assert all(BY_RULE[rule].bucket.name == name for name, rules in closing for rule in rules)
 
 
-def test_the_hub_scores_each_detector_on_the_features_it_declares(monkeypatch):
+def test_the_hub_scores_each_detector_on_the_features_it_declares():
     seen: dict[str, set[str]] = {spec.rule: set() for spec in BUCKETED}
-    for spec in BUCKETED:
+    registry = []
+    for spec in REGISTRY:
         class Recording(spec.cls):
             def score_one(self, x, _rule=spec.rule):
                 seen[_rule].update(x)
                 return super().score_one(x)
-        monkeypatch.setitem(detection.CLASSES, spec.rule, Recording)
-    hub = _hub()
+        registry.append(dataclasses.replace(spec, cls=Recording) if spec.bucket is not None else spec)
+    out = Emitted()
+    hub = detection.DetectorHub({}, out, ControlBoard(out), registry=tuple(registry))
     r = random.Random(5)
     for minute in range(3 * 60):
         for i in range(40):
@@ -97,6 +106,10 @@ def test_the_hub_scores_each_detector_on_the_features_it_declares(monkeypatch):
         undeclared = {f for f in seen[spec.rule] if f not in declared and not (
             "user:*" in declared and f.startswith("user:"))}
         assert undeclared == set(), spec.rule
+
+
+def test_observed_amounts_are_the_pricing_stages_usd():
+    assert nanos_to_usd(1_234_567_891) == rates.nanos_to_usd(1_234_567_891) == Decimal("1.234567891")
 
 
 def trained(name, n=24 * 9):
