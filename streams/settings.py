@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # a consumer group's first join waits on the rebalance timeout on some brokers: keep it short
     kafka_rebalance_timeout_s: float = Field(4.0, gt=0)
     kafka_session_timeout_s: float = Field(10.0, gt=0)
-    kafka_fetch_max_wait_ms: int = Field(100, ge=1, le=5000)
+    kafka_fetch_max_wait_ms: int = Field(20, ge=1, le=5000)
     # TLS and SASL for every Kafka client (worker, CLI, and what services build from these): see clients.security
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None

@@ -63,6 +63,8 @@ from tokenbrake.streams.sink.process import SinkProcess
 from tokenbrake.streams.sink.rollups import Totals, keep_totals
 
 log = logging.getLogger("tokenbrake.worker")
+#: how long deciding waits for a control decided mid-batch to reach the broker (see Publisher.delivered)
+CONTROL_SEND_WAIT_S = 0.05
 
 
 class Runtime:
@@ -287,6 +289,7 @@ class Runtime:
     async def _publish_controls(self, chunk: Chunk) -> None:
         controls = self.engine.take_controls()  # before the await: the tick may add more meanwhile
         published = await self.publisher.publish(controls, [])
+        await self.publisher.delivered(CONTROL_SEND_WAIT_S)  # out now, not after the batch or the chunk's end
         chunk.published.extend(published)  # stored in ClickHouse with the chunk
         self.meter.decided(chunk.taken[-1].message.timestamp if chunk.taken else None, len(published))
 

@@ -147,7 +147,7 @@ def bootstrap_of(consumer: Any) -> Any:
     return consumer._thread._ensure_consumer()._client._bootstrap_servers
 
 
-def apply(fetch_max_wait_ms: int = 100, shutdown_timeout_s: float = 10.0,
+def apply(fetch_max_wait_ms: int = 20, shutdown_timeout_s: float = 10.0,
           connection: dict[str, Any] | None = None) -> None:
     global FETCH_MAX_WAIT_MS
     FETCH_MAX_WAIT_MS = fetch_max_wait_ms

@@ -7,6 +7,7 @@ back (schemas.sequence). Alerts always go out: the pager dedupes incidents.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -24,10 +25,11 @@ class Publisher:
                  meter: Any, stats: dict[str, int]) -> None:
         self.signer, self.control_topic, self.alert_topic = signer, control_topic, alert_topic
         self.topic_latest, self.meter, self.stats = topic_latest, meter, stats
+        self._sending: list[asyncio.Future] = []  # the last publish's controls, until on the broker
 
     async def publish(self, controls: list[ControlEvent], alerts: list[Any]) -> list[ControlEvent]:
         """Returns the controls published (the others said what the topic already says)."""
-        published = []
+        published, self._sending = [], []
         for control in controls:
             if self.topic_latest.unchanged(control):
                 self.stats["controls_unchanged"] += 1
@@ -35,7 +37,7 @@ class Publisher:
             signed = self.signer.issue(control)
             self.topic_latest.sent(signed)
             published.append(control)
-            await self.control_topic.send(key=control.scope.key().encode(), value=dumps(signed))
+            self._sending.append(await self.control_topic.send(key=control.scope.key().encode(), value=dumps(signed)))
             log.info("control issued", extra={"scope": control.scope.key(), "action": control.action,
                                               "downgrade_to": control.downgrade_to, "rule": control.reason.rule})
         for alert in alerts:
@@ -46,3 +48,11 @@ class Publisher:
         self.stats["alerts"] += len(alerts)
         self.meter.published(Emitted(published, alerts))
         return published
+
+    async def delivered(self, timeout_s: float) -> None:
+        """Wait, at most ``timeout_s``, until the last publish's controls are on the broker. The
+        producer's sender runs on the event loop: a control published in the middle of a batch
+        would otherwise leave only when the batch is decided (tens of milliseconds)."""
+        sending, self._sending = self._sending, []
+        if sending:
+            await asyncio.wait(sending, timeout=timeout_s)

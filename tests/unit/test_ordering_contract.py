@@ -118,6 +118,9 @@ class Publisher:
                 await during()
         return controls
 
+    async def delivered(self, timeout_s: float) -> None:
+        self.log.append(("delivered",))
+
 
 def runtime(log: list, broker: Broker) -> Runtime:
     """A Runtime with the real deciding loop and everything Faust provides played by fakes."""
