@@ -95,3 +95,28 @@ def test_a_whole_batch_through_the_writer(writers):
     writer = writers[1]
     assert writer.write(SinkBatch(sources())) == []
     assert writer.client.query("SELECT count() FROM by_arrow.usage_events").result_rows[0][0] == 7
+
+
+def test_messages_with_line_breaks_and_whitespace_store_what_the_json_rows_store(writers):
+    by_json, by_arrow = writers
+    pretty = orjson.dumps([{**BASE, "event_id": "p1", "region": "café \"eu\" \\ west"},
+                           {**BASE, "event_id": "p2"}], option=orjson.OPT_INDENT_2).replace(b"\n", b"\r\n")
+    single = b"\n  " + orjson.dumps({**BASE, "event_id": "s1"}, option=orjson.OPT_INDENT_2) + b"\n"
+    src = []
+    for m, value in enumerate((pretty, single)):
+        good, bad = decode(value)
+        assert good and not bad
+        src.append((value, f"1764000000.{m:03d}", [priced_entry(PricedEvent(ev, TS, 5, True, False)) for ev in good]))
+    payloads = usage_payloads(src)
+    assert payloads and all(isinstance(p, pa.Table) for p in payloads)
+    assert stored(by_arrow, payloads) == stored(by_json, bodies([row for s in src for row in usage_rows(s)]))
+    assert [row[USAGE_INSERT_COLUMNS.index("region")] for row in stored(by_arrow, [])][0] == "café \"eu\" \\ west"
+
+
+def test_a_key_twice_in_an_event_takes_the_json_path():
+    value = b'[' + orjson.dumps({**BASE, "event_id": "twice"})[:-1] + b',"user_id":"u2"}]'
+    entry = ("twice", TS, 1, True, False, None)
+    with pytest.raises(ARROW_ERRORS):
+        usage_table([(value, "1764000000.000", [entry])])
+    assert usage_payloads([(value, "1764000000.000", [entry])]) == bodies(usage_rows((value, "1764000000.000",
+                                                                                       [entry])))
