@@ -2,7 +2,7 @@
 
 The writer's usual path (see :func:`streams.sink.clickhouse.usage_rows`) built a Python list
 per row and a JSON line per row for ClickHouse to parse again. Here the messages' bytes
-become one line each, ``{"i": [its events]}``, and Arrow's JSON reader parses them all in
+become one line each (see ``_elements``), and Arrow's JSON reader parses them all in
 C++ into columns of a fixed schema (fields the message left out are null, then the
 contract's default; no Python object per event or value), and the
 values the engine computed are whole columns: event time as ``timestamp[ms, UTC]``, cost as
@@ -42,29 +42,33 @@ _COST_LIMIT = 10**18  # unscaled: 18 digits
 ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 
 
-#: one line per message: its elements as a list of structs (the fields the rows take as sent,
-#: and ``logical_call_id``); a field of another type is an error (the JSON path), others are ignored
-_MESSAGE_SCHEMA = pa.schema([("i", pa.list_(pa.struct([*AS_SENT_SCHEMA, ("logical_call_id", pa.string())])))])
-_PARSE = pa_json.ParseOptions(explicit_schema=_MESSAGE_SCHEMA, unexpected_field_behavior="ignore")
+#: an event's fields the rows take as sent, and ``logical_call_id``; a field of another type is
+#: an error (the JSON path), others are ignored
+_EVENT_SCHEMA = pa.schema([*AS_SENT_SCHEMA, ("logical_call_id", pa.string())])
+_PARSE_EVENTS = pa_json.ParseOptions(explicit_schema=_EVENT_SCHEMA, unexpected_field_behavior="ignore")
+_PARSE_MESSAGES = pa_json.ParseOptions(explicit_schema=pa.schema([("i", pa.list_(pa.struct(list(_EVENT_SCHEMA))))]),
+                                       unexpected_field_behavior="ignore")
 
 
-def _message_line(value: bytes) -> bytes:
-    """A message (a JSON array of events, or one event) as one line ``{"i": [events]}``. A raw
-    line break in valid JSON is only ever whitespace (strings escape them): it becomes a space."""
-    value = value.strip().replace(b"\n", b" ").replace(b"\r", b" ")
-    return b'{"i":' + value + b"}" if value[:1] == b"[" else b'{"i":[' + value + b"]}"
+def _read_lines(lines: list[bytes], options: pa_json.ParseOptions) -> pa.Table:
+    body = b"\n".join(lines)
+    return pa_json.read_json(io.BytesIO(body), parse_options=options,
+                             read_options=pa_json.ReadOptions(use_threads=False, block_size=len(body) + 1))
 
 
 def _elements(sources: list[tuple[bytes, str, list[tuple]]]) -> pa.Table:
     """The messages' elements of the priced entries, in their order, parsed in C++ (Arrow's
-    JSON reader: no Python object per element or value). An id twice in a message: its first
-    element, the one the engine counted."""
-    lines = b"\n".join([_message_line(value) for value, _, _ in sources])
-    read = pa_json.read_json(io.BytesIO(lines), parse_options=_PARSE,
-                             read_options=pa_json.ReadOptions(use_threads=False, block_size=len(lines) + 1))
-    lists = read.column("i").combine_chunks()
-    elements = pa.Table.from_struct_array(lists.flatten())
-    counts = pc.list_value_length(lists).to_pylist()
+    JSON reader: no Python object per element or value). Each message is one line: an event
+    as it is, an array as ``{"i": [events]}`` (a raw line break in valid JSON is only ever
+    whitespace, strings escape them: it becomes a space). An id twice in a message: its
+    first element, the one the engine counted."""
+    values = [value.strip().replace(b"\n", b" ").replace(b"\r", b" ") for value, _, _ in sources]
+    if all(value[:1] == b"{" for value in values):  # one event per message
+        elements, counts = _read_lines(values, _PARSE_EVENTS), [1] * len(values)
+    else:
+        lists = _read_lines([b'{"i":' + value + b"}" if value[:1] == b"[" else b'{"i":[' + value + b"]}"
+                             for value in values], _PARSE_MESSAGES).column("i").combine_chunks()
+        elements, counts = pa.Table.from_struct_array(lists.flatten()), pc.list_value_length(lists).to_pylist()
     if counts == [len(priced) for _, _, priced in sources]:
         wanted = pa.array([entry[0] for _, _, priced in sources for entry in priced], pa.string())
         if elements.column("event_id").equals(pa.chunked_array([wanted])):
