@@ -61,11 +61,12 @@ def _counter_columns(totals: Totals) -> dict[str, pa.Array]:
     if matrix.ndim != 2 or matrix.shape[1] < 8:  # (a ragged one is a ValueError above)
         raise RollupOutOfRange("a counter vector without 8 counters")
     by_column = np.ascontiguousarray(matrix[:, :8].T)  # one row per counter (contiguous: fast into Arrow)
-    if by_column[1:].min() < 0 or np.abs(by_column[0]).max() >= _COST_LIMIT:
+    cost_nanos = by_column[0]
+    if by_column[1:].min() < 0 or cost_nanos.min() <= -_COST_LIMIT or cost_nanos.max() >= _COST_LIMIT:
         raise RollupOutOfRange("a counter below zero or a cost beyond Decimal(18, 9)")
     counters = by_column[1:].view(np.uint64)
     columns = {name: pa.array(counters[i]) for i, name in enumerate(_COUNTER_COLUMNS)}
-    cost = pa.array(by_column[0]).cast(pa.decimal128(38, 0))  # unscaled nano-dollars
+    cost = pa.array(cost_nanos).cast(pa.decimal128(38, 0))  # unscaled nano-dollars
     columns["cost_usd"] = pa.Array.from_buffers(_COST, len(cost), cost.buffers())  # the same integers, scale 9
     columns["version"] = pa.array(list(map(itemgetter(1), values)), pa.uint64())  # refuses < 0 and past 64 bits
     return columns
@@ -89,7 +90,7 @@ def rollup_tables(totals: Totals) -> tuple[pa.Table, pa.Table]:
     day_numbers, minute_numbers = number.filter(is_day), number.filter(pc.invert(is_day))
     if (len(minute_numbers) and pc.max(minute_numbers).as_py() >= _MINUTE_LIMIT) or \
             (len(day_numbers) and pc.max(day_numbers).as_py() >= _DAY_LIMIT):
-        raise RollupOutOfRange("a minute or day beyond DateTime or Date")  # ClickHouse's word on the JSON path
+        raise RollupOutOfRange("a minute or day beyond DateTime or Date")  # the JSON path: ClickHouse decides
     minutes = minutes.append_column("window_start", pc.multiply(minute_numbers, 60).cast(pa.timestamp("s", tz="UTC")))
     days = days.rename_columns(["user_id" if name == "value" else name for name in days.column_names])
     days = days.append_column("day", day_numbers.cast(pa.int32()).cast(pa.date32()))

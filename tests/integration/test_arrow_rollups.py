@@ -125,8 +125,8 @@ def test_arrow_rollups_are_idempotent_and_a_later_total_wins(writers):
 
 
 def test_a_value_outside_the_arrow_types_takes_the_json_path():
-    for vec in ([10**18, 1, 0, 0, 0, 0, 0, 0], [-10**18, 1, 0, 0, 0, 0, 0, 0], [1, -1, 0, 0, 0, 0, 0, 0],
-                [1, 2**64 - 1, 0, 0, 0, 0, 0, 0]):
+    for vec in ([10**18, 1, 0, 0, 0, 0, 0, 0], [-10**18, 1, 0, 0, 0, 0, 0, 0], [-2**63, 1, 0, 0, 0, 0, 0, 0],
+                [1, -1, 0, 0, 0, 0, 0, 0], [1, 2**64 - 1, 0, 0, 0, 0, 0, 0]):
         minutes, user_days = rollup_payloads({f"m{MINUTE}|t=acme": (vec, 1), f"d{DAY}|t=acme|u=u1": ([0] * 8, 1)})
         assert all(isinstance(p, bytes) for p in minutes + user_days), vec
     for key in (f"m{2**32 // 60}|t=acme", f"d{2**16}|t=acme|u=u1", "m-5|t=acme", "d-3|t=acme|u=u1"):
