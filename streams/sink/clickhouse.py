@@ -198,11 +198,29 @@ def usage_payloads(sources: list[UsageSource]) -> list[Any]:
     return [table.slice(i, INSERT_CHUNK_ROWS) for i in range(0, table.num_rows, INSERT_CHUNK_ROWS)]
 
 
+def rollup_payloads(totals: Totals) -> tuple[list[Any], list[Any]]:
+    """The spend_minute and spend_user_day rows as Arrow tables of at most INSERT_CHUNK_ROWS
+    rows (see streams.sink.arrow_rollups); as JSONCompactEachRow bodies when a value does not
+    fit the Arrow types."""
+    from tokenbrake.streams.sink.arrow_rollups import ROLLUP_ARROW_ERRORS, rollup_tables
+
+    if not totals:
+        return [], []
+    try:
+        tables = rollup_tables(totals)
+    except ROLLUP_ARROW_ERRORS:
+        minutes, user_days = rollup_rows(totals)
+        return bodies(minutes), bodies(user_days)
+    minutes_table, days_table = tables
+    return ([minutes_table.slice(i, INSERT_CHUNK_ROWS) for i in range(0, minutes_table.num_rows, INSERT_CHUNK_ROWS)],
+            [days_table.slice(i, INSERT_CHUNK_ROWS) for i in range(0, days_table.num_rows, INSERT_CHUNK_ROWS)])
+
+
 def encode_batch(batch: SinkBatch) -> dict[str, Any]:
     """A batch as the writer inserts it (in the writer process): Arrow tables for the usage
-    rows, JSON bodies for the rollups, tuples for the rest."""
-    minutes, user_days = rollup_rows(batch.totals)
-    return {"usage": usage_payloads(batch.usage), "minutes": bodies(minutes), "user_days": bodies(user_days),
+    rows and the rollups (JSON bodies for values outside their Arrow schemas), tuples for the rest."""
+    minutes, user_days = rollup_payloads(batch.totals)
+    return {"usage": usage_payloads(batch.usage), "minutes": minutes, "user_days": user_days,
             "controls": batch.controls, "alerts": batch.alerts, "stale_minutes": sorted(batch.stale_minutes),
             "extra": batch.extra}
 

@@ -24,14 +24,23 @@ import os
 import signal
 from typing import Any
 
+from tokenbrake.streams.heap import HeapAger
 from tokenbrake.streams.sink.clickhouse import ClickHouseWriter, SinkBatch, Unstorable
 
 log = logging.getLogger("tokenbrake.sink")
 
 
+#: how often the child moves what survived its writes out of the cyclic collector's reach
+HEAP_AGE_INTERVAL_S = 10.0
+
+
 def _serve(conn: Any, dsn: str, database: str) -> None:  # pragma: no cover - runs in the child
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     writer = ClickHouseWriter(dsn, database)
+    # chdb, pyarrow and clickhouse-connect leave ~300k long-lived objects that every full
+    # collection walked again while a batch was unpickled and its rows built (a third of the
+    # unpickling time): after a write, they are frozen (see streams.heap)
+    heap = HeapAger(HEAP_AGE_INTERVAL_S)
     while True:
         try:
             message = conn.recv()
@@ -43,6 +52,8 @@ def _serve(conn: Any, dsn: str, database: str) -> None:  # pragma: no cover - ru
             conn.send(writer.write(message))  # the events ClickHouse refused (usually none)
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which retries
             conn.send(f"{type(exc).__name__}: {exc}")
+        del message
+        heap.maybe_age()
     writer.close()
 
 

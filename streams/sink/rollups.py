@@ -17,8 +17,10 @@ the writer recomputes their rows from ``usage_events``.
 
 The worker only keeps the changed totals (:func:`keep_totals`: a copy of the counters and
 their version per aggregate key); the writer process turns them into rows
-(:func:`rollup_rows`): lists of JSON values in the tables' column order (seconds for
-DateTime, days for Date, exact decimal text for money), sent as JSONCompactEachRow.
+as Arrow tables (:func:`streams.sink.arrow_rollups.rollup_tables`: keys split in C++, no
+Python per row), or, for a value outside the Arrow types, :func:`rollup_rows`: lists of JSON
+values in the tables' column order (seconds for DateTime, days for Date, exact decimal text
+for money), sent as JSONCompactEachRow.
 """
 
 from __future__ import annotations
