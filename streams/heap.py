@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import time
 
-
 #: collection thresholds (generation 0 allocations, then collections of the younger generation):
 #: with CPython's default (700, 10, 10) the worker collected its young objects every 700 container
 #: allocations, and most of what a chunk allocates (its changelog records, rollup copies, the
