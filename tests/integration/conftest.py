@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tokenbrake.schemas.codec import dumps
 from tokenbrake.streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
+from tokenbrake.streams.sink.clickhouse import ClickHouseWriter
 from tokenbrake.streams.status import fetch_status
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,3 +181,13 @@ def msg(obj: Any, key: str = "acme") -> tuple[bytes, bytes]:
 
 def run(coro):  # noqa: ANN001, ANN201
     return asyncio.run(coro)
+
+
+@pytest.fixture
+def writers(tmp_path):  # noqa: ANN201
+    """Two ClickHouse writers on two databases of one chdb (one engine path per process): the
+    Arrow and JSON paths of the writer, stored side by side and compared."""
+    made = [ClickHouseWriter(f"chdb://{tmp_path / 'chdb'}", db) for db in ("by_json", "by_arrow")]
+    yield made
+    for w in made:
+        w.close()

@@ -63,15 +63,6 @@ def engine_totals(events: list[UsageEvent]) -> tuple[SinkBatch, dict]:
     return SinkBatch([usage_source(priced, now_text())], totals=totals), totals
 
 
-@pytest.fixture
-def writers(tmp_path):  # noqa: ANN201
-    """Two databases of one chdb (one engine path per process)."""
-    made = [ClickHouseWriter(f"chdb://{tmp_path / 'chdb'}", db) for db in ("by_json", "by_arrow")]
-    yield made
-    for w in made:
-        w.close()
-
-
 def stored(writer: ClickHouseWriter) -> tuple[list[tuple], list[tuple]]:
     """Every column of both rollup tables, latest versions, in a fixed order."""
     db = writer.db

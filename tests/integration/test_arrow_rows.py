@@ -57,15 +57,6 @@ def stored(writer: ClickHouseWriter, payloads: list) -> list[tuple]:
     return writer.client.query(query).result_rows
 
 
-@pytest.fixture
-def writers(tmp_path):  # noqa: ANN201
-    """Two databases of one chdb (one engine path per process)."""
-    made = [ClickHouseWriter(f"chdb://{tmp_path / 'chdb'}", db) for db in ("by_json", "by_arrow")]
-    yield made
-    for w in made:
-        w.close()
-
-
 def test_arrow_rows_store_what_the_json_rows_store(writers):
     by_json, by_arrow = writers
     src = sources()
