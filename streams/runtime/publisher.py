@@ -26,6 +26,7 @@ class Publisher:
         self.signer, self.control_topic, self.alert_topic = signer, control_topic, alert_topic
         self.topic_latest, self.meter, self.stats = topic_latest, meter, stats
         self._sending: list[asyncio.Future] = []  # the last publish's controls, until on the broker
+        self._overdue: list[asyncio.Future] = []  # those a wait gave up on (see delivered)
 
     async def publish(self, controls: list[ControlEvent], alerts: list[Any]) -> list[ControlEvent]:
         """Returns the controls published (the others said what the topic already says)."""
@@ -52,7 +53,12 @@ class Publisher:
     async def delivered(self, timeout_s: float) -> None:
         """Wait, at most ``timeout_s``, until the last publish's controls are on the broker. The
         producer's sender runs on the event loop: a control published in the middle of a batch
-        would otherwise leave only when the batch is decided (tens of milliseconds)."""
+        would otherwise leave only when the batch is decided (tens of milliseconds). While the
+        controls of an earlier wait that timed out are still not on the broker (it is slow or
+        gone), this does not wait again: a storm of controls must not slow deciding by
+        ``timeout_s`` each (the producer still sends them, in order)."""
         sending, self._sending = self._sending, []
-        if sending:
-            await asyncio.wait(sending, timeout=timeout_s)
+        if not sending or not all(future.done() for future in self._overdue):
+            return
+        _, pending = await asyncio.wait(sending, timeout=timeout_s)
+        self._overdue = list(pending)
