@@ -36,31 +36,28 @@ def _publisher(topic: ControlTopic) -> Publisher:
 
 
 def test_waits_for_the_broker_then_stops_waiting_while_it_lags():
-    async def scenario() -> list[Any]:
+    async def scenario() -> list[bool]:
         topic = ControlTopic()
         publisher = _publisher(topic)
+        loop = asyncio.get_running_loop()
         seen = []
 
         await publisher.publish([_control("a")], [])
-        waiting = asyncio.ensure_future(publisher.delivered(3600))
-        await asyncio.sleep(0)
-        seen.append(waiting.done())  # False: it waits for the broker's acknowledgement
-        topic.acks[0].set_result(None)
-        await asyncio.wait_for(waiting, 5)
+        loop.call_soon(topic.acks[0].set_result, None)  # the broker answers on the loop's next turn
+        await publisher.delivered(5)  # awaited directly: no loop turn unless it waits
+        seen.append(topic.acks[0].done())  # True only if it waited for the acknowledgement
 
         await publisher.publish([_control("b")], [])
         await publisher.delivered(0.01)  # the broker does not answer: the wait gives up
         await publisher.publish([_control("c")], [])
         await asyncio.wait_for(publisher.delivered(3600), 5)  # b still overdue: no second wait
-        seen.append("no second wait")
+        seen.append(not topic.acks[2].done())
 
         topic.acks[1].set_result(None)  # the broker caught up: waiting is worth it again
         await publisher.publish([_control("d")], [])
-        again = asyncio.ensure_future(publisher.delivered(3600))
-        await asyncio.sleep(0)
-        seen.append(again.done())
-        topic.acks[3].set_result(None)
-        await asyncio.wait_for(again, 5)
+        loop.call_soon(topic.acks[3].set_result, None)
+        await publisher.delivered(5)
+        seen.append(topic.acks[3].done())
         return seen
 
-    assert asyncio.run(scenario()) == [False, "no second wait", False]
+    assert asyncio.run(scenario()) == [True, True, True]
