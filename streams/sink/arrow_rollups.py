@@ -30,9 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenbrake.streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS, Totals
+from tokenbrake.streams.state.keys import ROLLUP_KEY_PATTERN
 
-#: an aggregate key of a rollup row; a key that does not match takes the JSON path
-KEY_PATTERN = r"(?s)^(?P<kind>[dm])(?P<number>[0-9]+)\|t=(?P<tenant>[^|]*)(?:\|(?P<letter>[fmu])=(?P<value>.*))?$"
 #: the letter of a scope's second part ('' for the tenant) -> the dimension column
 _LETTERS = pa.array(["", "f", "m", "u"])
 _DIMENSIONS = pa.array(["tenant", "feature", "model", "user"])
@@ -76,7 +75,7 @@ def rollup_tables(totals: Totals) -> tuple[pa.Table, pa.Table]:
     """(spend_minute, spend_user_day) of :func:`~streams.sink.rollups.keep_totals`' totals,
     columns in ``MINUTE_COLUMNS`` / ``USER_DAY_COLUMNS`` order, rows in the totals' order;
     ``totals`` is not empty."""
-    parts = pc.extract_regex(pa.array(list(totals), pa.string()), KEY_PATTERN)
+    parts = pc.extract_regex(pa.array(list(totals), pa.string()), ROLLUP_KEY_PATTERN)  # no match: JSON path
     if parts.null_count:
         raise RollupOutOfRange("an aggregate key in another shape")
     columns = _counter_columns(totals)

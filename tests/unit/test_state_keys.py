@@ -1,6 +1,8 @@
 """Every state key format parses back to what it was made of (streams/state/keys.py), and the
 strings themselves are the ones persisted on the brokers by earlier releases."""
 
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -118,3 +120,15 @@ def test_unit_cost_outcome_and_session_keys_round_trip(policy_id, tenant, featur
     assert keys.parse_outcome_key(keys.outcome_key(tenant, other)) == (tenant, other)
     assert keys.parse_session_key(keys.session_key(tag, tenant, feature, other)) == (tag, tenant, feature, other)
     assert keys.unit_cost_key("p", "t", "f") == "uc|p|t|f" and keys.outcome_key("t", "o") == "uo|t|o"  # persisted
+
+
+@given(scopes, numbers, st.sampled_from([keys.day_key, keys.minute_key]))
+def test_the_rollup_key_pattern_reads_day_and_minute_keys_as_the_parsers_do(scope_and_parts, number, make):
+    key = make(number, scope_and_parts[0])
+    found = re.match(keys.ROLLUP_KEY_PATTERN, key)
+    tenant, dimension, value = keys.parse_scope(scope_and_parts[0])
+    letter = {"tenant": None, "feature": "f", "user": "u", "model": "m"}[dimension]
+    assert found is not None
+    assert (found["kind"], int(found["number"]), found["tenant"], found["letter"], found["value"] or "") == \
+        (keys.parse_bucket_key(key)[0], number, tenant, letter, value)
+    assert re.match(keys.ROLLUP_KEY_PATTERN, keys.month_key(number, scope_and_parts[0])) is None  # no rollup row
