@@ -114,7 +114,8 @@ def parse_bucket_key(key: str) -> tuple[str, int, str]:
 #: :func:`parse_bucket_key` and :func:`parse_scope` of a day or minute bucket key as one regular
 #: expression (RE2 and ``re`` alike), for parsing many keys at once outside Python (the writer's
 #: Arrow rollups): kind, number, tenant, then the second part's letter and value when there is one
-ROLLUP_KEY_PATTERN = r"(?s)^(?P<kind>[dm])(?P<number>[0-9]+)\|t=(?P<tenant>[^|]*)(?:\|(?P<letter>[fmu])=(?P<value>.*))?$"
+ROLLUP_KEY_PATTERN = (r"(?s)^(?P<kind>[dm])(?P<number>[0-9]+)\|t=(?P<tenant>[^|]*)"
+                      r"(?:\|(?P<letter>[fmu])=(?P<value>.*))?$")
 
 
 # -- decisions ---------------------------------------------------------------------------------

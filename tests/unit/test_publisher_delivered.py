@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from types import SimpleNamespace
-from typing import Any
 
 from tokenbrake.schemas.control import ControlEvent, Reason, Scope
 from tokenbrake.streams.runtime.publisher import Publisher
