@@ -31,7 +31,7 @@ from tokenbrake.streams.emit.events import Emitted
 from tokenbrake.streams.ingest.dedupe import Deduper, Seen
 from tokenbrake.streams.price.pricebook import PriceBook
 from tokenbrake.streams.price.rates import nanos_to_usd
-from tokenbrake.streams.state.keys import DAY, day_key, month_key, parse_bucket_key
+from tokenbrake.streams.state.keys import DAY, day_key, is_user_scope, month_key, parse_bucket_key
 from tokenbrake.streams.state.records import SpendTotals
 from tokenbrake.streams.state.store import Store
 
@@ -49,6 +49,9 @@ class EngineConfig:
     #: how far ahead of the clock an event may be stamped (producer clock skew); an event
     #: further ahead is refused (``Seen.FUTURE``): it could move its tenant's clock that far
     max_future_ms: int = 300_000
+    #: keep every user's month total even when no budget per user and month reads it (by
+    #: default they are kept only while one does: see streams.aggregate.spend)
+    user_month_totals: bool = False
 
 
 @dataclass(slots=True)
@@ -96,7 +99,11 @@ class Engine:
         decisions = self.stores["decisions"]
         self.agg = SpendAggregator(self.stores["aggregates"],
                                    max(60, policies.max_rolling_minutes) + self.config.lateness_minutes,
-                                   policies.needs_user_minutes)
+                                   policies.needs_user_minutes,
+                                   self.config.user_month_totals or policies.needs_user_months)
+        #: the month (number) whose per-user totals began after users had spent in it: a budget
+        #: per user and month counts that month from the restart that added it (see restore)
+        self.user_months_partial: int | None = None
         self.budgets = BudgetEvaluator(policies, self.agg, decisions, self.board, self.out)
         self.caps = RequestCostCaps(policies.request_cost_caps, decisions, self.out)
         # the partition whose changelog holds a tenant's state (the worker routes events there)
@@ -314,6 +321,11 @@ class Engine:
             self.baselines.load()
         self.watermark = self.dedupe.watermark_minute * 60_000
         self._set_minute_floor()
+        self.user_months_partial = None
+        if not self.agg.user_months:
+            self.agg.drop_user_months()
+        elif self.now() and self.agg.user_months_begin_mid_month(self.now()):
+            self.user_months_partial = month_of(self.now())
 
     # -- read side -----------------------------------------------------------------------------
     def status(self, limit: int = 50) -> dict[str, Any]:
@@ -325,8 +337,9 @@ class Engine:
             kind, number, scope = parse_bucket_key(key)
             if kind == DAY and number == day:
                 mvec = self.agg.get(month_key(month, scope)) or [0] * len(FIELDS)
+                kept = self.agg.user_months or not is_user_scope(scope)  # else no month total
                 rows.append({"scope": scope, "today_usd": str(nanos_to_usd(vec[COST])),
-                             "month_usd": str(nanos_to_usd(mvec[COST])),
+                             "month_usd": str(nanos_to_usd(mvec[COST])) if kept else None,
                              **{f"today_{f}": vec[i] for i, f in enumerate(FIELDS) if i != COST}})
         rows.sort(key=lambda r: -(self.agg.get(day_key(day, r["scope"])) or [0])[COST])
         controls = [{"scope": k, "action": a, "downgrade_to": m, "max_rps": r}
@@ -334,4 +347,6 @@ class Engine:
         return {"now_ms": now, "watermark_ms": self.watermark, "spend": rows[:limit] if limit else rows,
                 "spend_scopes": len(rows), "controls": controls,
                 "counts": dict(self.counts), "dedupe_entries": len(self.dedupe),
+                "user_month_totals": ("partial this month" if self.user_months_partial is not None else "kept")
+                if self.agg.user_months else "not kept (no budget per user and month)",
                 "detector_models": len(self.detectors.models) if self.detectors else 0}

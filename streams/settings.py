@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     dedupe_max_entries: int = Field(2_000_000, ge=1000)
     max_future_s: int = Field(300, ge=0, le=3600, description="how far ahead of the clock an event may be stamped; "
                               "further ahead is dead-lettered (reason future)")
+    user_month_totals: bool = Field(False, description="keep every user's month total in the worker's state "
+                                    "even when no budget per user and month reads it (one more key and changelog "
+                                    "record per active user): a budget per user and month added mid-month then "
+                                    "counts the whole month instead of from the restart that added it")
     tick_interval_s: float = Field(1.0, gt=0)
     pipeline_health_interval_s: float = Field(60.0, ge=0, description="how often the worker stores a "
                                               "pipeline_health row (lag, sink buffer, dead letters by reason) "

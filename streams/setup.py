@@ -20,7 +20,8 @@ def build_engine(settings: Settings, clock: Callable[[], int] | None = None,
     pricebook = PriceBook(Overrides.load(settings.price_overrides_path), settings.unpriced_fallback_model)
     pricebook.check_fallback()
     config = EngineConfig(dedupe_horizon_minutes=settings.dedupe_horizon_minutes,
-                          dedupe_max_entries=settings.dedupe_max_entries, max_future_ms=settings.max_future_s * 1000)
+                          dedupe_max_entries=settings.dedupe_max_entries, max_future_ms=settings.max_future_s * 1000,
+                          user_month_totals=settings.user_month_totals)
     key_id, secret = settings.signing_key
     # sealed pickles are only as trustworthy as the key: with the public development key,
     # detector baselines stay in memory (anyone could forge a record the worker would unpickle)

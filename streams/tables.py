@@ -70,9 +70,9 @@ def spend_tables(status: dict[str, Any]) -> list[Table]:
     return tables
 
 
-def usd(exact: str) -> str:
-    """Dollars for people (``--json`` has the exact value)."""
-    return dollars(Decimal(exact)).replace("$", "", 1)
+def usd(exact: str | None) -> str:
+    """Dollars for people (``--json`` has the exact value); '-' for a total not kept."""
+    return "-" if exact is None else dollars(Decimal(exact)).replace("$", "", 1)
 
 
 def _detail(c: dict[str, Any]) -> str:
@@ -123,6 +123,9 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
     if total is not None and total > shown:
         console.print(f"[yellow]{shown} of {total} scopes shown[/] (the most spent today; "
                       f"`tokenbrake status --limit {total}` shows all)")
+    if status.get("user_month_totals") == "partial this month":
+        console.print("[yellow]user month totals began mid-month[/]: a budget per user and month counts this "
+                      "month from the restart that added it (TOKENBRAKE_USER_MONTH_TOTALS=true keeps them always)")
     tables = controls_tables(status.get("controls", []))
     for table in tables:
         console.print(table)

@@ -1,9 +1,12 @@
 """Spend, requests, tokens, errors and retries per scope and event-time bucket.
 
-Scopes: tenant, tenant x feature, tenant x user, tenant x model. Buckets: UTC day and
-UTC calendar month for every scope; minute buckets for tenant, feature and model scopes
-(and users when a rolling user policy needs them), kept only as long as the longest
-rolling window needs them. Older buckets are dropped by :meth:`SpendAggregator.expire`,
+Scopes: tenant, tenant x feature, tenant x user, tenant x model. Buckets: UTC day for every
+scope and UTC calendar month for every scope but users; minute buckets for tenant, feature
+and model scopes, kept only as long as the longest rolling window needs them. A user's
+month bucket is kept only when a budget per user and month reads it (``user_months``), and
+a user's minute buckets only when a rolling user budget does (``user_minutes``): with
+100,000 users almost every event opens a user's buckets, and each one is a key to hold and
+a changelog record to write. Older buckets are dropped by :meth:`SpendAggregator.expire`,
 so state is bounded by the number of active scopes, not by the number of events. An event
 later than the minute retention is counted in its day and month but gets no minute bucket
 (which would hold a partial total); its (tenant, minute) is listed in ``stale_minutes`` for
@@ -23,6 +26,7 @@ from tokenbrake.streams.state.keys import (
     bucket_kind,
     bucket_number,
     day_key,
+    is_user_scope,
     minute_key,
     month_key,
     scope_feature,
@@ -40,10 +44,12 @@ FIELDS = SpendTotals.FIELDS  # the persisted record names them
 class SpendAggregator:
     """Counters in a :class:`Store` (persisted) plus per-scope minute indexes (derived)."""
 
-    def __init__(self, store: Store, minute_retention: int, user_minutes: bool = False) -> None:
+    def __init__(self, store: Store, minute_retention: int, user_minutes: bool = False,
+                 user_months: bool = True) -> None:
         self.store = store
         self.minute_retention = minute_retention  # minutes of minute buckets to keep
         self.user_minutes = user_minutes
+        self.user_months = user_months
         self._minutes: deque[tuple[int, str]] = deque()  # (minute, key) in insertion order
         self._days: deque[tuple[int, str]] = deque()  # (day, key) of day keys, likewise
         self._months: deque[tuple[int, str]] = deque()  # (month, key) of month keys, likewise
@@ -80,7 +86,8 @@ class SpendAggregator:
         if month is None:
             month = self._month_of_day[day] = month_of_day(day)
         user_scope = scope_user(tenant, user)
-        keys = [day_key(day, user_scope), month_key(month, user_scope)]
+        keys = [day_key(day, user_scope), month_key(month, user_scope)] if self.user_months \
+            else [day_key(day, user_scope)]
         with_minute = self.user_minutes and minute >= self.floor_minute
         if with_minute:
             keys.append(minute_key(minute, user_scope))
@@ -100,7 +107,9 @@ class SpendAggregator:
         month = month_of_day(day)
         scopes = [scope_tenant(tenant), scope_feature(tenant, feature), scope_model(tenant, model)]
         user_scope = scope_user(tenant, user)
-        keys = bucket_keys((*scopes, user_scope), day, month, None)
+        keys = bucket_keys((*scopes, user_scope) if self.user_months else scopes, day, month, None)
+        if not self.user_months:
+            keys.append(day_key(day, user_scope))
         if minute >= self.floor_minute:
             keys += [minute_key(minute, s) for s in scopes]
             if self.user_minutes:
@@ -175,6 +184,34 @@ class SpendAggregator:
                     self.store.delete(key)
                     dropped += 1
         return dropped
+
+    def drop_user_months(self) -> int:
+        """Delete the user month buckets an earlier run kept (a budget per user and month it
+        had, or an earlier release): without such a budget nothing updates them, and a later
+        one must find none, not stale totals (see :meth:`user_months_begin_mid_month`).
+        Returns how many were deleted."""
+        stale = [key for key in self.store.data if key[0] == MONTH and is_user_scope(key)]
+        for key in stale:
+            self.store.delete(key)
+        if stale:
+            self._months = deque(item for item in self._months if item[1] in self.store)
+        return len(stale)
+
+    def user_months_begin_mid_month(self, now_ms: int) -> bool:
+        """Whether the users' month totals start now although users already spent this month:
+        user day buckets of the current month are held but no user month bucket of it (a
+        budget per user and month added mid-month counts from now, not from the 1st)."""
+        month = month_of(now_ms)
+        spent = False
+        for key in self.store.data:
+            if not is_user_scope(key):
+                continue
+            kind = key[0]
+            if kind == MONTH and bucket_number(key) == month:
+                return False
+            if kind == DAY and not spent and month_of_day(bucket_number(key)) == month:
+                spent = True
+        return spent
 
     def rebuild_index(self) -> None:
         """Recreate the bucket indexes after :meth:`Store.load` (or a restore)."""

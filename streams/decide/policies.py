@@ -218,6 +218,11 @@ class PoliciesFile(BaseModel):
     def needs_user_minutes(self) -> bool:
         return any(b.rolling_minutes and b.scope.dimension == "user" for b in self.budgets)
 
+    @property
+    def needs_user_months(self) -> bool:
+        """A budget per user and calendar month: the only reader of per-user month totals."""
+        return any(b.period == "month" and b.scope.dimension == "user" for b in self.budgets)
+
     @field_validator("detectors")
     @classmethod
     def _detectors(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -88,3 +88,16 @@ def test_status_says_clearly_when_nothing_answered(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith(f"status: no worker answered at http://127.0.0.1:{port}/tokenbrake/status")
     assert err.count("\n") == 1
+
+
+def test_a_month_total_not_kept_reads_as_a_dash_not_as_zero():
+    user_row = {**STATUS["spend"][2], "month_usd": None}  # per-user month totals are kept only when needed
+    text = at_80(lambda c: render_status({**STATUS, "spend": [user_row]}, c))
+    row = next(line for line in text.splitlines() if "1.50" in line)
+    assert [cell.strip() for cell in row.strip("│").split("│")][1:3] == ["1.50", "-"]
+
+
+def test_status_says_when_user_month_totals_began_mid_month():
+    text = at_80(lambda c: render_status({**STATUS, "user_month_totals": "partial this month"}, c))
+    assert "user month totals began mid-month" in text.replace("\n", " ")
+    assert "mid-month" not in at_80(lambda c: render_status({**STATUS, "user_month_totals": "kept"}, c))
