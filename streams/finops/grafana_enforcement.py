@@ -181,8 +181,10 @@ RULES = [
     ("tb-pipeline-heartbeat", "No usage event stored for 10 minutes",
      "SELECT count() AS events FROM tokenbrake.usage_events WHERE ingested_at >= now() - INTERVAL 10 MINUTE",
      "lt", 1, "Alerting", "5m"),
+    # quiet while no worker has ever stored a health row (TOKENBRAKE_PIPELINE_HEALTH_INTERVAL_S=0,
+    # or no worker started yet: the pipeline heartbeat covers that); fires once rows stop coming
     ("tb-worker-heartbeat", "No worker health row for 5 minutes",
-     f"SELECT count() AS rows FROM {HEALTH} WHERE ts >= now() - INTERVAL 5 MINUTE",
+     f"SELECT count() = 0 OR max(ts) >= now() - INTERVAL 5 MINUTE AS fresh_or_off FROM {HEALTH}",
      "lt", 1, "Alerting", "5m"),
 ]
 
