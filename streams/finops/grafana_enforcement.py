@@ -43,22 +43,14 @@ def _month_forecast_sql() -> str:
             f"weekday AS weekday_forecast_usd FROM ({sql.strip()}) WHERE {TENANTS} ORDER BY month_to_date_usd DESC")
 
 
-def _cost_per_outcome_sql() -> str:
+def _cost_per_outcome_sql(columns: str, group_and_order: str) -> str:
+    """outcomes.py's cost per outcome (per tenant, feature, kind and day) over the dashboard's
+    time range, tenants and features: ``columns`` of it, then ``group_and_order``."""
     sql = outcomes.cost_per_outcome_sql(DB).replace("%(lo)s", "toString($__fromTime)") \
         .replace("%(hi)s", "toString($__toTime)").replace("%(tenant)s", "''")
-    return (f"SELECT tenant_id, feature_id, kind, sum(outcomes) AS outcomes, sum(cost_usd) AS cost_usd, "
-            f"cost_usd / outcomes AS cost_per_outcome_usd FROM ({sql.strip()}) "
+    return (f"SELECT {columns} FROM ({sql.strip()}) "
             f"WHERE {TENANTS} AND $__conditionalAll(feature_id IN (${{feature:singlequote}}), $feature) "
-            "GROUP BY tenant_id, feature_id, kind ORDER BY cost_per_outcome_usd DESC")
-
-
-def _cost_per_outcome_by_day_sql() -> str:
-    sql = outcomes.cost_per_outcome_sql(DB).replace("%(lo)s", "toString($__fromTime)") \
-        .replace("%(hi)s", "toString($__toTime)").replace("%(tenant)s", "''")
-    return (f"SELECT toDateTime(day) AS time, concat(feature_id, ' per ', kind) AS unit, "
-            f"sum(cost_usd) / sum(outcomes) AS cost_per_outcome_usd FROM ({sql.strip()}) "
-            f"WHERE {TENANTS} AND $__conditionalAll(feature_id IN (${{feature:singlequote}}), $feature) "
-            "GROUP BY time, unit ORDER BY time")
+            f"{group_and_order}")
 
 
 #: the pipeline's own figures (streams.runtime.health), over every worker
@@ -115,9 +107,15 @@ PANELS: list[tuple[str, str, str, str, list[str]]] = [
      "SELECT toDateTime(day) AS time, sum(failed_cost_usd) AS failed_usd, sum(retry_cost_usd) AS retries_usd "
      f"FROM tokenbrake.usage_daily FINAL WHERE {DAYS} AND {FILTERS} GROUP BY time ORDER BY time",
      ["time", "failed_usd", "retries_usd"]),
-    ("Cost per outcome", "table", "currencyUSD", _cost_per_outcome_sql(),
+    ("Cost per outcome", "table", "currencyUSD",
+     _cost_per_outcome_sql("tenant_id, feature_id, kind, sum(outcomes) AS outcomes, sum(cost_usd) AS cost_usd, "
+                           "cost_usd / outcomes AS cost_per_outcome_usd",
+                           "GROUP BY tenant_id, feature_id, kind ORDER BY cost_per_outcome_usd DESC"),
      ["tenant_id", "feature_id", "kind", "outcomes", "cost_usd", "cost_per_outcome_usd"]),
-    ("Cost per outcome by day", "timeseries", "currencyUSD", _cost_per_outcome_by_day_sql(),
+    ("Cost per outcome by day", "timeseries", "currencyUSD",
+     _cost_per_outcome_sql("toDateTime(day) AS time, concat(feature_id, ' per ', kind) AS unit, "
+                           "sum(cost_usd) / sum(outcomes) AS cost_per_outcome_usd",
+                           "GROUP BY time, unit ORDER BY time"),
      ["time", "unit", "cost_per_outcome_usd"]),
     ("Unit-cost policies (cost per outcome or session over its limit)", "table", "currencyUSD",
      "SELECT policy_id, scope_key, argMax(state, ts) AS state, argMax(observed, ts) AS cost_per_unit_usd, "
@@ -181,8 +179,10 @@ RULES = [
     ("tb-pipeline-heartbeat", "No usage event stored for 10 minutes",
      "SELECT count() AS events FROM tokenbrake.usage_events WHERE ingested_at >= now() - INTERVAL 10 MINUTE",
      "lt", 1, "Alerting", "5m"),
+    # quiet while no worker has ever stored a health row (TOKENBRAKE_PIPELINE_HEALTH_INTERVAL_S=0,
+    # or no worker started yet: the pipeline heartbeat covers that); fires once rows stop coming
     ("tb-worker-heartbeat", "No worker health row for 5 minutes",
-     f"SELECT count() AS rows FROM {HEALTH} WHERE ts >= now() - INTERVAL 5 MINUTE",
+     f"SELECT count() = 0 OR max(ts) >= now() - INTERVAL 5 MINUTE AS fresh_or_off FROM {HEALTH}",
      "lt", 1, "Alerting", "5m"),
 ]
 

@@ -18,7 +18,8 @@ both and compares every column). What the Arrow types cannot hold exactly (a key
 shape, a counter below zero or past 64 bits, a cost past Decimal(18, 9), a minute or day
 before 1970 or past what DateTime or Date hold) raises one of
 :data:`ROLLUP_ARROW_ERRORS`: the caller sends that flush's rollups as JSON instead, where
-ClickHouse accepts or refuses them as before.
+ClickHouse accepts or refuses them as before, and logs why (one WARNING per reason at most
+every few minutes). Any other error (a counter that is not a number: a bug) is raised.
 """
 
 from __future__ import annotations
@@ -49,15 +50,23 @@ class RollupOutOfRange(ValueError):
     """A value the Arrow types would not hold as the JSON path writes it."""
 
 
-#: errors that send a flush's rollups through the JSON path instead (ValueError: numpy's
-#: word for vectors of different lengths, and RollupOutOfRange)
-ROLLUP_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError)
+#: what a value outside the Arrow types raises (found by trying each one; see
+#: tests/integration/test_arrow_rollups.py), and only that, so a bug is not hidden by the JSON
+#: path: OverflowError (a counter or version past 64 bits, a version below zero), ArrowInvalid
+#: (a minute or day number past 64 bits), RollupOutOfRange (the checks below)
+ROLLUP_ARROW_ERRORS = (pa.ArrowInvalid, OverflowError, RollupOutOfRange)
 
 
 def _counter_columns(totals: Totals) -> dict[str, pa.Array]:
     values = totals.values()
-    matrix = np.array(list(map(itemgetter(0), values)), dtype=np.int64)  # OverflowError past 64 bits
-    if matrix.ndim != 2 or matrix.shape[1] < 8:  # (a ragged one is a ValueError above)
+    vectors = list(map(itemgetter(0), values))
+    try:
+        matrix = np.array(vectors, dtype=np.int64)  # OverflowError past 64 bits
+    except ValueError as exc:  # numpy's word for vectors of different lengths, and for a counter not a number
+        if len(set(map(len, vectors))) > 1:
+            raise RollupOutOfRange("counter vectors of different lengths") from exc
+        raise
+    if matrix.ndim != 2 or matrix.shape[1] < 8:
         raise RollupOutOfRange("a counter vector without 8 counters")
     by_column = np.ascontiguousarray(matrix[:, :8].T)  # one row per counter (contiguous: fast into Arrow)
     cost_nanos = by_column[0]

@@ -7,6 +7,7 @@ batch twice (a redelivery after a crash) changes nothing.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -18,8 +19,11 @@ import orjson
 
 from tokenbrake.schemas.control import AlertEvent, ControlEvent
 from tokenbrake.schemas.usage import UsageEvent
+from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.price.rates import nanos_to_text
 from tokenbrake.streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS, Totals, rollup_rows
+
+log = logging.getLogger("tokenbrake.sink")
 
 DDL_PATH = Path(__file__).with_name("ddl.sql")
 #: rows per INSERT: a backlog flush must not materialise hundreds of thousands of rows at once
@@ -208,12 +212,35 @@ def rollup_payloads(totals: Totals) -> tuple[list[Any], list[Any]]:
         return [], []
     try:
         tables = rollup_tables(totals)
-    except ROLLUP_ARROW_ERRORS:
+    except ROLLUP_ARROW_ERRORS as exc:
+        warn_json_fallback("rollups", exc, len(totals))
         minutes, user_days = rollup_rows(totals)
         return bodies(minutes), bodies(user_days)
     minutes_table, days_table = tables
     return ([minutes_table.slice(i, INSERT_CHUNK_ROWS) for i in range(0, minutes_table.num_rows, INSERT_CHUNK_ROWS)],
             [days_table.slice(i, INSERT_CHUNK_ROWS) for i in range(0, days_table.num_rows, INSERT_CHUNK_ROWS)])
+
+
+#: one WARNING per reason a flush took the JSON path, at most every JSON_FALLBACK_LOG_WINDOW_S
+JSON_FALLBACK_LOG_WINDOW_S = 600.0
+_json_fallbacks: dict[str, LogBudget] = {}
+
+
+def warn_json_fallback(rows: str, exc: BaseException, count: int) -> None:
+    """Say (rate-limited per reason) that a flush's ``rows`` went as JSON instead of Arrow:
+    the slower path, taken on purpose for a value outside the Arrow types. The reason is the
+    error's type and words (a fixed sentence, or pyarrow's naming at most an aggregate key),
+    never the event's values."""
+    from tokenbrake.streams.sink.arrow_rollups import RollupOutOfRange
+
+    reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, RollupOutOfRange) else type(exc).__name__
+    budget = _json_fallbacks.get(f"{rows} {reason}")
+    if budget is None:
+        budget = _json_fallbacks[f"{rows} {reason}"] = LogBudget(per_window=1, window_s=JSON_FALLBACK_LOG_WINDOW_S)
+    if budget.allow():
+        log.warning("%s of a flush sent as JSON, not Arrow: a value outside the Arrow types", rows,
+                    extra={"reason": reason, "detail": str(exc)[:200], "rows": count,
+                           "suppressed": budget.take_suppressed()})
 
 
 def encode_batch(batch: SinkBatch) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import os
 import signal
 from typing import Any
 
-from tokenbrake.streams.heap import HeapAger
+from tokenbrake.streams.heap import HeapAger, tune_gc
 from tokenbrake.streams.sink.clickhouse import ClickHouseWriter, SinkBatch, Unstorable
 
 log = logging.getLogger("tokenbrake.sink")
@@ -40,6 +40,7 @@ def _serve(conn: Any, dsn: str, database: str) -> None:  # pragma: no cover - ru
     # chdb, pyarrow and clickhouse-connect leave ~300k long-lived objects that every full
     # collection walked again while a batch was unpickled and its rows built (a third of the
     # unpickling time): after a write, they are frozen (see streams.heap)
+    tune_gc()
     heap = HeapAger(HEAP_AGE_INTERVAL_S)
     while True:
         try:

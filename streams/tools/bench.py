@@ -43,6 +43,7 @@ budgets:
   - {id: probe, scope: {tenant: "*", tier: probe}, period: day, limit_usd: "0.001", action: {action: block}}
 request_cost_caps:
   - {id: cap, max_usd: "5"}
+tiers: [probe]  # the latency probes' own tier, declared: the worker starts without a warning
 """
 
 

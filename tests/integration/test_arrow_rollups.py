@@ -3,6 +3,7 @@ chdb), stay idempotent, and a refused usage event is still isolated beside them.
 
 from __future__ import annotations
 
+import logging
 import time
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.decide.policies import parse_policies
 from tokenbrake.streams.engine import Engine, PricedEvent
 from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.sink import clickhouse
 from tokenbrake.streams.sink.arrow_rollups import ROLLUP_ARROW_ERRORS, rollup_tables
 from tokenbrake.streams.sink.clickhouse import (
     ClickHouseWriter,
@@ -131,6 +133,42 @@ def test_a_value_outside_the_arrow_types_takes_the_json_path():
                 {f"m{MINUTE}|t=acme": ([0] * 8, -1)}):  # a version below zero
         with pytest.raises(ROLLUP_ARROW_ERRORS):
             rollup_tables(odd)
+
+
+def fallback_warnings(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "tokenbrake.sink" and "sent as JSON" in r.getMessage()]
+
+
+def test_the_json_fallback_stores_the_rows_and_says_why_once_per_reason(writers, caplog, monkeypatch):
+    monkeypatch.setattr(clickhouse, "_json_fallbacks", {})  # no budget used by an earlier test
+    _, by_arrow = writers
+    caplog.set_level(logging.WARNING, logger="tokenbrake.sink")
+    past_64_bits = {f"m{MINUTE}|t=acme": ([1, 2**64 - 1, 0, 0, 0, 0, 0, 0], 1)}  # UInt64 holds it, int64 not
+    for version in (1, 2, 3):  # three flushes, one reason: one line
+        by_arrow.write(SinkBatch(totals={k: (vec, version) for k, (vec, _) in past_64_bits.items()}))
+    assert [(row[:3], row[4], row[11], row[12]) for row in stored(by_arrow)[0]] == [
+        (("acme", "tenant", ""), 2**64 - 1, Decimal("0.000000001"), 3)]
+    [warning] = fallback_warnings(caplog)
+    assert warning.levelname == "WARNING" and warning.reason == "OverflowError" and warning.rows == 1
+    two_shapes = {f"m{MINUTE}|t=acme|f=chat": ([5, 1, 0, 0, 0, 0, 0, 0], 1),  # a versioned record's 8 counters
+                  f"m{MINUTE}|t=acme|m=gpt": ([5, 1, 0, 0, 0, 0, 0, 0, 99], 1)}  # and a position after them
+    by_arrow.write(SinkBatch(totals=two_shapes))
+    assert len(stored(by_arrow)[0]) == 3
+    assert [w.reason for w in fallback_warnings(caplog)] == [
+        "OverflowError", "RollupOutOfRange: counter vectors of different lengths"]
+    assert all("acme" not in w.getMessage() for w in fallback_warnings(caplog))
+
+
+def test_an_unexpected_error_in_the_arrow_path_is_raised_not_sent_as_json(monkeypatch):
+    def a_bug(totals):
+        raise ValueError("a bug in the Arrow rollups")
+
+    monkeypatch.setattr("tokenbrake.streams.sink.arrow_rollups.rollup_tables", a_bug)
+    with pytest.raises(ValueError, match="a bug"):
+        rollup_payloads({f"m{MINUTE}|t=acme": ([0] * 8, 1)})
+    monkeypatch.undo()
+    with pytest.raises(TypeError):  # a counter that is not a number
+        rollup_payloads({f"m{MINUTE}|t=acme": ([None] * 8, 1)})
 
 
 def test_a_refused_usage_event_is_isolated_and_the_rollups_stored(writers):

@@ -153,6 +153,26 @@ def test_alert_rules_fire_on_the_seeds_headline_conditions(loaded):
     assert beat["noDataState"] == "Alerting" and beat["data"][2]["model"]["conditions"][0]["evaluator"]["type"] == "lt"
 
 
+def test_the_worker_heartbeat_fires_when_health_rows_stop_not_when_they_are_turned_off(loaded):
+    client, _, _ = loaded
+    rule = {r["uid"]: r for r in yaml.safe_load(ge.RULES_PATH.read_text())["groups"][0]["rules"]}["tb-worker-heartbeat"]
+    sql = rule["data"][0]["model"]["rawSql"]
+    assert rule["data"][2]["model"]["conditions"][0]["evaluator"] == {"type": "lt", "params": [1]}  # fires on 0
+
+    def value(database: str) -> int:
+        return client.query(sql.replace(ge.HEALTH, f"{database}.pipeline_health")).result_rows[0][0]
+
+    assert value("tokenbrake") == 1  # a row a minute ago
+    for database, rows_older_than_min in (("beat_off", None), ("beat_stopped", 15)):
+        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        client.command(f"CREATE TABLE {database}.pipeline_health AS {ge.HEALTH}")
+        if rows_older_than_min is not None:  # the worker stored rows, then none for 15 minutes
+            client.command(f"INSERT INTO {database}.pipeline_health SELECT * FROM {ge.HEALTH} "  # noqa: S608
+                           f"WHERE ts < now() - INTERVAL {rows_older_than_min} MINUTE")
+    assert value("beat_off") == 1  # TOKENBRAKE_PIPELINE_HEALTH_INTERVAL_S=0: no row ever, no alert for ever
+    assert value("beat_stopped") == 0
+
+
 def test_pipeline_panels_read_the_workers_health_rows(loaded):
     client, _, now = loaded
     frm, to = int((now - timedelta(hours=1)).timestamp()), int(now.timestamp()) + 120

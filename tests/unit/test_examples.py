@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tokenbrake.streams.decide.named_models import check_policies_file
+from tokenbrake.streams.decide.named_models import check_policies_file, report_named_models
 from tokenbrake.streams.decide.policies import load_policies
 from tokenbrake.streams.settings import Settings
 from tokenbrake.streams.setup import build_engine
@@ -19,6 +19,20 @@ def test_the_example_policies_for_real_use_are_valid_and_quiet():
     assert check.errors == [] and check.warnings == []
     assert [b.id for b in load_policies(path).budgets] == ["tenant-daily", "free-tier-monthly", "user-hourly"]
     build_engine(Settings(policies_path=path))  # the worker starts with it (detectors, rolling windows)
+
+
+def test_the_demo_and_bench_policies_start_the_worker_without_a_warning(tmp_path, capsys):
+    from tokenbrake.streams.tools.bench import BENCH_POLICIES
+    from tokenbrake.streams.tools.demo import POLICIES
+
+    bench = tmp_path / "bench_policies.yaml"
+    bench.write_text(BENCH_POLICIES)
+    for path in (POLICIES, bench):
+        check = check_policies_file(path)
+        assert check.errors == [] and check.warnings == [], path
+        assert report_named_models(path) is True  # what `tokenbrake run` prints at start-up
+    assert capsys.readouterr().err == ""
+    assert "probe" in {b.scope.tier for b in load_policies(bench).budgets}  # a tier the check would warn about
 
 
 def test_the_example_service_without_a_bootstrap_says_so_in_one_line():

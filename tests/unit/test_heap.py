@@ -1,7 +1,7 @@
 import gc
 import time
 
-from tokenbrake.streams.heap import HeapAger
+from tokenbrake.streams.heap import THRESHOLDS, HeapAger, tune_gc
 
 
 def test_ages_the_heap_at_most_once_per_interval():
@@ -23,3 +23,23 @@ def test_first_ageing_happens_whatever_the_monotonic_clock_reads(monkeypatch):
         assert ager.maybe_age() is False
     finally:
         gc.unfreeze()
+
+
+def test_building_a_heap_ager_leaves_the_process_thresholds_alone():
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)  # not THRESHOLDS, whatever an earlier test left
+        HeapAger(interval_s=3600)
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_tune_gc_sets_the_process_thresholds():
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)  # CPython's default, whatever an earlier test left
+        tune_gc()
+        assert gc.get_threshold() == THRESHOLDS != (700, 10, 10)
+    finally:
+        gc.set_threshold(*before)
