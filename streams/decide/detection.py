@@ -138,62 +138,75 @@ class DetectorHub:
         self.enabled = [r for r, c in self.config.items() if c.enabled]
         self._current: set[tuple[str, tuple]] = set()  # models built or checked by this process
         self._layouts: dict[str, set[str]] = {}
+        #: the last watermark less ``lateness``: every bucket that ends at or before it is closed
+        self._cutoff = 0
 
     # -- per event: only additions --------------------------------------------------------------
     def observe(self, tenant: str, feature: str, user: str, model: str, ts_ms: int, cost: int,
                 input_tokens: int, retry: bool, error: bool, cached_tokens: int = 0, tier: str | None = None) -> None:
+        """Add one call to the open buckets it falls in. A bucket the watermark has closed is
+        final: an event later than that is counted in spend, but reopening the bucket would have
+        the detectors judge (and learn from) a fragment of a minute as if it were a whole one,
+        again on every tick while late events trickle in. Such an event reaches only the buckets
+        still open (its hour, when only its minute is closed)."""
         if tier is not None:  # the alerts name it, so a pager route by tenant tier matches them
             self.tiers[tenant] = tier
         calls, tokens, spend_hours, tenant_hours, cache_buckets = self._builtin  # as buckets.BUILTIN
         minute = ts_ms - ts_ms % 60_000
         hour = ts_ms - ts_ms % 3_600_000
         tf = (tenant, feature)
-        # bucket lookups without setdefault(literal): no throw-away allocation per event
-        buckets = calls.get(minute) or calls.setdefault(minute, {})
-        tfm = (tenant, feature, model)
-        vec = buckets.get(tfm)
-        if vec is None:
-            vec = buckets[tfm] = [0, 0, 0, 0]
-        vec[0] += 1
-        vec[1] += retry
-        vec[2] += error
-        vec[3] += cost
-        if (retry or error) and self._early:
-            self._score_early(tfm, vec, ts_ms)
-        buckets = tokens.get(hour) or tokens.setdefault(hour, {})
-        tok = buckets.get(tf)
-        if tok is None:
-            tok = buckets[tf] = [0, 0, []]
-        tok[0] += 1
-        tok[1] += input_tokens
-        if len(tok[2]) < SAMPLE:
-            tok[2].append(input_tokens)
+        cutoff = self._cutoff  # buckets ending at or before it are closed
+        hour_open = hour + 3_600_000 > cutoff
+        if minute + 60_000 > cutoff:
+            # bucket lookups without setdefault(literal): no throw-away allocation per event
+            buckets = calls.get(minute) or calls.setdefault(minute, {})
+            tfm = (tenant, feature, model)
+            vec = buckets.get(tfm)
+            if vec is None:
+                vec = buckets[tfm] = [0, 0, 0, 0]
+            vec[0] += 1
+            vec[1] += retry
+            vec[2] += error
+            vec[3] += cost
+            if (retry or error) and self._early:
+                self._score_early(tfm, vec, ts_ms)
+            buckets = self._call_costs.get(minute) or self._call_costs.setdefault(minute, {})
+            costs = buckets.get(tf)
+            if costs is None:
+                costs = buckets[tf] = []
+            if len(costs) < SAMPLE:
+                costs.append(cost)
+        if hour_open:
+            buckets = tokens.get(hour) or tokens.setdefault(hour, {})
+            tok = buckets.get(tf)
+            if tok is None:
+                tok = buckets[tf] = [0, 0, []]
+            tok[0] += 1
+            tok[1] += input_tokens
+            if len(tok[2]) < SAMPLE:
+                tok[2].append(input_tokens)
+            hourly = spend_hours.get(hour) or spend_hours.setdefault(hour, {})
+            for scope in ((tenant,), tf):
+                spend = hourly.get(scope)
+                if spend is None:
+                    hourly[scope] = [cost]
+                else:
+                    spend[0] += cost
         start = ts_ms - ts_ms % 600_000
-        buckets = cache_buckets.get(start) or cache_buckets.setdefault(start, {})
-        cache = buckets.get(tf)
-        if cache is None:
-            cache = buckets[tf] = [0, 0, 0, 0]
-        cache[0] += 1
-        cache[1] += cached_tokens > 0
-        cache[2] += input_tokens
-        cache[3] += cached_tokens
-        buckets = self._call_costs.get(minute) or self._call_costs.setdefault(minute, {})
-        costs = buckets.get(tf)
-        if costs is None:
-            costs = buckets[tf] = []
-        if len(costs) < SAMPLE:
-            costs.append(cost)
-        hourly = spend_hours.get(hour) or spend_hours.setdefault(hour, {})
-        for scope in ((tenant,), tf):
-            spend = hourly.get(scope)
-            if spend is None:
-                hourly[scope] = [cost]
-            else:
-                spend[0] += cost
+        if start + 600_000 > cutoff:
+            buckets = cache_buckets.get(start) or cache_buckets.setdefault(start, {})
+            cache = buckets.get(tf)
+            if cache is None:
+                cache = buckets[tf] = [0, 0, 0, 0]
+            cache[0] += 1
+            cache[1] += cached_tokens > 0
+            cache[2] += input_tokens
+            cache[3] += cached_tokens
         for bucket, opened in self._extra:  # buckets declared with their own add (none by default)
             start = ts_ms - ts_ms % bucket.size_ms
-            bucket.add(opened.get(start) or opened.setdefault(start, {}), tenant, feature, user, model, cost,
-                       input_tokens, retry, error, cached_tokens)
+            if start + bucket.size_ms > cutoff:
+                bucket.add(opened.get(start) or opened.setdefault(start, {}), tenant, feature, user, model, cost,
+                           input_tokens, retry, error, cached_tokens)
         day = ts_ms // 86_400_000
         if day != self._user_day:
             if day < self._user_day:
@@ -202,9 +215,10 @@ class DetectorHub:
             self._user_day = day
         users = self._users[tenant]
         users[user] = users.get(user, 0) + cost
-        heavy = tenant_hours.get(hour) or tenant_hours.setdefault(hour, {})
-        if (tenant,) not in heavy:
-            heavy[(tenant,)] = [0]
+        if hour_open:
+            heavy = tenant_hours.get(hour) or tenant_hours.setdefault(hour, {})
+            if (tenant,) not in heavy:
+                heavy[(tenant,)] = [0]
 
     def _score_early(self, scope: tuple, counters: list[int], ts_ms: int) -> None:
         """Score the still-open minute of one scope for the detectors that declare ``early``,
@@ -228,6 +242,7 @@ class DetectorHub:
     def advance(self, watermark_ms: int) -> None:
         """Close every bucket the watermark has passed (plus ``lateness``), and score each on the
         detectors that read it, all in the registry's order."""
+        self._cutoff = max(self._cutoff, watermark_ms - self.lateness_ms)
         for bucket, opened, specs in self._closing:
             if not opened:
                 continue

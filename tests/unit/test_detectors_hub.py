@@ -106,3 +106,31 @@ def test_detector_baselines_survive_a_restart_only_when_sealed_and_unchanged():
                 for k, v, p in saved]
     assert after_restart(tampered) == []  # a record that does not verify is never unpickled
     assert after_restart(saved, "detectors:\n  cost_rate: {factor: 3.5}\n") == []  # re-parameterised: afresh
+
+
+def test_a_minute_the_watermark_closed_is_final_a_late_event_does_not_reopen_it():
+    """A late event's closed minute is not reopened: the detectors would judge (and learn from)
+    a fragment of a minute as a whole one, on every tick while late events trickle in. Its
+    spend is still counted, and its hour (still open) still gets it."""
+    import pickle
+
+    e = engine()
+    hub = e.detectors
+    t = (NOW_MS - 3_600_000) // 3_600_000 * 3_600_000  # the start of an hour
+    offset = 0
+    for minute in range(5):
+        for k in range(20):
+            offset += 1
+            e.process(event(ts=t + minute * 60_000 + k * 2_000, attempt=k % 2), 0, offset)
+        e.tick()
+    e.watermark = t + 5 * 60_000 + 30_000  # minutes 0-4 closed (lateness 10 s)
+    e.tick()
+    models = pickle.dumps(sorted(hub.models.items()))
+    spent = e.status()["spend"][0]["today_usd"]
+    e.process(event(ts=t + 60_000, attempt=1), 0, offset + 1)  # minute 1, long closed, with a retry
+    assert t + 60_000 not in hub._open["calls_minute"]  # not reopened
+    assert sum(v[0] for v in hub._open["tokens_hour"][t].values()) == 101  # its hour is still open
+    e.watermark += 60_000
+    e.tick()
+    assert pickle.dumps(sorted(hub.models.items())) == models  # nothing judged or learned from a fragment
+    assert e.status()["spend"][0]["today_usd"] > spent  # the spend is counted all the same
