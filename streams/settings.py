@@ -133,8 +133,9 @@ class Settings(BaseSettings):
     broker_lost_exit_s: float = Field(300.0, ge=0, description="stop with exit code 1 after this long without "
                                       "an answer from the broker, so a supervisor restarts the worker (and an "
                                       "orphaned worker does not spin for ever); 0: never")
-    gc_freeze_interval_s: float = Field(10.0, gt=0, description="how often young objects are collected and the "
-                                        "survivors frozen out of the cyclic collector's reach")
+    gc_freeze_interval_s: float = Field(1.0, gt=0, description="how often young objects are collected and the "
+                                        "survivors frozen out of the cyclic collector's reach: each collection "
+                                        "pauses the worker for what survived since the last one")
 
     # ClickHouse sink
     sink_flush_rows: int = Field(10_000, ge=1)
