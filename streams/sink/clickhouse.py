@@ -197,7 +197,8 @@ def usage_payloads(sources: list[UsageSource]) -> list[Any]:
         return []
     try:
         table = usage_table(sources)
-    except ARROW_ERRORS:
+    except ARROW_ERRORS as exc:
+        warn_json_fallback("usage rows", exc, len(sources))
         return bodies([row for source in sources for row in usage_rows(source)])
     return [table.slice(i, INSERT_CHUNK_ROWS) for i in range(0, table.num_rows, INSERT_CHUNK_ROWS)]
 

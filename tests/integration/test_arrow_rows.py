@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 import pyarrow as pa
 import pytest
@@ -67,13 +69,19 @@ def test_arrow_rows_store_what_the_json_rows_store(writers):
     assert stored(by_arrow, payloads) == want
 
 
-def test_a_value_outside_the_schema_falls_back_to_the_json_rows():
+def test_a_value_outside_the_schema_falls_back_to_the_json_rows_and_says_so(caplog, monkeypatch):
+    from tokenbrake.streams.sink import clickhouse
+
+    monkeypatch.setattr(clickhouse, "_json_fallbacks", {})  # no budget used by an earlier test
+    caplog.set_level(logging.WARNING, logger="tokenbrake.sink")
     value = orjson.dumps({**BASE, "event_id": "odd", "input_tokens": "100"})  # never past the contract
     entry = ("odd", TS, 1, True, False, None)
     with pytest.raises(ARROW_ERRORS):
         usage_table([(value, "1764000000.000", [entry])])
     assert usage_payloads([(value, "1764000000.000", [entry])]) == bodies(usage_rows((value, "1764000000.000",
                                                                                        [entry])))
+    [warning] = [r for r in caplog.records if r.name == "tokenbrake.sink" and "sent as JSON" in r.getMessage()]
+    assert warning.getMessage().startswith("usage rows of a flush sent as JSON") and warning.rows == 1
 
 
 def test_big_batches_are_inserted_in_chunks():
