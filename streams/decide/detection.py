@@ -155,9 +155,14 @@ class DetectorHub:
         minute = ts_ms - ts_ms % 60_000
         hour = ts_ms - ts_ms % 3_600_000
         tf = (tenant, feature)
+        start = ts_ms - ts_ms % 600_000
         cutoff = self._cutoff  # buckets ending at or before it are closed
-        hour_open = hour + 3_600_000 > cutoff
-        if minute + 60_000 > cutoff:
+        if ts_ms < cutoff:  # a late event: only its buckets still open take it
+            minute_open, hour_open = minute + 60_000 > cutoff, hour + 3_600_000 > cutoff
+            ten_open = start + 600_000 > cutoff
+        else:
+            minute_open = hour_open = ten_open = True
+        if minute_open:
             # bucket lookups without setdefault(literal): no throw-away allocation per event
             buckets = calls.get(minute) or calls.setdefault(minute, {})
             tfm = (tenant, feature, model)
@@ -192,8 +197,7 @@ class DetectorHub:
                     hourly[scope] = [cost]
                 else:
                     spend[0] += cost
-        start = ts_ms - ts_ms % 600_000
-        if start + 600_000 > cutoff:
+        if ten_open:
             buckets = cache_buckets.get(start) or cache_buckets.setdefault(start, {})
             cache = buckets.get(tf)
             if cache is None:
