@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="throughput, floor, control latency and memory, on the embedded broker")
     p.add_argument("--events", type=int, default=200_000, help="events for the throughput runs")
     p.add_argument("--single-events", type=int, help="events for the one-per-message run (default min(N, 50000))")
-    p.add_argument("--probes", type=int, default=40, help="control-latency probes")
+    p.add_argument("--probes", type=int, default=200, help="control-latency probes (a p99 needs 100 or more: "
+                   "over fewer it is the maximum)")
     p.add_argument("--load", type=int, default=5000, help="background events/s during the latency probes")
     p.add_argument("--json", action="store_true", help="print the results as JSON (progress on stderr)")
     p.set_defaults(func=cmd_bench)

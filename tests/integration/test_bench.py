@@ -18,13 +18,15 @@ def test_bench_prints_every_figure_on_a_small_run(tmp_path):
     results = json.loads(done.stdout)
     for key in ("events_per_s", "events_per_s_single", "stored_events_per_s", "stored_events_per_s_single",
                 "floor_events_per_s", "floor_events_per_s_single", "control_latency_ms_p50",
-                "control_latency_ms_p99", "rss_mb", "rss_mb_single", "validate_us_per_event", "engine_us_per_event",
+                "control_latency_ms_p90", "control_latency_ms_p99", "control_latency_ms_max", "rss_mb", "rss_mb_single", "validate_us_per_event", "engine_us_per_event",
                 "cpu_us_per_event", "cpu_us_per_event_single", "rss_growth_mb_per_100k_events"):
         assert key in results, key
     for key in ("events_per_s", "events_per_s_single", "stored_events_per_s", "stored_events_per_s_single"):
         assert results[key] is None or results[key] > 0, (key, results[key])  # too short to measure: null
     assert results["floor_events_per_s"] > 0 and results["floor_events_per_s_single"] > 0
     assert results["probes_seen"] == results["probes"] == 3
+    latency = [results[f"control_latency_ms_{q}"] for q in ("p50", "p90", "p99", "max")]
+    assert latency == sorted(latency) and latency[-1] > 0, latency  # nearest-rank quantiles of the probes
     assert set(results["rss_mb"]) == {"25%", "50%", "100%"} and all(v > 0 for v in results["rss_mb"].values())
     end = results["rss_mb_at_end"]  # the 100% figure, per process (a run this short may be done before the
     assert set(end) == {"worker", "writer"} and end["worker"] > 0 and end["writer"] >= 0, end  # writer starts)
