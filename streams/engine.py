@@ -347,6 +347,6 @@ class Engine:
         return {"now_ms": now, "watermark_ms": self.watermark, "spend": rows[:limit] if limit else rows,
                 "spend_scopes": len(rows), "controls": controls,
                 "counts": dict(self.counts), "dedupe_entries": len(self.dedupe),
-                "user_month_totals": ("partial this month" if self.user_months_partial is not None else "kept")
+                "user_month_totals": ("partial this month" if self.user_months_partial == month else "kept")
                 if self.agg.user_months else "not kept (no budget per user and month)",
                 "detector_models": len(self.detectors.models) if self.detectors else 0}

@@ -122,6 +122,8 @@ def test_user_month_totals_that_begin_mid_month_are_reported_and_complete_ones_a
     added.restore(stores(without))
     assert added.user_months_partial == month_of(NOW_MS)
     assert added.status()["user_month_totals"] == "partial this month"
+    added.watermark = NOW_MS + 40 * DAY_MS  # the next month began with the totals kept: complete
+    assert added.status()["user_month_totals"] == "kept"
     kept = engine(USER_MONTH)
     feed(kept, [event(user_id="u1", ts=NOW_MS)])
     restarted = engine(USER_MONTH)
