@@ -8,7 +8,6 @@ batch twice (a redelivery after a crash) changes nothing.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from tokenbrake.schemas.control import AlertEvent, ControlEvent
 from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.price.rates import nanos_to_text
+from tokenbrake.streams.sink.refused import is_data_error
 from tokenbrake.streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS, Totals, rollup_rows
 
 log = logging.getLogger("tokenbrake.sink")
@@ -253,22 +253,8 @@ def encode_batch(batch: SinkBatch) -> dict[str, Any]:
             "extra": batch.extra}
 
 
-#: ClickHouse error codes that say "these values cannot be stored" (parsing, conversion,
-#: overflow), not "ClickHouse is unwell" (a full disk, a read-only replica, a timeout)
-DATA_ERROR_CODES = frozenset({6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 349, 407})
-
-
-def is_data_error(exc: BaseException) -> bool:
-    """Whether ClickHouse refused the values themselves (by its error code).
-
-    >>> is_data_error(RuntimeError("Code: 69. DB::Exception: Decimal value is too big"))
-    True
-    >>> is_data_error(RuntimeError("Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space"))
-    False
-    """
-    match = re.search(r"Code: (\d+)\b", str(exc))
-    return match is not None and int(match.group(1)) in DATA_ERROR_CODES
-
+#: refused rollup totals: a few error lines, then a count of the rest
+_refused_totals = LogBudget(per_window=10, window_s=600.0)
 
 #: a usage event ClickHouse refused: its JSON and the error
 Unstorable = tuple[bytes, str]
@@ -294,18 +280,20 @@ class ClickHouseWriter:
         Returns the usage events ClickHouse refused to store (a value it cannot parse or that
         overflows a column): one such event must not stop the sink for everyone, so when an
         insert fails with a data error the usage rows are written again in halves until what
-        is refused is single events; the caller dead-letters them. Any other error is raised
-        (the caller retries the batch)."""
+        is refused is single events; the caller dead-letters them. The rollup totals are
+        halved likewise, and a refused one is left out with an error (see
+        :meth:`_isolate_totals`). Any other error is raised (the caller retries the batch)."""
         try:
             try:
                 self._write_encoded(encode_batch(batch))
                 return []
             except Exception as exc:
-                if not is_data_error(exc) or not batch.usage:
+                if not is_data_error(exc):
                     raise
-            refused = self._isolate(batch.usage)
-            self._write_encoded(encode_batch(SinkBatch([], batch.controls, batch.alerts, batch.totals,
-                                                       batch.stale_minutes, extra=batch.extra)))
+            refused = self._isolate(batch.usage) if batch.usage else []
+            self._isolate_totals(batch.totals)
+            self._write_encoded(encode_batch(SinkBatch([], batch.controls, batch.alerts, {}, batch.stale_minutes,
+                                                       extra=batch.extra)))
             return refused
         except Exception:
             self._client = None  # reconnect next time
@@ -329,6 +317,31 @@ class ClickHouseWriter:
                 return [(orjson.dumps(_items_by_id(value)[priced[0][0]]), error)]
             halves = [[(value, ingested, priced[:len(priced) // 2])], [(value, ingested, priced[len(priced) // 2:])]]
         return [refused for half in halves for refused in self._isolate(half)]
+
+    def _isolate_totals(self, totals: Totals) -> None:
+        """Write ``totals``' rollup rows; on a data error, each half on its own (idempotent: the
+        latest version of a row wins). A single total ClickHouse refuses (a day's spend past
+        what Decimal(18, 9) holds, say) is left out of the rollups with an error: the worker's
+        state keeps it exactly, and the rest of the sink goes on."""
+        if not totals:
+            return
+        minutes, user_days = rollup_payloads(totals)
+        try:
+            self._insert(self.client, "spend_minute", MINUTE_COLUMNS, minutes)
+            self._insert(self.client, "spend_user_day", USER_DAY_COLUMNS, user_days)
+            return
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            if len(totals) == 1:
+                if _refused_totals.allow():
+                    log.error("a rollup total ClickHouse refused is left out of the rollups (the worker's state "
+                              "keeps it exactly)", extra={"key": next(iter(totals)), "error": str(exc)[:300],
+                                                          "suppressed": _refused_totals.take_suppressed()})
+                return
+        items = list(totals.items())
+        self._isolate_totals(dict(items[:len(items) // 2]))
+        self._isolate_totals(dict(items[len(items) // 2:]))
 
     def _write_encoded(self, message: dict[str, Any]) -> None:
         client = self.client

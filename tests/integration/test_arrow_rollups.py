@@ -182,3 +182,25 @@ def test_a_refused_usage_event_is_isolated_and_the_rollups_stored(writers):
     assert by_arrow.client.query("SELECT count() FROM by_arrow.usage_events FINAL").result_rows[0][0] == 5
     write_json(by_json, totals)
     assert stored(by_arrow) == stored(by_json)  # the engine counted the event: its totals are stored as before
+
+
+def test_a_refused_rollup_total_is_left_out_with_an_error_and_the_rest_is_stored(writers, caplog, monkeypatch):
+    """A day's spend past what Decimal(18, 9) holds (a forged or runaway reporter) fails every
+    insert of its batch: retried for ever, it would stop the sink, and with it every
+    acknowledgement. The refused totals are found by halving and left out, loudly; the usage
+    rows and every other total are stored."""
+    monkeypatch.setattr(clickhouse, "_refused_totals", clickhouse.LogBudget(per_window=10, window_s=600.0))
+    caplog.set_level(logging.ERROR, logger="tokenbrake.sink")
+    by_json, by_arrow = writers
+    events = [_event(i, NOW_MS + i * 1_000) for i in range(6)]
+    batch, totals = engine_totals(events)
+    totals = dict(totals)  # the batch's own dict takes the refused ones below
+    too_big = {f"d{DAY}|t=acme|u=forged": ([10**18, 1, 0, 0, 0, 0, 0, 0, 5], 7),  # $1,000,000,000.000000000
+               f"m{MINUTE}|t=forged": ([10**18, 1, 0, 0, 0, 0, 0, 0, 5], 7)}
+    batch.totals.update(too_big)
+    assert by_arrow.write(batch) == []  # no usage event refused, nothing raised
+    assert by_arrow.client.query("SELECT count() FROM by_arrow.usage_events FINAL").result_rows[0][0] == 6
+    write_json(by_json, totals)
+    assert stored(by_arrow) == stored(by_json)  # every total but the refused ones
+    refused = sorted(r.key for r in caplog.records if "rollup total ClickHouse refused" in r.getMessage())
+    assert refused == sorted(too_big) and all(r.levelname == "ERROR" for r in caplog.records)
