@@ -20,7 +20,7 @@ from tokenbrake.schemas.control import AlertEvent, ControlEvent
 from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.price.rates import nanos_to_text
-from tokenbrake.streams.sink.refused import is_data_error
+from tokenbrake.streams.sink.refused import is_data_error, store_or_leave_out
 from tokenbrake.streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS, Totals, rollup_rows
 
 log = logging.getLogger("tokenbrake.sink")
@@ -253,9 +253,6 @@ def encode_batch(batch: SinkBatch) -> dict[str, Any]:
             "extra": batch.extra}
 
 
-#: refused rollup totals: a few error lines, then a count of the rest
-_refused_totals = LogBudget(per_window=10, window_s=600.0)
-
 #: a usage event ClickHouse refused: its JSON and the error
 Unstorable = tuple[bytes, str]
 
@@ -281,8 +278,9 @@ class ClickHouseWriter:
         overflows a column): one such event must not stop the sink for everyone, so when an
         insert fails with a data error the usage rows are written again in halves until what
         is refused is single events; the caller dead-letters them. The rollup totals are
-        halved likewise, and a refused one is left out with an error (see
-        :meth:`_isolate_totals`). Any other error is raised (the caller retries the batch)."""
+        halved likewise, as are the controls, alerts and other rows, and a refused one is left out
+        with an error (see :func:`streams.sink.refused.store_or_leave_out`). Any other error is
+        raised (the caller retries the batch)."""
         try:
             try:
                 self._write_encoded(encode_batch(batch))
@@ -292,8 +290,12 @@ class ClickHouseWriter:
                     raise
             refused = self._isolate(batch.usage) if batch.usage else []
             self._isolate_totals(batch.totals)
-            self._write_encoded(encode_batch(SinkBatch([], batch.controls, batch.alerts, {}, batch.stale_minutes,
-                                                       extra=batch.extra)))
+            if batch.stale_minutes:
+                self._rebuild_minutes(self.client, sorted(batch.stale_minutes))
+            for table, columns, rows in (("control_events", CONTROL_COLUMNS, batch.controls),
+                                         ("alerts", ALERT_COLUMNS, batch.alerts), *((table, *extra)
+                                         for table, extra in batch.extra.items())):
+                self._isolate_rows(table, columns, rows)
             return refused
         except Exception:
             self._client = None  # reconnect next time
@@ -319,29 +321,22 @@ class ClickHouseWriter:
         return [refused for half in halves for refused in self._isolate(half)]
 
     def _isolate_totals(self, totals: Totals) -> None:
-        """Write ``totals``' rollup rows; on a data error, each half on its own (idempotent: the
-        latest version of a row wins). A single total ClickHouse refuses (a day's spend past
-        what Decimal(18, 9) holds, say) is left out of the rollups with an error: the worker's
-        state keeps it exactly, and the rest of the sink goes on."""
-        if not totals:
-            return
-        minutes, user_days = rollup_payloads(totals)
-        try:
+        """Write ``totals``' rollup rows, leaving out (with an error) each total ClickHouse
+        refuses: a day's spend past what Decimal(18, 9) holds, say. The worker's state keeps it
+        exactly, and the rest of the sink goes on."""
+        def insert(items: list[tuple[str, Any]]) -> None:
+            minutes, user_days = rollup_payloads(dict(items))
             self._insert(self.client, "spend_minute", MINUTE_COLUMNS, minutes)
             self._insert(self.client, "spend_user_day", USER_DAY_COLUMNS, user_days)
-            return
-        except Exception as exc:
-            if not is_data_error(exc):
-                raise
-            if len(totals) == 1:
-                if _refused_totals.allow():
-                    log.error("a rollup total ClickHouse refused is left out of the rollups (the worker's state "
-                              "keeps it exactly)", extra={"key": next(iter(totals)), "error": str(exc)[:300],
-                                                          "suppressed": _refused_totals.take_suppressed()})
-                return
-        items = list(totals.items())
-        self._isolate_totals(dict(items[:len(items) // 2]))
-        self._isolate_totals(dict(items[len(items) // 2:]))
+
+        store_or_leave_out(insert, list(totals.items()), "a rollup total (the worker's state keeps it exactly)",
+                           lambda item: item[0])
+
+    def _isolate_rows(self, table: str, columns: list[str], rows: list[Any]) -> None:
+        """Write ``rows`` of a table of decisions (controls, alerts, outcomes, health), leaving
+        out (with an error) each row ClickHouse refuses: an observed spend past Decimal(18, 9)."""
+        store_or_leave_out(lambda part: self.client.insert(f"{self.db}.{table}", part, column_names=columns),
+                           rows, f"a row of {table}", lambda row: str(row[0]))
 
     def _write_encoded(self, message: dict[str, Any]) -> None:
         client = self.client

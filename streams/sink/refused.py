@@ -8,7 +8,16 @@ exactly), so one bad value never stops the sink for everyone; any other error is
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import DataError
+
+from tokenbrake.streams.logs import LogBudget
+
+log = logging.getLogger("tokenbrake.sink")
 
 #: ClickHouse error codes that say "these values cannot be stored" (parsing, conversion,
 #: overflow), not "ClickHouse is unwell" (a full disk, a read-only replica, a timeout)
@@ -23,5 +32,35 @@ def is_data_error(exc: BaseException) -> bool:
     >>> is_data_error(RuntimeError("Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space"))
     False
     """
+    if isinstance(exc, DataError):  # clickhouse-connect could not serialise a value for its column
+        return True
     match = re.search(r"Code: (\d+)\b", str(exc))
     return match is not None and int(match.group(1)) in DATA_ERROR_CODES
+
+
+#: rows left out: a few error lines, then a count of the rest
+_left_out = LogBudget(per_window=10, window_s=600.0)
+
+
+def store_or_leave_out(insert: Callable[[list[Any]], None], items: list[Any], what: str,
+                       name: Callable[[Any], str]) -> int:
+    """``insert(items)``; on a data error, each half on its own (the tables are idempotent:
+    writing a row again changes nothing), until what is refused is single items, each left
+    out with an ERROR naming it (``name(item)``). Any other error is raised. Returns how many
+    were left out."""
+    if not items:
+        return 0
+    try:
+        insert(items)
+        return 0
+    except Exception as exc:
+        if not is_data_error(exc):
+            raise
+        if len(items) == 1:
+            if _left_out.allow():
+                log.error("ClickHouse refused %s: left out", what, extra={
+                    "key": name(items[0]), "error": str(exc)[:300], "suppressed": _left_out.take_suppressed()})
+            return 1
+    half = len(items) // 2
+    return (store_or_leave_out(insert, items[:half], what, name)
+            + store_or_leave_out(insert, items[half:], what, name))

@@ -5,22 +5,27 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
 import pyarrow as pa
 import pytest
 
+from tokenbrake.schemas.control import ControlEvent, Reason, Scope
 from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.decide.policies import parse_policies
 from tokenbrake.streams.engine import Engine, PricedEvent
+from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.price import PriceBook
 from tokenbrake.streams.sink import clickhouse
+from tokenbrake.streams.sink import refused as refused_module
 from tokenbrake.streams.sink.arrow_rollups import ROLLUP_ARROW_ERRORS, rollup_tables
 from tokenbrake.streams.sink.clickhouse import (
     ClickHouseWriter,
     SinkBatch,
     bodies,
+    control_row,
     now_text,
     rollup_payloads,
     usage_source,
@@ -189,7 +194,7 @@ def test_a_refused_rollup_total_is_left_out_with_an_error_and_the_rest_is_stored
     insert of its batch: retried for ever, it would stop the sink, and with it every
     acknowledgement. The refused totals are found by halving and left out, loudly; the usage
     rows and every other total are stored."""
-    monkeypatch.setattr(clickhouse, "_refused_totals", clickhouse.LogBudget(per_window=10, window_s=600.0))
+    monkeypatch.setattr(refused_module, "_left_out", LogBudget(per_window=10, window_s=600.0))
     caplog.set_level(logging.ERROR, logger="tokenbrake.sink")
     by_json, by_arrow = writers
     events = [_event(i, NOW_MS + i * 1_000) for i in range(6)]
@@ -198,9 +203,15 @@ def test_a_refused_rollup_total_is_left_out_with_an_error_and_the_rest_is_stored
     too_big = {f"d{DAY}|t=acme|u=forged": ([10**18, 1, 0, 0, 0, 0, 0, 0, 5], 7),  # $1,000,000,000.000000000
                f"m{MINUTE}|t=forged": ([10**18, 1, 0, 0, 0, 0, 0, 0, 5], 7)}
     batch.totals.update(too_big)
+    scope = Scope(tenant_id="acme", user_id="forged")  # the same spend decides a control: its observed is past it too
+    batch.controls = [control_row(ControlEvent(
+        control_id=f"c{n}", issued_at=datetime.fromtimestamp(NOW_MS / 1000, UTC), scope=scope, action="block",
+        reason=Reason(rule="budget", observed=Decimal(observed), threshold=Decimal(5), period="day"), policy_id="p"))
+        for n, observed in enumerate(("100000000000", "6"))]
     assert by_arrow.write(batch) == []  # no usage event refused, nothing raised
     assert by_arrow.client.query("SELECT count() FROM by_arrow.usage_events FINAL").result_rows[0][0] == 6
     write_json(by_json, totals)
     assert stored(by_arrow) == stored(by_json)  # every total but the refused ones
-    refused = sorted(r.key for r in caplog.records if "rollup total ClickHouse refused" in r.getMessage())
-    assert refused == sorted(too_big) and all(r.levelname == "ERROR" for r in caplog.records)
+    assert by_arrow.client.query("SELECT control_id FROM by_arrow.control_events").result_rows == [("c1",)]
+    refused = sorted(r.key for r in caplog.records if "ClickHouse refused" in r.getMessage())
+    assert refused == sorted([*too_big, "c0"]) and all(r.levelname == "ERROR" for r in caplog.records)
