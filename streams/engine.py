@@ -31,8 +31,16 @@ from tokenbrake.streams.emit.events import Emitted
 from tokenbrake.streams.ingest.dedupe import Deduper, Seen
 from tokenbrake.streams.price.pricebook import PriceBook
 from tokenbrake.streams.price.rates import nanos_to_usd
-from tokenbrake.streams.state.keys import DAY, day_key, is_user_scope, month_key, parse_bucket_key
-from tokenbrake.streams.state.records import SpendTotals
+from tokenbrake.streams.state.keys import (
+    DAY,
+    USER_MONTHS,
+    day_key,
+    is_user_scope,
+    month_key,
+    parse_bucket_key,
+    user_months_key,
+)
+from tokenbrake.streams.state.records import SpendTotals, UserMonthsBegan
 from tokenbrake.streams.state.store import Store
 
 #: the engine's stores, each with its persisted record type (None: the values are their records)
@@ -321,11 +329,29 @@ class Engine:
             self.baselines.load()
         self.watermark = self.dedupe.watermark_minute * 60_000
         self._set_minute_floor()
+        self._restore_user_months()
+
+    def _restore_user_months(self) -> None:
+        """Delete user month totals no budget reads (see SpendAggregator.drop_user_months); or
+        find whether this month's began after users had spent in it, and keep that fact, per
+        partition, so a later restart still knows (``state.records.UserMonthsBegan``)."""
         self.user_months_partial = None
         if not self.agg.user_months:
             self.agg.drop_user_months()
-        elif self.now() and self.agg.user_months_begin_mid_month(self.now()):
-            self.user_months_partial = month_of(self.now())
+            return
+        now = self.now()
+        if not now:
+            return
+        month, decisions = month_of(now), self.stores["decisions"]
+        marks = [(key, UserMonthsBegan.read(value)) for key, value in decisions.items() if key.startswith(USER_MONTHS)]
+        for key, began in marks:
+            if began.month == month:
+                self.user_months_partial = month
+            else:
+                decisions.delete(key)  # an earlier month's
+        for partition in self.agg.user_months_begin_mid_month(now):
+            self.user_months_partial = month
+            decisions.set(user_months_key(partition), UserMonthsBegan(month).dump(), partition)
 
     # -- read side -----------------------------------------------------------------------------
     def status(self, limit: int = 50) -> dict[str, Any]:

@@ -187,8 +187,8 @@ class Runtime:
                                               "keys": self.engine.stats()["keys"],
                                               "reread_to": self.engine.reread_windows()})
             if self.engine.user_months_partial is not None:
-                log.warning("per-user month totals begin now, mid-month: a budget per user and month counts "
-                            "this month's spend from this restart, not from the 1st (set "
+                log.warning("this month's per-user totals began mid-month: a budget per user and month counts "
+                            "this month's spend from the restart that added it, not from the 1st (set "
                             "TOKENBRAKE_USER_MONTH_TOTALS=true to keep them always)",
                             extra={"month": self.engine.user_months_partial})
         return True

@@ -197,20 +197,20 @@ class SpendAggregator:
             self._months = deque(item for item in self._months if item[1] in self.store)
         return len(stale)
 
-    def user_months_begin_mid_month(self, now_ms: int) -> bool:
-        """Whether the users' month totals start now although users already spent this month:
-        user day buckets of the current month are held but no user month bucket of it (a
-        budget per user and month added mid-month counts from now, not from the 1st)."""
+    def user_months_begin_mid_month(self, now_ms: int) -> set[int]:
+        """The partitions whose users already spent this month although no user month bucket
+        of it is held (the users' month totals start now: a budget per user and month added
+        mid-month counts from now, not from the 1st); empty when the month's totals are whole."""
         month = month_of(now_ms)
-        spent = False
+        spent: set[int] = set()
         for key in self.store.data:
             if not is_user_scope(key):
                 continue
             kind = key[0]
             if kind == MONTH and bucket_number(key) == month:
-                return False
-            if kind == DAY and not spent and month_of_day(bucket_number(key)) == month:
-                spent = True
+                return set()
+            if kind == DAY and month_of_day(bucket_number(key)) == month:
+                spent.add(self.store.partition_of(key))
         return spent
 
     def rebuild_index(self) -> None:

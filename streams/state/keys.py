@@ -20,6 +20,7 @@ Decisions store::
     u|{provider}|{model}                        an unpriced model, reported once
     det|{rule}|{tenant}[|{feature}[|{model}]]   a detector's model and open incident
     op|{control scope key}                      an operator's control (``schemas.control.scope_key``)
+    um|{partition}                              the month whose per-user totals began mid-way
 
 Dedupe store (one chunk of remembered event ids per record)::
 
@@ -119,7 +120,11 @@ ROLLUP_KEY_PATTERN = (r"(?s)^(?P<kind>[dm])(?P<number>[0-9]+)\|t=(?P<tenant>[^|]
 
 
 # -- decisions ---------------------------------------------------------------------------------
-BUDGET, CAP, UNPRICED, BASELINE, OPERATOR = "b|", "c|", "u|", "det|", "op|"
+BUDGET, CAP, UNPRICED, BASELINE, OPERATOR, USER_MONTHS = "b|", "c|", "u|", "det|", "op|", "um|"
+
+
+def user_months_key(partition: int) -> str:
+    return f"um|{partition}"
 
 
 def budget_key(policy_id: str, agg_scope: str) -> str:

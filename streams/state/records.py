@@ -201,5 +201,28 @@ class OperatorControl:
         return value["control"]
 
 
+@dataclass(slots=True)
+class UserMonthsBegan:
+    """The calendar month whose per-user totals began after users had spent in it (a budget
+    per user and month added mid-month; ``state.keys.user_months_key``), so a later restart
+    still knows that month's user totals are partial.
+
+    >>> UserMonthsBegan.read(UserMonthsBegan(682).dump()).month
+    682
+    """
+
+    VERSION: ClassVar[int] = 1
+    month: int
+
+    def dump(self) -> dict[str, Any]:
+        return {"v": self.VERSION, "month": self.month}
+
+    @classmethod
+    def read(cls, value: Any) -> UserMonthsBegan:
+        if value.get("v") != 1:
+            raise ValueError(f"user months record of unknown version {value.get('v')!r}")
+        return cls(value["month"])
+
+
 #: a set-membership record (its key is the fact; e.g. a session counted in a period)
 MARK: dict[str, int] = {"v": 1}

@@ -122,8 +122,23 @@ def test_user_month_totals_that_begin_mid_month_are_reported_and_complete_ones_a
     added.restore(stores(without))
     assert added.user_months_partial == month_of(NOW_MS)
     assert added.status()["user_month_totals"] == "partial this month"
-    added.watermark = NOW_MS + 40 * DAY_MS  # the next month began with the totals kept: complete
-    assert added.status()["user_month_totals"] == "kept"
+    feed(added, [event(user_id="u2", ts=NOW_MS + 1_000)])  # now the month has user month totals
+    again = engine(USER_MONTH)
+    again.restore(stores(added))  # a later restart in the same month still knows
+    assert again.user_months_partial == month_of(NOW_MS)
+    # totals that began mid-way through an earlier month are whole from the next one on
+    earlier = NOW_MS - 40 * DAY_MS
+    before = engine(OTHERS)
+    feed(before, [event(user_id="u1", ts=earlier)])
+    began = engine(USER_MONTH)
+    began.restore(stores(before))
+    assert began.user_months_partial == month_of(earlier) != month_of(NOW_MS)
+    feed(began, [event(user_id="u2", ts=NOW_MS)])
+    assert began.status()["user_month_totals"] == "kept"
+    next_month = engine(USER_MONTH)
+    next_month.restore(stores(began))
+    assert next_month.user_months_partial is None
+    assert not [k for k in next_month.stores["decisions"].data if k.startswith("um|")]  # the old month's fact dropped
     kept = engine(USER_MONTH)
     feed(kept, [event(user_id="u1", ts=NOW_MS)])
     restarted = engine(USER_MONTH)
@@ -137,5 +152,5 @@ def test_user_month_totals_that_begin_mid_month_are_reported_and_complete_ones_a
     feed(old, [event(user_id="u1", ts=NOW_MS - 40 * DAY_MS)])
     later = engine(USER_MONTH)
     later.restore(stores(old))
-    assert later.agg.user_months_begin_mid_month(NOW_MS) is False
-    assert later.agg.user_months_begin_mid_month(NOW_MS - 40 * DAY_MS) is True  # that month's began mid-way
+    assert later.agg.user_months_begin_mid_month(NOW_MS) == set()
+    assert later.agg.user_months_begin_mid_month(NOW_MS - 40 * DAY_MS) == {0}  # that month's began mid-way
