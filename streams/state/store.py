@@ -32,24 +32,18 @@ def add_into(counters: list[list[int]], vector: tuple[int, ...], pos: int) -> No
     """Add an 8-counter ``vector`` to each of ``counters`` in place and set their position:
     the aggregation hot path (every event, a dozen lists), so it is written out flat."""
     c0, c1, c2, c3, c4, c5, c6, c7 = vector
-    if c4 or c5 or c6 or c7:
+    for current in counters:
+        current[8] = pos
+        current[0] += c0
+        current[1] += c1
+        current[2] += c2
+        current[3] += c3
+    if c4 or c5 or c6 or c7:  # most calls have no cached or reasoning tokens, no error, no retry
         for current in counters:
-            current[8] = pos
-            current[0] += c0
-            current[1] += c1
-            current[2] += c2
-            current[3] += c3
             current[4] += c4
             current[5] += c5
             current[6] += c6
             current[7] += c7
-    else:  # most calls: no cached or reasoning tokens, no error, no retry (adding zeros changes nothing)
-        for current in counters:
-            current[8] = pos
-            current[0] += c0
-            current[1] += c1
-            current[2] += c2
-            current[3] += c3
 
 
 class Store:
