@@ -20,7 +20,7 @@ from tokenbrake.schemas.control import AlertEvent, ControlEvent
 from tokenbrake.schemas.usage import UsageEvent
 from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.price.rates import nanos_to_text
-from tokenbrake.streams.sink.refused import is_data_error, store_or_leave_out
+from tokenbrake.streams.sink.refused import halves, is_data_error, refused_by_halves, store_or_leave_out
 from tokenbrake.streams.sink.rollups import MINUTE_COLUMNS, USER_DAY_COLUMNS, Totals, rollup_rows
 
 log = logging.getLogger("tokenbrake.sink")
@@ -302,23 +302,20 @@ class ClickHouseWriter:
             raise
 
     def _isolate(self, sources: list[UsageSource]) -> list[Unstorable]:
-        """Write ``sources``' usage rows; on a data error, each half on its own (idempotent)."""
-        try:
+        """Write ``sources``' usage rows; on a data error, each half on its own, down to single
+        events (a message's events are split too): the refused events and ClickHouse's error."""
+        def insert(part: list[UsageSource]) -> None:
             self._insert(self.client, "usage_events", USAGE_INSERT_COLUMNS,
-                         bodies([row for source in sources for row in usage_rows(source)]))
-            return []
-        except Exception as exc:
-            if not is_data_error(exc):
-                raise
-            error = f"{type(exc).__name__}: {exc}"[:4000]
-        if len(sources) > 1:
-            halves = [sources[:len(sources) // 2], sources[len(sources) // 2:]]
-        else:
-            (value, ingested, priced), = sources
-            if len(priced) == 1:
-                return [(orjson.dumps(_items_by_id(value)[priced[0][0]]), error)]
-            halves = [[(value, ingested, priced[:len(priced) // 2])], [(value, ingested, priced[len(priced) // 2:])]]
-        return [refused for half in halves for refused in self._isolate(half)]
+                         bodies([row for source in part for row in usage_rows(source)]))
+
+        def split(part: list[UsageSource]) -> list[list[UsageSource]] | None:
+            if len(part) > 1:
+                return halves(part)
+            (value, ingested, priced), = part
+            return None if len(priced) == 1 else [[(value, ingested, entries)] for entries in halves(priced)]
+
+        return [(orjson.dumps(_items_by_id(value)[priced[0][0]]), error)
+                for ((value, _, priced),), error in refused_by_halves(insert, sources, split)]
 
     def _isolate_totals(self, totals: Totals) -> None:
         """Write ``totals``' rollup rows, leaving out (with an error) each total ClickHouse

@@ -38,29 +38,43 @@ def is_data_error(exc: BaseException) -> bool:
     return match is not None and int(match.group(1)) in DATA_ERROR_CODES
 
 
+def halves(items: list[Any]) -> list[list[Any]] | None:
+    """``items`` in two halves; None for a single item (it cannot be split)."""
+    return None if len(items) == 1 else [items[:len(items) // 2], items[len(items) // 2:]]
+
+
+def refused_by_halves(insert: Callable[[list[Any]], None], items: list[Any],
+                      split: Callable[[list[Any]], list[list[Any]] | None] = halves) -> list[tuple[list[Any], str]]:
+    """``insert(items)``; on a data error, each part of ``split(items)`` on its own (the tables
+    are idempotent: writing a row again changes nothing), until what is refused cannot be
+    split. Returns what was refused, each with ClickHouse's error; any other error is raised."""
+    if not items:
+        return []
+    try:
+        insert(items)
+        return []
+    except Exception as exc:
+        if not is_data_error(exc):
+            raise
+        error = f"{type(exc).__name__}: {exc}"[:4000]
+    parts = split(items)
+    if parts is None:
+        return [(items, error)]
+    return [refused for part in parts for refused in refused_by_halves(insert, part, split)]
+
+
 #: rows left out: a few error lines, then a count of the rest
 _left_out = LogBudget(per_window=10, window_s=600.0)
 
 
 def store_or_leave_out(insert: Callable[[list[Any]], None], items: list[Any], what: str,
                        name: Callable[[Any], str]) -> int:
-    """``insert(items)``; on a data error, each half on its own (the tables are idempotent:
-    writing a row again changes nothing), until what is refused is single items, each left
-    out with an ERROR naming it (``name(item)``). Any other error is raised. Returns how many
+    """``insert(items)``, leaving out each single item ClickHouse refuses (see
+    :func:`refused_by_halves`) with an ERROR naming it (``name(item)``). Returns how many
     were left out."""
-    if not items:
-        return 0
-    try:
-        insert(items)
-        return 0
-    except Exception as exc:
-        if not is_data_error(exc):
-            raise
-        if len(items) == 1:
-            if _left_out.allow():
-                log.error("ClickHouse refused %s: left out", what, extra={
-                    "key": name(items[0]), "error": str(exc)[:300], "suppressed": _left_out.take_suppressed()})
-            return 1
-    half = len(items) // 2
-    return (store_or_leave_out(insert, items[:half], what, name)
-            + store_or_leave_out(insert, items[half:], what, name))
+    refused = refused_by_halves(insert, items)
+    for (item,), error in refused:
+        if _left_out.allow():
+            log.error("ClickHouse refused %s: left out", what, extra={
+                "key": name(item), "error": error[:300], "suppressed": _left_out.take_suppressed()})
+    return len(refused)
