@@ -8,8 +8,10 @@ tests/unit/test_ordering_contract.py breaks each step on purpose, and the tests 
   2. publish: a control goes out as soon as the message that caused it is decided, never
      waiting for ClickHouse; alerts when the chunk ends (test_pipeline, the latency bench);
   3. changelog: when a chunk ends (``chunk_events`` events or ``chunk_max_s``), every state
-     key it changed is sent once to its table's changelog, one drain at a time so a key's
-     records keep the order of its values (tests/unit/test_crash_windows.py);
+     key it changed is sent once to its table's changelog, one drain at a time and each drain's
+     records after the previous one's (streams.runtime.store_chain: off the deciding path, so a
+     control never waits for a chunk's storing), so a key's records keep the order of its
+     values (tests/unit/test_crash_windows.py);
   4. rows stored: the chunk's rows join the ClickHouse buffer, written by the writer process;
   5. acknowledge: the chunk's messages are acknowledged only once 3's records are on the
      broker and 4's rows are stored (tests/unit/test_sink_buffer.py); Faust commits offsets
@@ -36,7 +38,7 @@ from tokenbrake.streams.app import RawBytes, build_app
 from tokenbrake.streams.chunk import Chunk
 from tokenbrake.streams.emit.reassert import Reasserter
 from tokenbrake.streams.emit.topic_latest import TopicLatest
-from tokenbrake.streams.engine import STORES, PricedEvent
+from tokenbrake.streams.engine import STORES, Drained, PricedEvent
 from tokenbrake.streams.faust_internals.changelog import aiokafka_producer, send_packed
 from tokenbrake.streams.faust_internals.tables import table_dicts
 from tokenbrake.streams.heap import HeapAger
@@ -54,6 +56,7 @@ from tokenbrake.streams.runtime.membership import install_membership
 from tokenbrake.streams.runtime.publisher import Publisher
 from tokenbrake.streams.runtime.routing import TenantRouter
 from tokenbrake.streams.runtime.status import install_pages
+from tokenbrake.streams.runtime.store_chain import StoreChain
 from tokenbrake.streams.runtime.watchdog import broker_silence
 from tokenbrake.streams.settings import Settings
 from tokenbrake.streams.setup import build_engine
@@ -123,6 +126,8 @@ class Runtime:
         # one drain at a time, up to its changelog sends: a key's records reach the broker in the
         # order its values were taken (a tick's older value must not land after a chunk's newer one)
         self._draining = asyncio.Lock()
+        # what each drain stores (changelogs, then rows to the sink), in drain order, off the deciding path
+        self._storing = StoreChain(on_error=lambda exc: asyncio.ensure_future(self.app.crash(exc)))
         self.meter = WorkerMeter.from_settings(settings)  # what only the hot path sees (streams.metrics)
         self.publisher = Publisher(self.signer, self.control_topic, self.alert_topic, self.topic_latest, self.meter,
                                    self.stats)
@@ -299,16 +304,21 @@ class Runtime:
         self.meter.decided(chunk.taken[-1].message.timestamp if chunk.taken else None, len(published))
 
     async def _end_chunk(self) -> None:
-        """Publish what was decided, persist the changed state, hand the rows to the sink
-        (which acknowledges the chunk's messages once they are stored)."""
+        """Publish what was decided and drain the changed state; then, off the deciding path
+        and after the chunks drained before it (``runtime.store_chain``), persist the state and
+        hand the rows to the sink, which acknowledges the chunk's messages once they are stored."""
+        await self._storing.room()  # before the chunk is cut: nothing is decided into it meanwhile
         chunk, self._chunk = self._chunk, Chunk(self.generation)
         events, rows = list(chunk.taken), chunk.rows  # a copy: only what is handed over now is acked
         self.stats["messages"] += len(events)
         async with self._draining:
             drained = self.engine.drain()
             controls = chunk.published + await self.publisher.publish(drained.controls, drained.alerts)
-            durable = await self.persist(drained.changes, wait=False)  # the next chunk is decided meanwhile
-        durable += chunk.forwarded
+            self._storing.then(lambda: self._store_chunk(drained, controls, events, rows, chunk.forwarded))
+
+    async def _store_chunk(self, drained: Drained, controls: list[ControlEvent], events: list[faust.EventT],
+                           rows: list[Any], forwarded: list[asyncio.Future]) -> None:
+        durable = await self.persist(drained.changes, wait=False) + forwarded
 
         def ack(events: list[faust.EventT] = events) -> None:
             for taken in events:
@@ -347,7 +357,11 @@ class Runtime:
         async with self._draining:
             drained = self.engine.drain()
             controls = await self.publisher.publish(drained.controls, drained.alerts)
-            pending = await self.persist(drained.changes, wait=False)
+            stored = self._storing.then(lambda: self._store_drained(drained, controls))
+        await asyncio.wait([stored])  # a failure is the chain's to report (it stops the worker)
+
+    async def _store_drained(self, drained: Drained, controls: list[ControlEvent]) -> None:
+        pending = await self.persist(drained.changes, wait=False)
         if pending:
             await asyncio.gather(*pending)
         if controls or drained.alerts or self._totals or drained.stale_minutes:

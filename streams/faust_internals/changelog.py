@@ -8,6 +8,9 @@ from typing import Any
 
 from tokenbrake.schemas.codec import dumps
 
+#: records serialised between two turns of the event loop
+YIELD_EVERY = 500
+
 
 async def send_packed(producer: Any, topic: str, records: Iterable[tuple[str, Any, int]],
                       encode: Callable[[Any], Any] | None = None) -> list[asyncio.Future]:
@@ -17,7 +20,9 @@ async def send_packed(producer: Any, topic: str, records: Iterable[tuple[str, An
     Returns the broker's acknowledgements, not awaited."""
     pending = []
     batches: dict[int, Any] = {}  # partition -> the batch being filled
-    for key, value, partition in records:
+    for count, (key, value, partition) in enumerate(records, 1):
+        if count % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # a chunk's records are thousands: let deciding go on between slices
         key_bytes = dumps(key)
         value_bytes = None if value is None else dumps(value if encode is None else encode(value))
         batch = batches.get(partition)

@@ -27,6 +27,7 @@ from tokenbrake.streams.engine import Engine
 from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.price import PriceBook
 from tokenbrake.streams.runtime.routing import TenantRouter
+from tokenbrake.streams.runtime.store_chain import StoreChain
 from tokenbrake.streams.sink.buffer import SinkBuffer
 from tokenbrake.streams.worker import Runtime
 
@@ -151,6 +152,7 @@ def runtime(log: list, broker: Broker) -> Runtime:
     rt.unknown_fields = {}
     rt._engine_errors = LogBudget(per_window=10, window_s=60.0)
     rt._draining = asyncio.Lock()
+    rt._storing = StoreChain()
     rt._totals = {}
     rt.changelogs = {name: f"changelog-{name}" for name in engine.stores}
     rt.publisher = Publisher(log)
