@@ -313,3 +313,42 @@ def test_a_tick_that_drains_mid_batch_is_caught(monkeypatch):
     monkeypatch.setattr(Runtime, "_deciding", property(lambda self: False, lambda self, value: None),
                         raising=False)  # the tick cannot tell that a batch is being decided
     assert drained_mid_batch(asyncio.run(run_worker(monkeypatch, tick_mid_batch=True)))
+
+
+def test_a_chunk_being_stored_holds_neither_deciding_nor_the_next_control(monkeypatch):
+    """Step 3 runs off the deciding path (streams.runtime.store_chain): while the broker has not
+    taken a chunk's changelog records, the next messages are decided and their control goes out;
+    the next chunk's records still follow the first chunk's."""
+
+    async def scenario() -> tuple[list, bool]:
+        log: list = []
+        broker = Broker(log)
+        broker_slow = asyncio.Event()
+
+        async def slow_send(producer: Any, topic: str, records: Any, encode: Any = None) -> list:
+            await broker_slow.wait()
+            return await broker.send_packed(producer, topic, records, encode)
+
+        monkeypatch.setattr(worker_module, "send_packed", slow_send)
+        monkeypatch.setattr(worker_module, "aiokafka_producer", lambda app: None)
+        rt = runtime(log, broker)
+
+        def taken(offset: int) -> Taken:
+            value = event(tenant_id="acme", event_id=f"m{offset}", ts=NOW_MS + offset).model_dump(mode="json")
+            return Taken(log, offset, dumps(value))
+
+        await rt.on_batch([taken(0)])
+        await rt._end_chunk()  # its storing waits for the broker
+        await rt.on_batch([taken(1), taken(2)])  # the second call crosses the budget
+        control_first = ("publish", ["block"]) in log and not any(entry[0] == "changelog" for entry in log)
+        await rt._end_chunk()
+        broker_slow.set()
+        await rt._storing.idle()
+        return log, control_first
+
+    log, control_first = asyncio.run(scenario())
+    assert control_first  # decided and published while the first chunk was still being stored
+    drains = [entry[1] for entry in log if entry[0] == "drained"]
+    sent = [(entry[1].removeprefix("changelog-"), entry[2]) for entry in log if entry[0] == "changelog"]
+    assert len(drains) == 2 and set(sent[:len(drains[0])]) == drains[0]  # the first chunk's records first
+    assert set(sent[len(drains[0]):]) == drains[1]
