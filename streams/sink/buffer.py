@@ -90,8 +90,10 @@ class SinkBuffer:
     def due(self) -> bool:
         if not self._acks:
             return False
+        # the rollup totals ride along: counted, a chunk's changed totals alone (thousands with
+        # many scopes) would start a flush per chunk, each rewriting the same minute buckets
         age = time.monotonic() - (self._oldest or time.monotonic())
-        return len(self._batch) >= self.flush_rows or age >= self.flush_interval_s
+        return self._batch.recorded_rows >= self.flush_rows or age >= self.flush_interval_s
 
     async def maybe_flush(self, force: bool = False) -> None:
         """Start a background flush when due; block (backpressure) only while the buffer is over

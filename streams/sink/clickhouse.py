@@ -166,6 +166,12 @@ class SinkBatch:
         return (self.usage_rows + len(self.controls) + len(self.alerts) + len(self.totals)
                 + sum(len(rows) for _, rows in self.extra.values()))
 
+    @property
+    def recorded_rows(self) -> int:
+        """The rows that record something (usage events, controls, alerts, other tables); the
+        rollup totals are a summary of the usage rows, bounded by the keys they changed."""
+        return len(self) - len(self.totals)
+
     def add_rows(self, table: str, columns: list[str], rows: list[Any]) -> None:
         self.extra.setdefault(table, (columns, []))[1].extend(rows)
 

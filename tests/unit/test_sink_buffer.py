@@ -44,3 +44,17 @@ def test_a_failed_changelog_write_stops_acknowledging_and_reports_fatal():
     assert [str(e) for e in fatal] == ["broker gone"]
     assert sink.stats()["fatal"] is True and "changelog write failed" in sink.stats()["last_error"]
     assert sink.writer.batches == 2  # no write is retried after the fatal error
+
+
+def test_a_flush_is_due_by_recorded_rows_not_by_the_rollup_totals_riding_along():
+    """A chunk's changed totals (thousands of minute buckets with many scopes) must not start
+    a flush per chunk by themselves: each flush rewrites the same buckets, so flushes of one
+    chunk cost the writer more per event than flushes of several."""
+    sink = SinkBuffer(RecordingWriter(), 4, 3600.0, 100, 1.0)
+    totals = {f"m|1|t{i}": ([1, 1, 0, 0, 0, 0, 0, 0, i], 1) for i in range(10)}
+    sink.add([(b"[]", "0.000", [("row",)] * 3)], [], [], lambda: None, totals)
+    assert len(sink._batch) == 13 and sink._batch.recorded_rows == 3
+    assert not sink.due()  # 3 events recorded: not yet, however many totals they changed
+    sink.add([], [("control",)], [], lambda: None)
+    assert sink.due()  # 3 usage rows and a control
+    sink.close()
