@@ -147,48 +147,52 @@ class KillSwitch:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, timeout_s: float = 30.0) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=50,
-                                          **connection_kwargs(self.security))
+        consumer = self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                                     auto_offset_reset="earliest", group_id=None,
+                                                     fetch_max_wait_ms=50, **connection_kwargs(self.security))
         try:
-            await self._consumer.start()
-        except BaseException:  # no broker, a refused certificate: leave nothing open behind
-            await self._consumer.stop()
-            self._consumer = None
+            tps = await self._read_history(consumer, time.monotonic() + timeout_s)
+        except BaseException:  # no broker, a refused certificate, a timeout, stop() meanwhile: leave nothing open
+            await consumer.stop()
+            if self._consumer is consumer:
+                self._consumer = None
             raise
-        parts = None
-        deadline = time.monotonic() + timeout_s
-        while not parts and time.monotonic() < deadline:
-            parts = self._consumer.partitions_for_topic(self.topic)
-            if not parts:
-                await self._consumer._client.force_metadata_update()  # topic may be new
-                parts = self._consumer.partitions_for_topic(self.topic)
-                if not parts:
-                    await asyncio.sleep(0.2)
-        if not parts:
-            await self._consumer.stop()
-            raise RuntimeError(f"control topic {self.topic!r} not found at {self.bootstrap}")
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        end = await self._consumer.end_offsets(tps)
-        while True:  # read the whole compacted history, then serve
-            if time.monotonic() > deadline:
-                await self._consumer.stop()
-                raise TimeoutError("control topic not read to its end in time")
-            batch = await self._consumer.getmany(timeout_ms=300)
-            self._apply_batch(batch)
-            # an empty fetch past the reported end: some brokers report the end per batch
-            if not batch and await self._caught_up(end):
-                break
         self._loaded = True
         self._last_contact = time.monotonic()
         self._task = asyncio.create_task(self._follow(tps), name="tokenbrake-killswitch")
 
-    async def _caught_up(self, end: dict[TopicPartition, int]) -> bool:
-        assert self._consumer is not None
+    async def _read_history(self, consumer: AIOKafkaConsumer, deadline: float) -> list[TopicPartition]:
+        """Connect, find the topic's partitions and read its whole compacted history (a
+        :meth:`stop` meanwhile stops ``consumer``, which ends this with aiokafka's error)."""
+        await consumer.start()
+        parts = None
+        while not parts and time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(self.topic)
+            if not parts:
+                await consumer._client.force_metadata_update()  # topic may be new
+                parts = consumer.partitions_for_topic(self.topic)
+                if not parts:
+                    await asyncio.sleep(0.2)
+        if not parts:
+            raise RuntimeError(f"control topic {self.topic!r} not found at {self.bootstrap}")
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        while True:  # read the whole compacted history, then serve
+            if time.monotonic() > deadline:
+                raise TimeoutError("control topic not read to its end in time")
+            if self._consumer is not consumer:
+                raise RuntimeError("the kill switch was stopped while it was starting")
+            batch = await consumer.getmany(timeout_ms=300)
+            self._apply_batch(batch)
+            # an empty fetch past the reported end: some brokers report the end per batch
+            if not batch and await self._caught_up(consumer, end):
+                return tps
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
         for tp, offset in end.items():
-            if await self._consumer.position(tp) < offset:
+            if await consumer.position(tp) < offset:
                 return False
         return True
 

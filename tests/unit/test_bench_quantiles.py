@@ -1,0 +1,18 @@
+"""The bench's latency quantiles are nearest-rank: the ceil(q * n)-th smallest probe."""
+
+from __future__ import annotations
+
+from tokenbrake.streams.tools.bench import nearest_rank
+
+
+def test_nearest_rank_of_200_probes():
+    probes = [float(i) for i in range(1, 201)]
+    assert nearest_rank(probes, 0.50) == 100.0
+    assert nearest_rank(probes, 0.90) == 180.0
+    assert nearest_rank(probes, 0.99) == 198.0  # two probes above it, not one
+
+
+def test_nearest_rank_of_few_probes_is_the_maximum_at_p99():
+    assert nearest_rank([5.0, 7.0, 9.0], 0.99) == 9.0
+    assert nearest_rank([5.0], 0.5) == 5.0
+    assert nearest_rank([float(i) for i in range(1, 41)], 0.99) == 40.0
