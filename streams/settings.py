@@ -138,7 +138,7 @@ class Settings(BaseSettings):
                                         "pauses the worker for what survived since the last one")
 
     # ClickHouse sink
-    sink_flush_rows: int = Field(10_000, ge=1)
+    sink_flush_rows: int = Field(20_000, ge=1)
     sink_flush_interval_s: float = Field(1.0, gt=0)
     sink_max_buffer_rows: int = Field(500_000, ge=1)
     sink_retry_max_s: float = Field(30.0, gt=0)
