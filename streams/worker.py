@@ -49,7 +49,7 @@ from tokenbrake.streams.metrics import WorkerMeter, install_metrics
 from tokenbrake.streams.otlp_flow import install_otlp
 from tokenbrake.streams.outcome_flow import install_outcomes
 from tokenbrake.streams.runtime.agents import run_input
-from tokenbrake.streams.runtime.dead_letters import DeadLetters
+from tokenbrake.streams.runtime.dead_letters import DeadLetters, uncountable
 from tokenbrake.streams.runtime.forwarding import Forwarder
 from tokenbrake.streams.runtime.health import install_health
 from tokenbrake.streams.runtime.membership import install_membership
@@ -277,15 +277,8 @@ class Runtime:
                 if isinstance(result, PricedEvent):
                     priced.append(priced_entry(result))
                     self.meter.priced(result)
-                elif result is Seen.LATE:
-                    await self.dead_letter(msg, Rejected(
-                        "late", f"event {ev.event_id} is older than the dedupe horizon "
-                        f"({self.settings.dedupe_horizon}); it cannot be counted exactly once", dumps(ev)))
-                elif result is Seen.FUTURE:
-                    await self.dead_letter(msg, Rejected(
-                        "future", f"event {ev.event_id} is stamped more than {self.settings.max_future_s}s ahead "
-                        "of the worker's clock (TOKENBRAKE_MAX_FUTURE_S); fix the producer's clock and replay it",
-                        dumps(ev)))
+                elif result is Seen.LATE or result is Seen.FUTURE:
+                    await self.dead_letter(msg, uncountable(result, ev, self.settings))
             if priced:  # bad elements: the rows are built from the valid events only (see usage_rows)
                 chunk.rows.append((usage_source_bytes(good) if bad else msg.value, ingested, priced))
             if chunk.processed >= chunk_events:

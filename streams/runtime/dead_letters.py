@@ -5,10 +5,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tokenbrake.schemas.codec import dumps
 from tokenbrake.streams.emit.dead_letter import dead_letter_record
 from tokenbrake.streams.ingest.decode import Rejected
+from tokenbrake.streams.ingest.dedupe import Seen
 
 log = logging.getLogger("tokenbrake.worker")
+
+
+def uncountable(seen: Seen, event: Any, settings: Any) -> Rejected:
+    """Why a valid event the engine would not count (``Seen.LATE`` or ``Seen.FUTURE``) goes to
+    the dead-letter topic: what to do about it, with the setting that decided."""
+    if seen is Seen.LATE:
+        return Rejected("late", f"event {event.event_id} is older than the dedupe horizon "
+                        f"({settings.dedupe_horizon}); it cannot be counted exactly once", dumps(event))
+    return Rejected("future", f"event {event.event_id} is stamped more than {settings.max_future_s}s ahead of "
+                    "the worker's clock (TOKENBRAKE_MAX_FUTURE_S); fix the producer's clock and replay it",
+                    dumps(event))
 
 
 class DeadLetters:

@@ -14,6 +14,15 @@ from tokenbrake.clients import KillSwitch
 from tokenbrake.streams.broker import ensure_topics
 
 
+async def started_consumer(ks: KillSwitch) -> None:
+    """Let the start run until it has made its consumer (before its first network wait)."""
+    for _ in range(1000):  # a few loop turns in practice; bounded so a regression fails, not hangs
+        if ks._consumer is not None:
+            return
+        await asyncio.sleep(0)  # a yield to the start task, not a timed wait
+    raise AssertionError("start() never made its consumer")
+
+
 def test_a_stop_during_start_ends_the_start_cleanly(broker):  # noqa: ANN001
     topic = f"control-{uuid.uuid4().hex[:8]}"
 
@@ -21,8 +30,7 @@ def test_a_stop_during_start_ends_the_start_cleanly(broker):  # noqa: ANN001
         await ensure_topics(broker.bootstrap, {topic: 1}, {topic})
         ks = KillSwitch(broker.bootstrap, topic, keys="k1:test-secret-of-16-chars")
         starting = asyncio.ensure_future(ks.start())
-        while ks._consumer is None:  # the start made its consumer (before its first network wait)
-            await asyncio.sleep(0)
+        await started_consumer(ks)
         await ks.stop()
         try:
             await starting
@@ -42,8 +50,7 @@ def test_a_start_after_a_failed_start_works(broker):  # noqa: ANN001
         await ensure_topics(broker.bootstrap, {topic: 1}, {topic})
         ks = KillSwitch(broker.bootstrap, topic, keys="k1:test-secret-of-16-chars")
         starting = asyncio.ensure_future(ks.start())
-        while ks._consumer is None:
-            await asyncio.sleep(0)
+        await started_consumer(ks)
         await ks.stop()
         with pytest.raises(Exception):  # noqa: B017 - whichever error aiokafka or the check raises
             await starting
