@@ -173,6 +173,7 @@ class Runtime:
         if self.attached == self.generation:
             self.engine.save_baselines()  # a deploy loses no detector history
         await self._drain_and_store()
+        await self._storing.idle()  # every chunk's records sent and rows handed over (drain order)
         await self.app.producer.flush()  # changelogs, controls and alerts out before we stop
         await self.sink.maybe_flush(force=True)
 
