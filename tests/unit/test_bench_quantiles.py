@@ -1,8 +1,9 @@
-"""The bench's latency quantiles are nearest-rank: the ceil(q * n)-th smallest probe."""
+"""The bench's latency quantiles are nearest-rank (the ceil(q * n)-th smallest probe), and its
+memory growth is the worker's per 100,000 events."""
 
 from __future__ import annotations
 
-from tokenbrake.streams.tools.bench import nearest_rank
+from tokenbrake.streams.tools.bench import nearest_rank, rss_growth
 
 
 def test_nearest_rank_of_200_probes():
@@ -16,3 +17,9 @@ def test_nearest_rank_of_few_probes_is_the_maximum_at_p99():
     assert nearest_rank([5.0, 7.0, 9.0], 0.99) == 9.0
     assert nearest_rank([5.0], 0.5) == 5.0
     assert nearest_rank([float(i) for i in range(1, 41)], 0.99) == 40.0
+
+
+def test_rss_growth_is_per_100k_events_over_the_second_half():
+    assert rss_growth(300.0, 330.0, 200_000) == 30.0  # 30 MB over 100,000 events
+    assert rss_growth(None, 330.0, 200_000) is None  # a run too short to reach half
+    assert rss_growth(300.0, 290.0, 50_000) == -40.0  # memory given back shows as such
