@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import random
 import statistics
@@ -33,6 +32,7 @@ from tokenbrake.clients.killswitch import KillSwitch
 from tokenbrake.schemas.codec import dumps, loads
 from tokenbrake.streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
 from tokenbrake.streams.status import fetch_status
+from tokenbrake.streams.tools.bench_figures import nearest_rank, rss_growth
 
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku"),
           ("anthropic", "claude-sonnet-4-5")]
@@ -263,22 +263,6 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
-
-
-def rss_growth(at_half: float | None, at_end: float | None, total: int) -> float | None:
-    """MB the worker's RSS grows per 100,000 events over the second half of a run (the state
-    of users first seen, dedupe ids). The worker alone: its writer process starts during the
-    run, and counting it (a one-off ~500 MB with chdb) made one-event runs of 50,000 events
-    report 1,500 MB per 100,000."""
-    if at_half is None or at_end is None or total <= 0:
-        return None
-    return round((at_end - at_half) / (total / 2) * 100_000, 1)
-
-
-def nearest_rank(ordered: list[float], q: float) -> float:
-    """The nearest-rank ``q`` quantile of ascending ``ordered``: its ceil(q * n)-th smallest
-    (of 200 probes the p99 is the 198th; of 40 it would be the maximum)."""
-    return ordered[max(0, math.ceil(len(ordered) * q) - 1)]
 
 
 async def control_latency(bootstrap: str, worker: Worker, app_id: str, probes: int, load_rate: int) -> dict:

@@ -3,7 +3,7 @@ memory growth is the worker's per 100,000 events."""
 
 from __future__ import annotations
 
-from tokenbrake.streams.tools.bench import nearest_rank, rss_growth
+from tokenbrake.streams.tools.bench_figures import nearest_rank, rss_growth
 
 
 def test_nearest_rank_of_200_probes():
