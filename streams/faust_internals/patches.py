@@ -37,6 +37,10 @@
    decided) were committed past, lost. Here no gap is added by the fetch loop;
    ``take_batches`` delivers each partition in offset order from ``SOUGHT`` and adds a gap
    only once a reader of its own finds no record in it (``faust_internals.end_offsets.first_offset_from``).
+8. Per-message lookups. Every message delivered looked up two settings through Faust's
+   settings registry (the event class in ``App.create_event``, ``producer_threaded`` in the
+   producer buffer's size) and walked every channel's ``queue`` property in 4. They are read
+   once per app (they do not change while it runs) and the queues directly.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import faust
 from faust.transport import consumer as faust_consumer
+from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from tokenbrake.streams.faust_internals.end_offsets import exact_end_offsets
@@ -84,11 +90,44 @@ async def _wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
     if (len(coros) == 2 and timeout is None and getattr(coros[1], "cr_code", None) is _SUSPEND_WAIT
             and not self.suspend_flow.is_set() and not self._stopped.is_set() and not self._crashed.is_set()):
         app = self.app
-        if app.flow_control.is_active() and not any(channel.queue.full() for channel in app.topics):
+        if app.flow_control.is_active() and not _a_buffer_full(app.topics._topics):
             coros[1].close()  # never started
             await coros[0]
             return None
     return await _original_wait_first(self, *coros, timeout=timeout)
+
+
+def _a_buffer_full(channels: Any) -> bool:
+    for channel in channels:
+        queue = channel._queue  # None until the channel is iterated: empty
+        if queue is not None and queue.full():
+            return True
+    return False
+
+
+_original_create_event = faust.App.create_event
+
+
+def _create_event(self: Any, key: Any, value: Any, headers: Any, message: Any) -> Any:
+    """Faust's ``App.create_event`` with the event class read once per app (see 8.)."""
+    event_class = self.__dict__.get("_tokenbrake_event_class")
+    if event_class is None:
+        event_class = self.__dict__["_tokenbrake_event_class"] = self.conf.Event
+    return event_class(self, key, value, headers, message)
+
+
+async def _wait_until_ebb(self: Any) -> None:
+    """Faust's ``ProducerBuffer.wait_until_ebb`` with ``producer_threaded`` read once (see 8.)."""
+    threaded = self.__dict__.get("_tokenbrake_threaded")
+    if threaded is None:
+        threaded = self.__dict__["_tokenbrake_threaded"] = bool(self.app.conf.producer_threaded)
+    if threaded:
+        await _original_wait_until_ebb(self)
+    elif len(self.pending._queue) > self.max_messages:
+        await _original_wait_until_ebb(self)
+
+
+_original_wait_until_ebb = faust_producer.ProducerBuffer.wait_until_ebb
 
 
 _original_new_offset = faust_consumer.Consumer._new_offset
@@ -162,3 +201,5 @@ def apply(fetch_max_wait_ms: int = 20, shutdown_timeout_s: float = 10.0,
         faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
         thread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
         faust_consumer.Consumer._add_gap = _no_gap  # type: ignore[method-assign]
+        faust.App.create_event = _create_event  # type: ignore[method-assign]
+        faust_producer.ProducerBuffer.wait_until_ebb = _wait_until_ebb  # type: ignore[method-assign]

@@ -10,10 +10,12 @@ import inspect
 from importlib.metadata import version
 
 import aiokafka
+import faust
 import pytest
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.stores import memory
 from faust.transport import consumer as faust_consumer
+from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from tokenbrake.streams.faust_internals import patches as compat
@@ -38,6 +40,8 @@ SIGNATURES = [
     (aiokafka.AIOKafkaProducer, "create_batch", ["self"]),
     (aiokafka.AIOKafkaProducer, "send_batch", ["self", "batch", "topic", "partition"]),
     (BatchBuilder, "append", ["self", "timestamp", "key", "value", "headers"]),
+    (faust.App, "create_event", ["self", "key", "value", "headers", "message"]),
+    (faust_producer.ProducerBuffer, "wait_until_ebb", ["self"]),
 ]
 
 
@@ -54,7 +58,9 @@ def test_each_internal_still_has_its_signature(owner, name, params):
         target = {"_highwaters": compat._original, "_new_offset": compat._original_new_offset,
                   "wait_first": compat._original_wait_first,
                   "seek_to_committed": compat._original_seek_to_committed,
-                  "_create_worker_consumer": compat._original_create, "_add_gap": compat._original_add_gap}[name]
+                  "_create_worker_consumer": compat._original_create, "_add_gap": compat._original_add_gap,
+                  "create_event": compat._original_create_event,
+                  "wait_until_ebb": compat._original_wait_until_ebb}[name]
     assert list(inspect.signature(target).parameters) == params
 
 
@@ -73,3 +79,9 @@ def test_the_state_faust_keeps_where_the_patches_read_it():
     drain = inspect.getsource(faust_consumer.Consumer._drain_messages)  # patch 7: the fetch loop adds the gaps
     assert "self._add_gap(tp, r_offset + 1, offset)" in drain
     assert "_thread" in faust_consumer.ThreadDelegateConsumer.__init__.__code__.co_names  # patches.bootstrap_of
+    # patch 8: the channels and queues the delivery check reads, the buffer's own rule
+    assert "_topics" in faust.transport.conductor.Conductor.__init__.__code__.co_names
+    assert "_queue" in inspect.getsource(faust.channels.Channel.queue.fget)
+    ebb = inspect.getsource(compat._original_wait_until_ebb)
+    assert "self.size > self.max_messages" in ebb
+    assert "self.pending._queue" in inspect.getsource(faust_producer.ProducerBuffer.size.fget)

@@ -165,9 +165,9 @@ def _consumer(full: bool = False, suspended: bool = False) -> SimpleNamespace:
     suspend = asyncio.Event()
     if suspended:
         suspend.set()
-    channel = SimpleNamespace(queue=SimpleNamespace(full=lambda: full))
+    channels = [SimpleNamespace(_queue=None), SimpleNamespace(_queue=SimpleNamespace(full=lambda: full))]
     return SimpleNamespace(suspend_flow=suspend, _stopped=asyncio.Event(), _crashed=asyncio.Event(),
-                           app=SimpleNamespace(flow_control=Flow(), topics=[channel]))
+                           app=SimpleNamespace(flow_control=Flow(), topics=SimpleNamespace(_topics=channels)))
 
 
 def test_delivery_is_inline_only_when_it_cannot_block(monkeypatch):
@@ -193,3 +193,25 @@ def test_delivery_is_inline_only_when_it_cannot_block(monkeypatch):
     assert asyncio.run(scenario(_consumer(full=True))) is False and faust_path == [True]
     assert asyncio.run(scenario(_consumer(suspended=True))) is False and faust_path == [True, True]
 
+
+
+def test_per_message_lookups_read_once_keep_faust_rules(monkeypatch):
+    """Patch 8: the event class comes from the app's settings (read once), and a producer
+    buffer over its bound still waits for it to ebb (Faust's own method); under it, no wait."""
+    import faust
+
+    app = faust.App("fast-paths", broker="kafka://localhost:1")
+    event = compat._create_event(app, b"k", b"v", {}, None)
+    assert type(event) is app.conf.Event and (event.key, event.value) == (b"k", b"v")
+
+    waited: list[int] = []
+
+    async def original(self) -> None:  # noqa: ANN001
+        waited.append(len(self.pending._queue))
+
+    monkeypatch.setattr(compat, "_original_wait_until_ebb", original)
+    buffer = SimpleNamespace(app=app, max_messages=2, pending=SimpleNamespace(_queue=[1, 2]))
+    asyncio.run(compat._wait_until_ebb(buffer))
+    buffer.pending._queue.append(3)
+    asyncio.run(compat._wait_until_ebb(buffer))
+    assert waited == [3]
