@@ -32,7 +32,7 @@ from tokenbrake.clients.killswitch import KillSwitch
 from tokenbrake.schemas.codec import dumps, loads
 from tokenbrake.streams.broker import CHILD, EmbeddedBroker, ensure_topics, free_port
 from tokenbrake.streams.status import fetch_status
-from tokenbrake.streams.tools.bench_figures import nearest_rank, rss_growth
+from tokenbrake.streams.tools.bench_figures import nearest_rank, rss_growth, steady_rate
 
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku"),
           ("anthropic", "claude-sonnet-4-5")]
@@ -199,7 +199,7 @@ class Worker:
         stored in ClickHouse (the whole pipeline); RSS at 25/50/100% of the events decided;
         CPU microseconds per event of the worker, its writer and ``others`` (the broker)
         between the same marks."""
-        marks: dict[tuple[str, float], float] = {}
+        marks: dict[tuple[str, float], tuple[float, int]] = {}  # (what, fraction) -> (time, count) first seen past it
         rss: dict[str, float] = {}  # worker + writer
         worker_rss: dict[str, float] = {}  # the worker alone: what its state holds
         rss_split: dict[str, float] = {}  # at 100%, per process
@@ -212,7 +212,7 @@ class Worker:
             for what, value in (("decided", n), ("stored", stored)):
                 for frac in (0.1, 0.9):
                     if value >= total * frac and (what, frac) not in marks:
-                        marks[(what, frac)] = now
+                        marks[(what, frac)] = (now, value)
                         if what == "decided":
                             pids = {**self.processes(), **(others or {})}  # the writer starts late
                             cpu[frac] = {name: sum(map(cpu_seconds, ps)) for name, ps in pids.items()}
@@ -227,12 +227,12 @@ class Worker:
 
         def rate(what: str) -> int | None:
             """None, not 0, when the run was too short (or too slow) to see both marks apart."""
-            lo, hi = marks.get((what, 0.1)), marks.get((what, 0.9))
-            return round(total * 0.8 / (hi - lo)) if lo is not None and hi is not None and hi > lo else None
+            return steady_rate(marks.get((what, 0.1)), marks.get((what, 0.9)))
 
         per_event = None
         if 0.1 in cpu and 0.9 in cpu and rate("decided"):
-            per_event = {name: round((cpu[0.9][name] - cpu[0.1][name]) / (total * 0.8) * 1e6, 1) for name in cpu[0.9]}
+            decided = marks[("decided", 0.9)][1] - marks[("decided", 0.1)][1]
+            per_event = {name: round((cpu[0.9][name] - cpu[0.1][name]) / decided * 1e6, 1) for name in cpu[0.9]}
             per_event["total"] = round(sum(per_event.values()), 1)
         growth = rss_growth(worker_rss.get("50%"), worker_rss.get("100%"), total)
         return {"events_per_s": rate("decided"), "stored_events_per_s": rate("stored"), "counted": n,
