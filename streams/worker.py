@@ -9,7 +9,7 @@ tests/unit/test_ordering_contract.py breaks each step on purpose, and the tests 
      waiting for ClickHouse; alerts when the chunk ends (test_pipeline, the latency bench);
   3. changelog: when a chunk ends (``chunk_events`` events or ``chunk_max_s``), every state
      key it changed is sent once to its table's changelog, one drain at a time and each drain's
-     records after the previous one's (streams.runtime.store_chain: off the deciding path, so a
+     records after the previous one's (streams.runtime.storing: off the deciding path, so a
      control never waits for a chunk's storing), so a key's records keep the order of its
      values (tests/unit/test_crash_windows.py);
   4. rows stored: the chunk's rows join the ClickHouse buffer, written by the writer process;
@@ -38,8 +38,7 @@ from tokenbrake.streams.app import RawBytes, build_app
 from tokenbrake.streams.chunk import Chunk
 from tokenbrake.streams.emit.reassert import Reasserter
 from tokenbrake.streams.emit.topic_latest import TopicLatest
-from tokenbrake.streams.engine import STORES, Drained, PricedEvent
-from tokenbrake.streams.faust_internals.changelog import aiokafka_producer, send_packed
+from tokenbrake.streams.engine import STORES, PricedEvent
 from tokenbrake.streams.faust_internals.tables import table_dicts
 from tokenbrake.streams.heap import HeapAger
 from tokenbrake.streams.ingest.decode import Rejected, decode, note_unknown_fields
@@ -56,14 +55,14 @@ from tokenbrake.streams.runtime.membership import install_membership
 from tokenbrake.streams.runtime.publisher import Publisher
 from tokenbrake.streams.runtime.routing import TenantRouter
 from tokenbrake.streams.runtime.status import install_pages
-from tokenbrake.streams.runtime.store_chain import StoreChain
+from tokenbrake.streams.runtime.storing import Storing
 from tokenbrake.streams.runtime.watchdog import broker_silence
 from tokenbrake.streams.settings import Settings
 from tokenbrake.streams.setup import build_engine
 from tokenbrake.streams.sink.buffer import SinkBuffer
-from tokenbrake.streams.sink.clickhouse import alert_row, control_row, now_text, priced_entry, usage_source_bytes
+from tokenbrake.streams.sink.clickhouse import control_row, now_text, priced_entry, usage_source_bytes
 from tokenbrake.streams.sink.process import SinkProcess
-from tokenbrake.streams.sink.rollups import Totals, keep_totals
+from tokenbrake.streams.sink.rollups import keep_totals
 
 log = logging.getLogger("tokenbrake.worker")
 #: how long deciding waits for a control decided mid-batch to reach the broker (see Publisher.delivered)
@@ -121,14 +120,14 @@ class Runtime:
         self._deciding = False  # a batch is being decided into self._chunk
         self._engine_errors = LogBudget(per_window=10, window_s=60.0)
         self._stopping = False  # the broker was lost: the worker is crashing on purpose
-        self._totals: Totals = {}  # rollup totals persisted, not yet handed to the sink
         self.unknown_fields: dict[str, int] = {}  # events with fields the contract does not know
         # one drain at a time, up to its changelog sends: a key's records reach the broker in the
         # order its values were taken (a tick's older value must not land after a chunk's newer one)
         self._draining = asyncio.Lock()
-        # what each drain stores (changelogs, then rows to the sink), in drain order, off the deciding path
-        self._storing = StoreChain(on_error=lambda exc: asyncio.ensure_future(self.app.crash(exc)))
         self.meter = WorkerMeter.from_settings(settings)  # what only the hot path sees (streams.metrics)
+        # what each drain stores (changelogs, then rows to the sink), in drain order, off the deciding path
+        self.storing = Storing(self.app, self.changelogs, self.engine.encoder, self.meter, self.sink,
+                               on_error=lambda exc: asyncio.ensure_future(self.app.crash(exc)))
         self.publisher = Publisher(self.signer, self.control_topic, self.alert_topic, self.topic_latest, self.meter,
                                    self.stats)
         self.dead_letters = DeadLetters(self.dlq_topic, self.meter, self.stats)
@@ -173,7 +172,7 @@ class Runtime:
         if self.attached == self.generation:
             self.engine.save_baselines()  # a deploy loses no detector history
         await self._drain_and_store()
-        await self._storing.idle()  # every chunk's records sent and rows handed over (drain order)
+        await self.storing.chain.idle()  # every chunk's records sent and rows handed over (drain order)
         await self.app.producer.flush()  # changelogs, controls and alerts out before we stop
         await self.sink.maybe_flush(force=True)
 
@@ -185,7 +184,7 @@ class Runtime:
             self.engine.attach({name: table_dicts(table) for name, table in self.tables.items()})
             # the restored totals may be newer than what reached ClickHouse before a crash or an
             # outage (their messages come back as redeliveries, which change no total): write them all
-            keep_totals(((k, v, 0) for k, v in self.engine.totals()), time.time_ns(), self._totals)
+            keep_totals(((k, v, 0) for k, v in self.engine.totals()), time.time_ns(), self.storing.totals)
             self.attached = self.generation
             for control in list(self._by_hand.values()):  # newer than the persisted state, or idempotent
                 self._on_control(control)
@@ -299,28 +298,16 @@ class Runtime:
 
     async def _end_chunk(self) -> None:
         """Publish what was decided and drain the changed state; then, off the deciding path
-        and after the chunks drained before it (``runtime.store_chain``), persist the state and
+        and after the chunks drained before it (``runtime.storing``), persist the state and
         hand the rows to the sink, which acknowledges the chunk's messages once they are stored."""
-        await self._storing.room()  # before the chunk is cut: nothing is decided into it meanwhile
+        await self.storing.chain.room()  # before the chunk is cut: nothing is decided into it meanwhile
         chunk, self._chunk = self._chunk, Chunk(self.generation)
         events, rows = list(chunk.taken), chunk.rows  # a copy: only what is handed over now is acked
         self.stats["messages"] += len(events)
         async with self._draining:
             drained = self.engine.drain()
             controls = chunk.published + await self.publisher.publish(drained.controls, drained.alerts)
-            self._storing.then(lambda: self._store_chunk(drained, controls, events, rows, chunk.forwarded))
-
-    async def _store_chunk(self, drained: Drained, controls: list[ControlEvent], events: list[faust.EventT],
-                           rows: list[Any], forwarded: list[asyncio.Future]) -> None:
-        durable = await self.persist(drained.changes, wait=False) + forwarded
-
-        def ack(events: list[faust.EventT] = events) -> None:
-            for taken in events:
-                taken.ack()
-
-        self.sink.add(rows, [control_row(c) for c in controls], [alert_row(a) for a in drained.alerts], ack,
-                      *self._take_rollups(drained.stale_minutes), durable=durable)
-        await self.sink.maybe_flush()
+            self.storing.chain.then(lambda: self.storing.chunk(drained, controls, events, rows, chunk.forwarded))
 
     async def on_tick(self) -> None:
         if self._broker_lost():
@@ -351,16 +338,8 @@ class Runtime:
         async with self._draining:
             drained = self.engine.drain()
             controls = await self.publisher.publish(drained.controls, drained.alerts)
-            stored = self._storing.then(lambda: self._store_drained(drained, controls))
+            stored = self.storing.chain.then(lambda: self.storing.between_chunks(drained, controls))
         await asyncio.wait([stored])  # a failure is the chain's to report (it stops the worker)
-
-    async def _store_drained(self, drained: Drained, controls: list[ControlEvent]) -> None:
-        pending = await self.persist(drained.changes, wait=False)
-        if pending:
-            await asyncio.gather(*pending)
-        if controls or drained.alerts or self._totals or drained.stale_minutes:
-            self.sink.add([], [control_row(c) for c in controls], [alert_row(a) for a in drained.alerts],
-                          lambda: None, *self._take_rollups(drained.stale_minutes))
 
     async def decide_between_batches(self, decide: Callable[[], Any]) -> None:
         """Another input's engine calls (``decide``, synchronous) once the state is attached and
@@ -380,26 +359,6 @@ class Runtime:
             self._stopping = True
             asyncio.ensure_future(self.app.crash(ConnectionError(f"broker unreachable for {silent:.0f}s")))
         return True
-
-    async def persist(self, changes: dict[str, list[tuple[str, Any, int]]],
-                      wait: bool = True) -> list[asyncio.Future]:
-        """Write each changed key to its table's changelog, once (see ``send_packed``). Returns
-        the broker's acknowledgements; with ``wait`` they are awaited here, otherwise the caller
-        makes sure no message is acknowledged before them (the sink awaits them before it acks)."""
-        producer = aiokafka_producer(self.app)
-        pending = []
-        for name, records in changes.items():
-            self.meter.changelog(name, len(records))
-            if name == "aggregates":  # the ClickHouse rollups are these same totals
-                keep_totals(records, time.time_ns(), self._totals)
-            pending += await send_packed(producer, self.changelogs[name], records, self.engine.encoder(name))
-        if wait and pending:
-            await asyncio.gather(*pending)
-        return pending
-
-    def _take_rollups(self, stale_minutes: set[tuple[str, int]]) -> tuple[Totals, set[tuple[str, int]]]:
-        taken, self._totals = self._totals, {}
-        return taken, stale_minutes
 
     async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
         await self.dead_letters.send(msg, rejected)

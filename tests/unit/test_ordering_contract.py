@@ -2,7 +2,7 @@
 step that breaks the step on purpose and shows the check failing, beside the check passing on the
 real code; and the same for the rule that the tick never drains the engine in the middle of a batch.
 
-The worker's own deciding loop runs (``Runtime.on_batch``, ``_end_chunk``, ``persist``) with the
+The worker's own deciding loop runs (``Runtime.on_batch``, ``_end_chunk``, ``Storing``) with the
 real engine and the real ``SinkBuffer``; what Faust and the brokers would do is played by fakes
 that write one shared log: the messages (their ``ack``), the control publisher, the changelog
 producer (whose acknowledgements the test gives when it chooses) and the ClickHouse writer (run
@@ -20,14 +20,14 @@ import pytest
 
 from tests.helpers import NOW_MS, event
 from tokenbrake.schemas.codec import dumps
-from tokenbrake.streams import worker as worker_module
 from tokenbrake.streams.chunk import Chunk
 from tokenbrake.streams.decide.policies import parse_policies
 from tokenbrake.streams.engine import Engine
 from tokenbrake.streams.logs import LogBudget
 from tokenbrake.streams.price import PriceBook
+from tokenbrake.streams.runtime import storing as storing_module
 from tokenbrake.streams.runtime.routing import TenantRouter
-from tokenbrake.streams.runtime.store_chain import StoreChain
+from tokenbrake.streams.runtime.storing import Storing
 from tokenbrake.streams.sink.buffer import SinkBuffer
 from tokenbrake.streams.worker import Runtime
 
@@ -152,8 +152,6 @@ def runtime(log: list, broker: Broker) -> Runtime:
     rt.unknown_fields = {}
     rt._engine_errors = LogBudget(per_window=10, window_s=60.0)
     rt._draining = asyncio.Lock()
-    rt._storing = StoreChain()
-    rt._totals = {}
     rt.changelogs = {name: f"changelog-{name}" for name in engine.stores}
     rt.publisher = Publisher(log)
     rt.app = None
@@ -168,6 +166,7 @@ def runtime(log: list, broker: Broker) -> Runtime:
     rt.dead_letter = dead_letter
     rt.sink = SinkBuffer(Writer(log), flush_rows=1, flush_interval_s=0.0, max_rows=10_000, retry_max_s=1.0)
     rt.sink._executor = Inline()
+    rt.storing = Storing(None, rt.changelogs, engine.encoder, rt.meter, rt.sink)
     return rt
 
 
@@ -176,8 +175,8 @@ async def run_worker(monkeypatch: pytest.MonkeyPatch, tick_mid_batch: bool = Fal
     agent awaits the control's publication), the chunk ended, stored, and its changelog acknowledged."""
     log: list = []
     broker = Broker(log)
-    monkeypatch.setattr(worker_module, "send_packed", broker.send_packed)
-    monkeypatch.setattr(worker_module, "aiokafka_producer", lambda app: None)
+    monkeypatch.setattr(storing_module, "send_packed", broker.send_packed)
+    monkeypatch.setattr(storing_module, "aiokafka_producer", lambda app: None)
     rt = runtime(log, broker)
     if tick_mid_batch:
         async def tick() -> None:
@@ -265,13 +264,13 @@ def test_step_2_a_control_held_until_the_chunk_ends_is_caught(monkeypatch):
 
 
 def test_step_3_a_store_left_out_of_the_changelog_is_caught(monkeypatch):
-    persist = Runtime.persist
+    persist = Storing.persist
 
     async def without_decisions(self, changes, wait=True):
         return await persist(self, {name: records for name, records in changes.items() if name != "decisions"},
                              wait)
 
-    monkeypatch.setattr(Runtime, "persist", without_decisions)
+    monkeypatch.setattr(Storing, "persist", without_decisions)
     assert 3 in violations(asyncio.run(run_worker(monkeypatch)))
 
 
@@ -287,13 +286,13 @@ def test_step_4_acknowledging_before_the_rows_are_stored_is_caught(monkeypatch):
 
 
 def test_step_5_acknowledging_before_the_changelog_is_on_the_broker_is_caught(monkeypatch):
-    persist = Runtime.persist
+    persist = Storing.persist
 
     async def not_handed_to_the_sink(self, changes, wait=True):
         await persist(self, changes, wait)
         return []  # the broker's acknowledgements are not what the sink waits for
 
-    monkeypatch.setattr(Runtime, "persist", not_handed_to_the_sink)
+    monkeypatch.setattr(Storing, "persist", not_handed_to_the_sink)
     assert violations(asyncio.run(run_worker(monkeypatch))) == {5}
 
 
@@ -316,7 +315,7 @@ def test_a_tick_that_drains_mid_batch_is_caught(monkeypatch):
 
 
 def test_a_chunk_being_stored_holds_neither_deciding_nor_the_next_control(monkeypatch):
-    """Step 3 runs off the deciding path (streams.runtime.store_chain): while the broker has not
+    """Step 3 runs off the deciding path (streams.runtime.storing): while the broker has not
     taken a chunk's changelog records, the next messages are decided and their control goes out;
     the next chunk's records still follow the first chunk's."""
 
@@ -329,8 +328,8 @@ def test_a_chunk_being_stored_holds_neither_deciding_nor_the_next_control(monkey
             await broker_slow.wait()
             return await broker.send_packed(producer, topic, records, encode)
 
-        monkeypatch.setattr(worker_module, "send_packed", slow_send)
-        monkeypatch.setattr(worker_module, "aiokafka_producer", lambda app: None)
+        monkeypatch.setattr(storing_module, "send_packed", slow_send)
+        monkeypatch.setattr(storing_module, "aiokafka_producer", lambda app: None)
         rt = runtime(log, broker)
 
         def taken(offset: int) -> Taken:
@@ -343,7 +342,7 @@ def test_a_chunk_being_stored_holds_neither_deciding_nor_the_next_control(monkey
         control_first = ("publish", ["block"]) in log and not any(entry[0] == "changelog" for entry in log)
         await rt._end_chunk()
         broker_slow.set()
-        await rt._storing.idle()
+        await rt.storing.chain.idle()
         return log, control_first
 
     log, control_first = asyncio.run(scenario())
