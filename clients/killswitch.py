@@ -111,14 +111,22 @@ class KillSwitch:
         (True), or ignore them (False, once the topic holds none).
     wall_clock_ms: the clock expiry and skew are judged by (tests pass their own).
     security: TLS/SASL for the broker (``clients.KafkaSecurity``); None: plaintext.
+    fetch_max_wait_ms: how long the broker may hold a fetch while no control arrives (1-5000).
+        Kafka answers as soon as a record arrives, so this only bounds how often an idle kill
+        switch polls: 50 (the default) is 20 fetches a second per instance; a large fleet on
+        Kafka can take 500. The embedded broker answers only at the end of the wait, so there
+        it is also how late a control can be seen.
     """
 
     def __init__(self, bootstrap: str, topic: str = "tokenbrake.control", *, keys: str | dict[str, bytes] = DEV_KEYS,
                  fail_closed: bool = False, max_staleness_s: float = 30.0, user_id_salt: str | bytes | None = None,
                  user_hasher: Callable[[str], str] | None = None, max_future_skew_s: float = 300.0,
                  accept_unsequenced: bool = True, wall_clock_ms: Callable[[], int] = wall_clock_ms,
-                 security: KafkaSecurity | None = None) -> None:
+                 security: KafkaSecurity | None = None, fetch_max_wait_ms: int = 50) -> None:
+        if not 1 <= fetch_max_wait_ms <= 5000:
+            raise ValueError(f"fetch_max_wait_ms must be 1-5000, not {fetch_max_wait_ms}")
         self.bootstrap, self.topic = bootstrap, topic
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.security = security
         self.keyring = parse_keyring(keys) if isinstance(keys, str) else dict(keys)
         self.fail_closed, self.max_staleness_s = fail_closed, max_staleness_s
@@ -149,7 +157,8 @@ class KillSwitch:
     async def start(self, timeout_s: float = 30.0) -> None:
         consumer = self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                                      auto_offset_reset="earliest", group_id=None,
-                                                     fetch_max_wait_ms=50, **connection_kwargs(self.security))
+                                                     fetch_max_wait_ms=self.fetch_max_wait_ms,
+                                                     **connection_kwargs(self.security))
         try:
             tps = await self._read_history(consumer, time.monotonic() + timeout_s)
         except BaseException:  # no broker, a refused certificate, a timeout, stop() meanwhile: leave nothing open

@@ -61,3 +61,21 @@ def test_a_start_after_a_failed_start_works(broker):  # noqa: ANN001
             await ks.stop()
 
     assert run(scenario()) is True
+
+
+def test_the_fetch_wait_is_the_services_choice(broker):  # noqa: ANN001
+    """A large fleet on Kafka polls less with a longer wait; out of range is one clear error."""
+    topic = f"control-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> int:
+        await ensure_topics(broker.bootstrap, {topic: 1}, {topic})
+        ks = KillSwitch(broker.bootstrap, topic, keys="k1:test-secret-of-16-chars", fetch_max_wait_ms=500)
+        await ks.start()
+        try:
+            return ks._consumer._fetch_max_wait_ms
+        finally:
+            await ks.stop()
+
+    assert run(scenario()) == 500
+    with pytest.raises(ValueError, match="fetch_max_wait_ms must be 1-5000, not 0"):
+        KillSwitch(broker.bootstrap, topic, keys="k1:test-secret-of-16-chars", fetch_max_wait_ms=0)
