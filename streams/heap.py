@@ -16,29 +16,15 @@ THRESHOLDS = (20_000, 50, 1000)
 
 def tune_gc() -> None:
     """Set the process's collection :data:`THRESHOLDS`: process-wide, so called once where a
-    long-lived process starts (the ClickHouse writer's child in ``streams.sink.process``; the
-    worker turns the automatic collections off instead: :func:`collect_only_when_ageing`),
-    never as the side effect of building an object."""
+    long-lived process starts (the worker in ``streams.runner``, the ClickHouse writer's child
+    in ``streams.sink.process``), never as the side effect of building an object."""
     gc.set_threshold(*THRESHOLDS)
-
-
-def collect_only_when_ageing() -> None:
-    """Turn the automatic collections off in a process whose :class:`HeapAger` ages often (the
-    worker: every ``GC_FREEZE_INTERVAL_S``, at the end of each batch and on each tick).
-
-    The automatic ones found no garbage in the worker (every young collection under the bench's
-    load collected 0 objects) but paused the event loop for 10-60 ms each, walking young
-    objects the ageing walks again (a young collection every 20,000 allocations, the middle one
-    every 50 of those). With them off, each young object is walked once, by the ageing, which
-    still collects whatever cycle turned to garbage since the last one; at 0.25 s its pauses
-    were 4-8 ms (median) against 11-26 ms every second, for the same CPU within noise."""
-    gc.disable()
 
 
 class HeapAger:
     """Left to the default collector, every 25% of churn triggers a full collection that walks
     the whole state (0.7 s for 1.2M objects here). Instead, every ``interval_s``, collect the
-    young generations and move the survivors to the permanent generation, which the
+    young generations (~20 ms) and move the survivors to the permanent generation, which the
     collector no longer walks; refcounting still frees them when the state drops them. The
     price: a reference cycle that turns to garbage after it was frozen is never collected
     (the state itself holds no cycles). The thresholds are :func:`tune_gc`'s, not this class's."""

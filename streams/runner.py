@@ -69,7 +69,7 @@ def run_worker(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. Returns the exit code."""
     import faust
 
-    from tokenbrake.streams.heap import collect_only_when_ageing
+    from tokenbrake.streams.heap import tune_gc
     from tokenbrake.streams.worker import Runtime
 
     configure(settings.log_level)
@@ -99,7 +99,7 @@ def run_worker(settings: Settings) -> int:
         asyncio.set_event_loop(asyncio.new_event_loop())
         runtime = Runtime(settings, bootstrap)
         gc.freeze()  # everything imported and built so far lives as long as the process
-        collect_only_when_ageing()  # from now on, HeapAger.maybe_age is the only collection (see streams.heap)
+        tune_gc()  # young collections rarer; full ones left to HeapAger.maybe_age (see streams.heap)
         worker = faust.Worker(runtime.app, loglevel=settings.log_level, redirect_stdouts=False,
                               logging_config=logging_config(settings.log_level), quiet=True)
         url = f"http://{settings.web_host}:{settings.web_port}/tokenbrake/status"

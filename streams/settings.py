@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     broker_lost_exit_s: float = Field(300.0, ge=0, description="stop with exit code 1 after this long without "
                                       "an answer from the broker, so a supervisor restarts the worker (and an "
                                       "orphaned worker does not spin for ever); 0: never")
-    gc_freeze_interval_s: float = Field(0.25, gt=0, description="how often young objects are collected and the "
+    gc_freeze_interval_s: float = Field(1.0, gt=0, description="how often young objects are collected and the "
                                         "survivors frozen out of the cyclic collector's reach: each collection "
                                         "pauses the worker for what survived since the last one")
 

@@ -231,7 +231,6 @@ class Runtime:
             await self._decide(events)
         finally:
             self._deciding = False
-        self.heap.maybe_age()  # the process's only collection (streams.heap), between batches
 
     def _chunk_due(self) -> bool:
         """The tick or the shutdown flush may end the pending chunk: it has messages of this
@@ -313,9 +312,9 @@ class Runtime:
     async def on_tick(self) -> None:
         if self._broker_lost():
             return
-        self.heap.maybe_age()  # also while the state is being recovered: no other collection runs
         if not self.ready():
             return
+        self.heap.maybe_age()
         suppressed = self._engine_errors.take_suppressed()
         if suppressed:
             log.error("engine failed on %d more events (dead-lettered as internal_error, not logged one by one)",

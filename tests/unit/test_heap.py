@@ -1,8 +1,7 @@
 import gc
 import time
-import weakref
 
-from tokenbrake.streams.heap import THRESHOLDS, HeapAger, collect_only_when_ageing, tune_gc
+from tokenbrake.streams.heap import THRESHOLDS, HeapAger, tune_gc
 
 
 def test_ages_the_heap_at_most_once_per_interval():
@@ -44,27 +43,3 @@ def test_tune_gc_sets_the_process_thresholds():
         assert gc.get_threshold() == THRESHOLDS != (700, 10, 10)
     finally:
         gc.set_threshold(*before)
-
-
-def test_the_worker_leaves_collection_to_the_ageing():
-    """No automatic collection once the worker runs; the ager's collection still frees cycles."""
-
-    class Node:
-        pass
-
-    died: list[bool] = []
-    try:
-        collect_only_when_ageing()
-        assert not gc.isenabled()
-        node = Node()
-        node.itself = node  # a cycle: refcounting alone never frees it
-        weakref.finalize(node, died.append, True)
-        del node
-        kept = [[] for _ in range(50_000)]  # more new objects than any young collection's threshold
-        assert died == []  # nothing collected it automatically
-        assert HeapAger(interval_s=3600).maybe_age() is True
-        assert died == [True]  # the ageing did
-        del kept
-    finally:
-        gc.enable()
-        gc.unfreeze()

@@ -351,17 +351,3 @@ def test_a_chunk_being_stored_holds_neither_deciding_nor_the_next_control(monkey
     sent = [(entry[1].removeprefix("changelog-"), entry[2]) for entry in log if entry[0] == "changelog"]
     assert len(drains) == 2 and set(sent[:len(drains[0])]) == drains[0]  # the first chunk's records first
     assert set(sent[len(drains[0]):]) == drains[1]
-
-
-def test_each_batch_gives_the_heap_ager_its_chance(monkeypatch):
-    """The worker's only collection is the ager's (streams.heap): it is offered one after every
-    batch, not only on the tick, so what survived since the last one stays small."""
-    log: list = []
-    monkeypatch.setattr(storing_module, "send_packed", Broker(log).send_packed)
-    monkeypatch.setattr(storing_module, "aiokafka_producer", lambda app: None)
-    rt = runtime(log, Broker(log))
-    aged: list[int] = []
-    rt.heap = SimpleNamespace(maybe_age=lambda: aged.append(len(log)))
-    value = dumps(event(tenant_id="acme", event_id="m0", ts=NOW_MS).model_dump(mode="json"))
-    asyncio.run(rt.on_batch([Taken(log, 0, value)]))
-    assert aged and ("process", 0, "m0") in log[:aged[0]]  # offered once the batch was decided
