@@ -116,18 +116,17 @@ def _create_event(self: Any, key: Any, value: Any, headers: Any, message: Any) -
     return event_class(self, key, value, headers, message)
 
 
+_original_wait_until_ebb = faust_producer.ProducerBuffer.wait_until_ebb
+
+
 async def _wait_until_ebb(self: Any) -> None:
-    """Faust's ``ProducerBuffer.wait_until_ebb`` with ``producer_threaded`` read once (see 8.)."""
+    """Faust's ``ProducerBuffer.wait_until_ebb``, skipped while its unthreaded buffer is under
+    its bound, with ``producer_threaded`` read once (see 8.)."""
     threaded = self.__dict__.get("_tokenbrake_threaded")
     if threaded is None:
         threaded = self.__dict__["_tokenbrake_threaded"] = bool(self.app.conf.producer_threaded)
-    if threaded:
+    if threaded or len(self.pending._queue) > self.max_messages:
         await _original_wait_until_ebb(self)
-    elif len(self.pending._queue) > self.max_messages:
-        await _original_wait_until_ebb(self)
-
-
-_original_wait_until_ebb = faust_producer.ProducerBuffer.wait_until_ebb
 
 
 _original_new_offset = faust_consumer.Consumer._new_offset
